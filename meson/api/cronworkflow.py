@@ -1,0 +1,94 @@
+"""CronWorkflow: a Workflow template started on a cron schedule."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from meson.api.common import ApiModel, Condition, ObjectMeta, PodTemplateMetadata
+from meson.api.workflow import WorkflowSpec
+
+__all__ = ["SCHEDULE_PATTERN", "CronWorkflow", "CronWorkflowSpec", "CronWorkflowStatus", "WorkflowTemplate"]
+
+# Five fields of digits, names, * , - / ? (or a @-macro). Full parsing is done by the admission webhook.
+SCHEDULE_PATTERN = (
+    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|"
+    r"([0-9A-Za-z*,/?-]+\s+){4}[0-9A-Za-z*,/?-]+)$"
+)
+
+
+class WorkflowTemplate(ApiModel):
+    """The Workflow each run creates: labels and annotations, and a full Workflow spec."""
+
+    metadata: PodTemplateMetadata | None = Field(
+        default=None, description="Labels and annotations put on each created Workflow."
+    )
+    spec: WorkflowSpec = Field(description="Spec of each created Workflow.")
+
+
+class CronWorkflowSpec(ApiModel):
+    """When to start workflows, from which template, and how runs may overlap."""
+
+    schedule: str = Field(
+        max_length=256,
+        pattern=SCHEDULE_PATTERN,
+        description="Cron schedule: five fields (minute hour day-of-month month day-of-week), "
+        "e.g. '0 2 * * *', "
+        "or a macro such as @daily.",
+    )
+    time_zone: str | None = Field(
+        default=None,
+        max_length=64,
+        description="IANA time zone of the schedule, e.g. Europe/Paris. UTC when not set.",
+    )
+    concurrency_policy: Literal["Allow", "Forbid", "Replace"] = Field(
+        default="Allow",
+        description="When a run is due while the previous one is still active: Allow (start it anyway), "
+        "Forbid (skip it), Replace (delete the active run and start the new one).",
+    )
+    starting_deadline_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="A run that could not start within this many seconds after its time is skipped.",
+    )
+    successful_workflows_history_limit: int = Field(
+        default=3, ge=0, le=1000, description="Succeeded workflows kept."
+    )
+    failed_workflows_history_limit: int = Field(
+        default=1, ge=0, le=1000, description="Failed workflows kept."
+    )
+    suspend: bool = Field(default=False, description="While true no new run is started.")
+    workflow_template: WorkflowTemplate = Field(description="The Workflow each run creates.")
+
+
+class CronWorkflowStatus(ApiModel):
+    """The observed state of a CronWorkflow."""
+
+    active: list[str] | None = Field(default=None, description="Names of the workflows still running.")
+    last_schedule_time: str | None = Field(
+        default=None, description="When a run was last started (RFC 3339)."
+    )
+    last_successful_time: str | None = Field(
+        default=None, description="When a run last succeeded (RFC 3339)."
+    )
+    next_schedule_time: str | None = Field(default=None, description="When the next run is due (RFC 3339).")
+    conditions: list[Condition] | None = Field(
+        default=None,
+        description="Conditions: Valid.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation the controller last acted on."
+    )
+
+
+class CronWorkflow(ApiModel):
+    """A CronWorkflow starts a Workflow from its template on a cron schedule in a time zone, with a
+    concurrency policy, a starting deadline and history limits."""
+
+    api_version: str = Field(default="meson.dev/v1alpha1", description="meson.dev/v1alpha1")
+    kind: str = Field(default="CronWorkflow", description="CronWorkflow")
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard object metadata.")
+    spec: CronWorkflowSpec = Field(description="Schedule and template.")
+    status: CronWorkflowStatus | None = Field(default=None, description="Observed state.")

@@ -1,0 +1,332 @@
+"""Workflow: a namespaced DAG of steps, each a pod template admitted through a Queue.
+
+Placeholders. Strings anywhere in a step's pod template may contain ``{{ expr }}`` placeholders, replaced
+when the pod is made (see :mod:`meson.api.template`):
+
+* ``{{ params.NAME }}`` — the value of a workflow parameter,
+* ``{{ item }}`` / ``{{ item.KEY }}`` — the current element of the step's ``foreach`` (and a key of it),
+* ``{{ step.name }}``, ``{{ step.index }}`` — the step name and the foreach index (0 without foreach),
+* ``{{ workflow.name }}``, ``{{ workflow.namespace }}``, ``{{ workflow.uid }}``.
+
+Conditions. ``when`` is a CEL expression over ``params`` (a map of parameter values) and ``steps``
+(``steps.NAME.phase``, ``steps.NAME.exitCode``, ``steps.NAME.result``) of the step's upstream steps.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints
+
+from meson.api.common import (
+    DNS_LABEL,
+    IDENTIFIER,
+    ApiModel,
+    Condition,
+    ObjectMeta,
+    PodTemplate,
+    x_validation,
+)
+
+__all__ = [
+    "MAX_DEPENDENCIES",
+    "MAX_PARAMETERS",
+    "MAX_STEPS",
+    "Backoff",
+    "ExitStep",
+    "Foreach",
+    "Parameter",
+    "RetryPolicy",
+    "Step",
+    "StepCounts",
+    "StepStatus",
+    "Workflow",
+    "WorkflowSpec",
+    "WorkflowStatus",
+]
+
+#: Explicit steps per workflow. Fan-out (foreach, parallelism) multiplies them at run time.
+MAX_STEPS = 200
+MAX_DEPENDENCIES = 32
+MAX_PARAMETERS = 64
+MAX_FOREACH_ITEMS = 10000
+
+FailureMode = Literal["StopScheduling", "FailFast", "Continue"]
+RetryOn = Literal["FailedExit", "NodeLost", "Evicted", "Timeout"]
+WorkflowPhase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
+StepPhase = Literal["Waiting", "Pending", "Running", "Retrying", "Succeeded", "Failed", "Skipped", "Omitted"]
+
+
+class Parameter(ApiModel):
+    """A workflow parameter: a named value with a default, usable as {{ params.NAME }} and in CEL."""
+
+    name: str = Field(max_length=63, pattern=IDENTIFIER, description="Name of the parameter (an identifier).")
+    default: Any = Field(
+        default=None,
+        description="Default value (any JSON value: string, number, list, object).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    value: Any = Field(
+        default=None,
+        description="Value for this run; overrides default (set when submitting or by a CronWorkflow).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    description: str | None = Field(default=None, max_length=1024, description="What the parameter means.")
+
+    @property
+    def effective(self) -> Any:
+        """The value used at run time: value when set, else default."""
+        return self.value if self.value is not None else self.default
+
+
+class Foreach(ApiModel):
+    """Fan-out: one instance of the step per element of a list or of a list-valued parameter."""
+
+    __x_validations__ = [
+        x_validation(
+            "has(self.items) != has(self.parameter)", "exactly one of items or parameter must be set"
+        )
+    ]
+
+    items: list[Any] | None = Field(
+        default=None,
+        description="The elements to fan out over (strings, numbers or objects); {{ item }} in the template.",
+        json_schema_extra={"maxItems": MAX_FOREACH_ITEMS},
+    )
+    parameter: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=IDENTIFIER,
+        description="Name of a workflow parameter whose value is the list to fan out over.",
+    )
+    max_concurrency: int | None = Field(
+        default=None, ge=1, description="Most instances running at the same time. Unlimited when not set."
+    )
+
+
+class Backoff(ApiModel):
+    """Exponential backoff between attempts: initial * factor^(attempt-1), capped at max."""
+
+    __x_validations__ = [
+        x_validation(
+            "!has(self.maxSeconds) || self.maxSeconds >= self.initialSeconds",
+            "maxSeconds must be greater than or equal to initialSeconds",
+        )
+    ]
+
+    initial_seconds: int = Field(default=10, ge=0, le=86400, description="Delay before the first retry.")
+    factor: float = Field(default=2.0, ge=1, le=10, description="Multiplier applied to the delay per retry.")
+    max_seconds: int | None = Field(
+        default=None, ge=0, le=86400, description="Cap on the delay between retries."
+    )
+
+
+class RetryPolicy(ApiModel):
+    """How a failed step is retried."""
+
+    limit: int = Field(default=0, ge=0, le=100, description="Retries after the first attempt (0: never).")
+    backoff: Backoff | None = Field(
+        default=None, description="Delay between attempts. 10s doubling when not set."
+    )
+    retry_on: list[RetryOn] = Field(
+        default=["FailedExit", "NodeLost", "Evicted"],
+        description="Failures that are retried: FailedExit (a container exited non-zero), NodeLost (the node "
+        "went away), Evicted (the pod was evicted or preempted), Timeout (the step's timeout passed).",
+        json_schema_extra={"x-kubernetes-list-type": "set", "maxItems": 4},
+    )
+
+
+class Step(ApiModel):
+    """One node of the DAG: a pod template run once, as a gang (parallelism), or fanned out (foreach)."""
+
+    __x_validations__ = [
+        x_validation(
+            "!has(self.dependencies) || !(self.name in self.dependencies)",
+            "a step cannot depend on itself",
+            field_path=".dependencies",
+        )
+    ]
+
+    name: str = Field(
+        max_length=40, pattern=DNS_LABEL, description="Name of the step, unique in the workflow."
+    )
+    template: PodTemplate = Field(description="The pod to run: a Kubernetes pod template.")
+    dependencies: list[Annotated[str, StringConstraints(max_length=40)]] | None = Field(
+        default=None,
+        description="Names of the steps that must succeed before this one starts.",
+        json_schema_extra={"maxItems": MAX_DEPENDENCIES, "x-kubernetes-list-type": "set"},
+    )
+    parallelism: int = Field(
+        default=1,
+        ge=1,
+        le=10000,
+        description="Size of the gang: identical pods admitted together, all or none (1: a single pod).",
+    )
+    foreach: Foreach | None = Field(default=None, description="Fan out over a list or a list parameter.")
+    when: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="CEL condition evaluated when the dependencies are done; the step is Skipped when false. "
+        "Sees params.NAME and steps.NAME.phase/exitCode/result of upstream steps, e.g. "
+        "params.env == 'prod' && steps.extract.phase == 'Succeeded'.",
+    )
+    retry_policy: RetryPolicy | None = Field(default=None, description="Retries of failed attempts.")
+    timeout_seconds: int | None = Field(
+        default=None, ge=1, description="Deadline for one attempt, from the pods' start."
+    )
+
+    def deps(self) -> list[str]:
+        """The dependency names (empty list when none)."""
+        return list(self.dependencies or [])
+
+
+class ExitStep(ApiModel):
+    """A step that always runs once every other step is finished, whatever the outcome (cleanup, notify)."""
+
+    name: str = Field(
+        default="on-exit", max_length=40, pattern=DNS_LABEL, description="Name of the exit step."
+    )
+    template: PodTemplate = Field(description="The pod to run; {{ workflow.phase }} is not available here.")
+    retry_policy: RetryPolicy | None = Field(default=None, description="Retries of failed attempts.")
+    timeout_seconds: int | None = Field(default=None, ge=1, description="Deadline for one attempt.")
+
+
+class WorkflowSpec(ApiModel):
+    """The desired run: a DAG of steps, the queue to admit it through and what to do on failure."""
+
+    __x_validations__ = [
+        x_validation(
+            "self.steps.all(s, !has(s.dependencies) || "
+            "s.dependencies.all(d, self.steps.exists(t, t.name == d)))",
+            "every dependency must name a step of this workflow",
+            field_path=".steps",
+        ),
+        x_validation(
+            "!has(self.onExit) || !self.steps.exists(s, s.name == self.onExit.name)",
+            "onExit.name must differ from the names of the steps",
+            field_path=".onExit.name",
+        ),
+    ]
+
+    queue: str = Field(
+        default="default",
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="Name of the Queue that admits the steps.",
+    )
+    priority_class_name: str | None = Field(
+        default=None,
+        max_length=253,
+        description="PriorityClass of the workflow: orders it in its queue and is set on its pods.",
+    )
+    parameters: list[Parameter] | None = Field(
+        default=None,
+        description="Parameters with defaults, usable as {{ params.NAME }} and in conditions.",
+        json_schema_extra={
+            "maxItems": MAX_PARAMETERS,
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+    steps: list[Step] = Field(
+        min_length=1,
+        description="The steps of the DAG; names are unique and dependencies name other steps.",
+        json_schema_extra={
+            "maxItems": MAX_STEPS,
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+    failure_mode: FailureMode = Field(
+        default="StopScheduling",
+        description="After a step fails for good: StopScheduling (start no new steps, let running ones "
+        "finish), FailFast (also stop the running ones), Continue (run every step that does not depend on "
+        "the failed one).",
+    )
+    on_exit: ExitStep | None = Field(default=None, description="A step that always runs at the end.")
+    timeout_seconds: int | None = Field(
+        default=None, ge=1, description="Deadline of the whole workflow from its start; it then fails."
+    )
+    suspend: bool = Field(
+        default=False, description="While true no new step is admitted; running steps go on."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the workflow this long after it finished. Kept when not set."
+    )
+
+    def step(self, name: str) -> Step:
+        """The step called ``name`` (KeyError when absent)."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    def parameter_values(self) -> dict[str, Any]:
+        """Effective parameter values (value, else default) by name."""
+        return {p.name: p.effective for p in self.parameters or []}
+
+
+class StepStatus(ApiModel):
+    """Compact state of one step instance (one entry per foreach element; a gang is one entry)."""
+
+    name: str = Field(description="Step name.")
+    index: int | None = Field(
+        default=None, description="Foreach index of this instance; absent without foreach."
+    )
+    phase: StepPhase = Field(
+        description="Waiting (for dependencies), Pending (in the queue), Running, Retrying (backing off), "
+        "Succeeded, Failed, Skipped (condition false), Omitted (not run after a failure)."
+    )
+    attempts: int | None = Field(default=None, description="Attempts started so far.")
+    start: int | None = Field(
+        default=None, description="Start of the current attempt, seconds after status.startedAt."
+    )
+    end: int | None = Field(default=None, description="End of the step, seconds after status.startedAt.")
+    node: str | None = Field(default=None, description="Node of the (first) pod of the current attempt.")
+    position: int | None = Field(default=None, description="Position in the queue while Pending (1: next).")
+    exit_code: int | None = Field(default=None, description="Exit code of the last attempt.")
+    message: str | None = Field(default=None, description="Why the step is in this phase, when not obvious.")
+
+
+class StepCounts(ApiModel):
+    """Number of step instances per phase."""
+
+    total: int = Field(default=0, description="All step instances known so far.")
+    pending: int = Field(default=0, description="Waiting or Pending.")
+    running: int = Field(default=0, description="Running or Retrying.")
+    succeeded: int = Field(default=0, description="Succeeded.")
+    failed: int = Field(default=0, description="Failed.")
+    skipped: int = Field(default=0, description="Skipped or Omitted.")
+
+
+class WorkflowStatus(ApiModel):
+    """The observed state of a workflow, written by the Meson controller."""
+
+    phase: WorkflowPhase | None = Field(
+        default=None, description="Pending, Running, Suspended, Succeeded or Failed."
+    )
+    progress: str | None = Field(default=None, description="Finished steps over all steps, e.g. 3/20.")
+    message: str | None = Field(default=None, description="Why the workflow is in this phase.")
+    started_at: str | None = Field(default=None, description="When the first step started (RFC 3339).")
+    finished_at: str | None = Field(default=None, description="When the workflow finished (RFC 3339).")
+    counts: StepCounts | None = Field(default=None, description="Step instances per phase.")
+    steps: list[StepStatus] | None = Field(default=None, description="State of every step instance.")
+    conditions: list[Condition] | None = Field(
+        default=None,
+        description="Conditions: Valid, Admitted, Completed.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation the controller last acted on."
+    )
+
+
+class Workflow(ApiModel):
+    """A Workflow is a DAG of steps, each a Kubernetes pod template, admitted through a Meson Queue: with
+    dependencies, gangs, foreach fan-out, CEL conditions, retries, timeouts, an exit step and parameters."""
+
+    api_version: str = Field(default="meson.dev/v1alpha1", description="meson.dev/v1alpha1")
+    kind: str = Field(default="Workflow", description="Workflow")
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard object metadata.")
+    spec: WorkflowSpec = Field(description="Desired run.")
+    status: WorkflowStatus | None = Field(default=None, description="Observed state.")
