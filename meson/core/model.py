@@ -1,0 +1,167 @@
+"""The scheduling core's inputs and outputs, as plain frozen values.
+
+The operator translates Kubernetes objects into these once per cycle (a ``Snapshot``) and applies
+the ``Decisions`` that come back. Nothing here refers to Kubernetes: the core can be driven by a
+simulator or a test exactly as it is driven by the operator, and the same snapshot always gives
+the same decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from meson.core.resources import ZERO, Resources
+
+Strategy = Literal["StrictFIFO", "BestEffortFIFO"]
+WithinQueuePreemption = Literal["Never", "LowerPriority"]
+StopPolicy = Literal["None", "Hold", "HoldAndDrain"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """One node of the queue tree (from the Queue API).
+
+    ``guaranteed`` is capacity this queue can always get back; ``limit`` caps what its whole
+    subtree may use including borrowing (``None``: only the ancestors' caps apply). A parent with
+    no guarantee of its own is a pure container (like a Kueue cohort): its pool is the sum of its
+    children's guarantees. Workloads name leaf queues.
+    """
+
+    name: str
+    parent: str | None = None
+    guaranteed: Resources = ZERO
+    limit: Resources | None = None
+    weight: float = 1.0
+    max_admitted: int | None = None
+    admission_rate: float | None = None  # pod starts per second; None = unthrottled
+    admission_burst: int = 1
+    strategy: Strategy = "BestEffortFIFO"
+    preempt_within_queue: WithinQueuePreemption = "Never"
+    reclaim_borrowed: bool = True
+    stop_policy: StopPolicy = "None"
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and not self.guaranteed.fits_in(self.limit):
+            raise ValueError(f"queue {self.name}: limit {self.limit.describe()} is below its guarantee "
+                             f"{self.guaranteed.describe()}")
+        if self.weight <= 0:
+            raise ValueError(f"queue {self.name}: weight must be positive")
+        if self.admission_rate is not None and self.admission_rate <= 0:
+            raise ValueError(f"queue {self.name}: admission_rate must be positive")
+        if self.admission_burst < 1:
+            raise ValueError(f"queue {self.name}: admission_burst must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A unit of admission: ``pod_count`` pods each requesting ``pod_request``.
+
+    ``gang`` workloads need every pod to fit on the observed nodes at once; other workloads need at
+    least one pod to fit now (their pods are independent, kube-scheduler starts the rest as room
+    frees). Quota is always charged for the whole workload.
+    """
+
+    key: str
+    queue: str
+    priority: int
+    created: float
+    pod_request: Resources
+    pod_count: int = 1
+    gang: bool = False
+    preemptible: bool = True
+    total: Resources = field(init=False, repr=False, compare=False)
+    # Cached ordering key: the core sorts hundreds of thousands of these per pass.
+    order_key: tuple[int, float, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.pod_count < 1:
+            raise ValueError(f"workload {self.key}: pod_count must be at least 1")
+        object.__setattr__(self, "total", self.pod_request * self.pod_count)
+        object.__setattr__(self, "order_key", (-self.priority, self.created, self.key))
+
+
+@dataclass(frozen=True, slots=True)
+class AdmittedWorkload:
+    """A workload already admitted (running or starting); quota usage is derived from these."""
+
+    workload: Workload
+    admitted_at: float
+
+    @property
+    def key(self) -> str:
+        return self.workload.key
+
+    @property
+    def queue(self) -> str:
+        return self.workload.queue
+
+    @property
+    def priority(self) -> int:
+        return self.workload.priority
+
+    @property
+    def total(self) -> Resources:
+        return self.workload.total
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCapacity:
+    """A schedulable node as observed: ``free`` = allocatable - requests of non-terminal pods."""
+
+    name: str
+    allocatable: Resources
+    free: Resources
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one scheduling cycle looks at.
+
+    ``nodes=None`` means cluster capacity is not observed (quota-only admission, as in Kueue's
+    benchmark); an empty tuple means there are no schedulable nodes, so nothing fits.
+    """
+
+    now: float
+    queues: Sequence[QueueConfig]
+    pending: Sequence[Workload]
+    admitted: Sequence[AdmittedWorkload] = ()
+    nodes: Sequence[NodeCapacity] | None = None
+    global_rate: float | None = None
+    global_burst: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    key: str
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    """Evict ``victim_key``. ``preemptor_key`` is None when a queue is draining (HoldAndDrain)."""
+
+    victim_key: str
+    preemptor_key: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingInfo:
+    """Why a workload is still pending, and where it stands (1 = next in its queue)."""
+
+    key: str
+    reason: str
+    position: int
+    never_fits: bool = False
+
+
+@dataclass(slots=True)
+class Decisions:
+    admit: list[Admission] = field(default_factory=list)
+    preempt: list[Preemption] = field(default_factory=list)
+    pending: dict[str, PendingInfo] = field(default_factory=dict)
+    # Earliest time a new cycle could change something without any new event (token refill,
+    # a starvation guard kicking in). None: only an event (arrival, exit, config change) can.
+    wake_at: float | None = None
