@@ -1,0 +1,163 @@
+"""The pure validator: every webhook-layer bad manifest gets its exact message; good objects pass."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from e2e.bad_manifests import LAYERS, load_cases
+from meson.api.validation import find_cycle, invalid_condition, parse, sample_pods, validate
+
+CASES = load_cases()
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+# Pod-template cases need the API server's dry run; they are covered by the e2e tests.
+NEEDS_SERVER = {"workflow-pod-template-invalid", "workflow-pod-restart-policy", "streamjob-pod-bad-quantity"}
+
+
+def test_table_shape():
+    assert len(CASES) >= 25
+    names = [case["name"] for case in CASES]
+    assert len(names) == len(set(names))
+    for case in CASES:
+        assert case["layer"] in LAYERS, case["name"]
+        assert case["error"], case["name"]
+        assert case["manifest"]["apiVersion"] == "meson.dev/v1alpha1"
+    assert {case["layer"] for case in CASES} == set(LAYERS)
+    object_names = [c["manifest"]["metadata"]["name"] for c in CASES]
+    assert len(object_names) == len(set(object_names))
+
+
+def _parents(case):
+    setup = case.get("setup") or []
+    return {obj["metadata"]["name"]: obj["spec"].get("parent") for obj in setup if obj["kind"] == "Queue"}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if c["layer"] == "webhook" and c["name"] not in NEEDS_SERVER],
+    ids=lambda c: c["name"],
+)
+def test_webhook_case_gives_exact_error(case):
+    manifest = case["manifest"]
+    problems = validate(manifest["kind"], manifest, queue_parents=_parents(case))
+    assert any(case["error"] in p for p in problems), problems
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["name"] in NEEDS_SERVER], ids=lambda c: c["name"])
+def test_pod_cases_pass_pure_checks_and_render_a_pod(case):
+    manifest = case["manifest"]
+    assert validate(manifest["kind"], manifest) == []
+    assert sample_pods(manifest["kind"], manifest)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_are_valid(path):
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    parents = {d["metadata"]["name"]: d["spec"].get("parent") for d in docs if d["kind"] == "Queue"}
+    for doc in docs:
+        assert validate(doc["kind"], doc, queue_parents=parents) == [], doc["metadata"]
+
+
+def test_examples_cover_the_kinds():
+    kinds = {d["kind"] for p in EXAMPLES for d in yaml.safe_load_all(p.read_text()) if d}
+    assert kinds == {"Queue", "Workflow", "CronWorkflow", "StreamJob"}
+
+
+def test_sample_pods_render_placeholders():
+    doc = yaml.safe_load((EXAMPLES[0].parent / "etl-workflow.yaml").read_text())
+    doc["metadata"]["name"] = "etl-1"
+    doc["metadata"]["namespace"] = "data"
+    pods = dict(sample_pods("Workflow", doc))
+    transform = pods["spec.steps[1].template"]
+    assert transform["metadata"]["labels"] == {"acme.io/partition": "eu-west"}
+    assert transform["metadata"]["namespace"] == "data"
+    assert "--partition=eu-west" in transform["spec"]["containers"][0]["args"]
+    assert pods["spec.steps[0].template"]["spec"]["containers"][0]["image"] == "ghcr.io/acme/sales-etl:2.3.0"
+    assert "workflow=etl-1" in pods["spec.onExit.template"]["spec"]["containers"][0]["args"][-1]
+    assert "{{" not in yaml.safe_dump(pods)
+
+
+def test_parse_reports_paths():
+    model, problems = parse(
+        "Workflow", {"spec": {"steps": [{"name": "a", "template": {"spec": {}}, "parallelism": 0}]}}
+    )
+    assert model is None
+    assert problems == ["spec.steps[0].parallelism: Input should be greater than or equal to 1"]
+    assert parse("Nope", {})[1][0].startswith("kind: unknown kind 'Nope'")
+
+
+def test_invalid_condition():
+    condition = invalid_condition(["a: bad", "b: worse"], generation=3)
+    assert condition["type"] == "Valid" and condition["status"] == "False"
+    assert condition["reason"] == "InvalidSpec" and condition["message"] == "a: bad; b: worse"
+    assert condition["observedGeneration"] == 3
+
+
+def test_condition_with_dashed_step_names_and_results():
+    wf = {
+        "spec": {
+            "parameters": [{"name": "threshold", "default": 3}],
+            "steps": [
+                {"name": "load-data", "template": {"spec": {"containers": [{"name": "m", "image": "x"}]}}},
+                {
+                    "name": "report",
+                    "dependencies": ["load-data"],
+                    "when": "steps['load-data'].exitCode == 0 && "
+                    "int(steps['load-data'].result) > params.threshold",
+                    "template": {"spec": {"containers": [{"name": "m", "image": "x"}]}},
+                },
+            ],
+        }
+    }
+    assert validate("Workflow", wf) == []
+
+
+def test_unknown_variable_in_condition():
+    wf = {
+        "spec": {
+            "steps": [
+                {
+                    "name": "a",
+                    "when": "env == 'x'",
+                    "template": {"spec": {"containers": [{"name": "m", "image": "x"}]}},
+                }
+            ]
+        }
+    }
+    assert validate("Workflow", wf) == [
+        "spec.steps[0].when: unknown variable 'env' (conditions see params and steps)"
+    ]
+
+
+def test_upstream_is_transitive():
+    step = {"template": {"spec": {"containers": [{"name": "m", "image": "x"}]}}}
+    wf = {
+        "spec": {
+            "steps": [
+                {"name": "a", **step},
+                {"name": "b", "dependencies": ["a"], **step},
+                {"name": "c", "dependencies": ["b"], "when": "steps.a.phase == 'Succeeded'", **step},
+            ]
+        }
+    }
+    assert validate("Workflow", wf) == []
+
+
+@given(st.integers(min_value=2, max_value=30), st.data())
+def test_find_cycle_finds_planted_cycles(size, data):
+    # A DAG (edges only to lower indices) plus one back edge: the cycle must be found and be real.
+    graph = {str(i): [str(j) for j in range(i) if data.draw(st.booleans())] for i in range(size)}
+    assert find_cycle(graph) is None
+    low = data.draw(st.integers(min_value=0, max_value=size - 2))
+    high = data.draw(st.integers(min_value=low + 1, max_value=size - 1))
+    graph[str(high)].append(str(low))  # high depends on low
+    graph[str(low)].append(str(high))  # low depends on high: a cycle
+    cycle = find_cycle(graph)
+    assert cycle is not None and cycle[0] == cycle[-1]
+    for node, dep in itertools.pairwise(cycle):
+        assert dep in graph[node]
