@@ -23,6 +23,7 @@ __all__ = [
     "PodTemplate",
     "PodTemplateMetadata",
     "Quantity",
+    "QuantityValue",
     "ResourceList",
     "x_validation",
 ]
@@ -92,14 +93,22 @@ Quantity = Annotated[
         {
             "x-kubernetes-int-or-string": True,
             "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "maxLength": 64,
             "x-kubernetes-validations": [
                 x_validation(
-                    "type(self) == int ? self >= 0 : isQuantity(self) && quantity(self).sign() >= 0",
+                    "type(self) == int ? self >= 0 : "
+                    "isQuantity(self) && quantity(self).compareTo(quantity('0')) >= 0",
                     "must be a non-negative quantity such as 4, 500m or 16Gi",
                 )
             ],
         }
     ),
+]
+
+#: A quantity reported by the controller (status): not validated again by the API server.
+QuantityValue = Annotated[
+    int | str,
+    WithJsonSchema({"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}),
 ]
 
 ResourceList = Annotated[

@@ -55,6 +55,8 @@ class CrdKind:
     printer_columns: tuple[dict[str, Any], ...]
     scale: bool = False
     root_validations: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    #: Names become pod-name prefixes and label values (63 characters at most).
+    max_name_length: int | None = None
 
     @property
     def kind(self) -> str:
@@ -144,13 +146,7 @@ KINDS: tuple[CrdKind, ...] = (
             },
             _AGE,
         ),
-        root_validations=(
-            x_validation(
-                "size(self.metadata.name) <= 63",
-                "the name of a Workflow must be at most 63 characters (it labels the pods)",
-                field_path=".metadata.name",
-            ),
-        ),
+        max_name_length=63,
     ),
     CrdKind(
         model=CronWorkflow,
@@ -180,13 +176,7 @@ KINDS: tuple[CrdKind, ...] = (
             },
             _AGE,
         ),
-        root_validations=(
-            x_validation(
-                "size(self.metadata.name) <= 52",
-                "the name of a CronWorkflow must be at most 52 characters (its workflows add a suffix)",
-                field_path=".metadata.name",
-            ),
-        ),
+        max_name_length=52,
     ),
     CrdKind(
         model=StreamJob,
@@ -323,6 +313,22 @@ def _model_schema(model: type[ApiModel]) -> dict[str, Any]:
     return to_structural(_resolve(raw, defs))
 
 
+def _metadata_schema(spec: CrdKind) -> dict[str, Any]:
+    # Only metadata.name and metadata.generateName may be constrained in a CRD schema.
+    if spec.max_name_length is None:
+        return {"type": "object"}
+    return {
+        "type": "object",
+        "properties": {
+            "name": {
+                "type": "string",
+                "maxLength": spec.max_name_length,
+                "description": f"Name of the object, at most {spec.max_name_length} characters.",
+            }
+        },
+    }
+
+
 def _root_schema(spec: CrdKind) -> dict[str, Any]:
     full = _model_schema(spec.model)
     props = full["properties"]
@@ -342,7 +348,7 @@ def _root_schema(spec: CrdKind) -> dict[str, Any]:
                 "description": "Kind is a string value representing the REST resource this object "
                 "represents.",
             },
-            "metadata": {"type": "object"},
+            "metadata": _metadata_schema(spec),
             "spec": props["spec"],
             "status": status,
         },

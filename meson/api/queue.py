@@ -13,6 +13,7 @@ from meson.api.common import (
     LabelSelector,
     ObjectMeta,
     Quantity,
+    QuantityValue,
     x_validation,
 )
 from meson.api.quantity import canonical
@@ -165,10 +166,10 @@ class QueueStatus(ApiModel):
 
     pending: int | None = Field(default=None, description="Workloads waiting for admission.")
     admitted: int | None = Field(default=None, description="Workloads admitted and not finished.")
-    usage: dict[str, Quantity] | None = Field(
+    usage: dict[str, QuantityValue] | None = Field(
         default=None, description="Resources used by admitted workloads, per resource."
     )
-    borrowed: dict[str, Quantity] | None = Field(
+    borrowed: dict[str, QuantityValue] | None = Field(
         default=None, description="Part of the usage above guaranteed, borrowed from sibling queues."
     )
     conditions: list[Condition] | None = Field(

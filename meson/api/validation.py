@@ -208,6 +208,8 @@ def validate_workflow_spec(spec: WorkflowSpec, path: str = "spec") -> list[str]:
     for index, step in enumerate(spec.steps):
         where = f"{path}.steps[{index}]"
         has_item = step.foreach is not None
+        if step.foreach is not None and (step.foreach.items is None) == (step.foreach.parameter is None):
+            problems.append(f"{where}.foreach: exactly one of items or parameter must be set")
         if step.foreach is not None and step.foreach.parameter is not None:
             name = step.foreach.parameter
             if name not in params:

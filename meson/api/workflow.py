@@ -46,8 +46,8 @@ __all__ = [
 ]
 
 #: Explicit steps per workflow. Fan-out (foreach, parallelism) multiplies them at run time.
-MAX_STEPS = 200
-MAX_DEPENDENCIES = 32
+MAX_STEPS = 150
+MAX_DEPENDENCIES = 16
 MAX_PARAMETERS = 64
 MAX_FOREACH_ITEMS = 10000
 
@@ -80,13 +80,7 @@ class Parameter(ApiModel):
 
 
 class Foreach(ApiModel):
-    """Fan-out: one instance of the step per element of a list or of a list-valued parameter."""
-
-    __x_validations__ = [
-        x_validation(
-            "has(self.items) != has(self.parameter)", "exactly one of items or parameter must be set"
-        )
-    ]
+    """Fan-out: one instance of the step per element of a list or of a list parameter (set exactly one)."""
 
     items: list[Any] | None = Field(
         default=None,
