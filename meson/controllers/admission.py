@@ -92,10 +92,14 @@ def use_api_client(api_client: client.ApiClient) -> None:
 
 
 def _api_message(exc: ApiException) -> str:
+    return _body_message(exc.body, exc.reason)
+
+
+def _body_message(body: str | bytes | None, reason: Any) -> str:
     try:
-        message = json.loads(exc.body or "{}").get("message") or str(exc.reason)
+        message = json.loads(body or "{}").get("message") or str(reason)
     except (ValueError, AttributeError):
-        message = str(exc.body or exc.reason)
+        message = str(body or reason)
     # 'Pod "wf-step-" is invalid: spec.containers[0]...' -> 'spec.containers[0]...'
     if " is invalid: " in message:
         message = message.split(" is invalid: ", 1)[1]
@@ -109,12 +113,29 @@ def kubernetes_pod_dry_run(namespace: str, pod: dict[str, Any]) -> str | None:
     missing ServiceAccount, a full ResourceQuota, an unreachable server) are logged and let through, since
     they say nothing about the template and may change before the pod is made.
     """
+    # The raw request: the typed client would validate (and reject) the body before the server sees it.
+    api = _client()
+    method, url, headers, body, post = api.param_serialize(
+        "POST",
+        "/api/v1/namespaces/{namespace}/pods",
+        path_params={"namespace": namespace},
+        query_params=[("dryRun", "All")],
+        header_params={"Content-Type": "application/json", "Accept": "application/json"},
+        body=pod,
+        auth_settings=["BearerToken"],
+    )
     try:
-        client.CoreV1Api(_client()).create_namespaced_pod(namespace, pod, dry_run="All")
+        response = api.call_api(method, url, header_params=headers, body=body, post_params=post)
+        response.read()
     except ApiException as exc:
-        if exc.status in (400, 422):
-            return _api_message(exc)
-        logger.warning("pod dry run inconclusive (%s): %s", exc.status, _api_message(exc))
+        status, message = exc.status, _api_message(exc)
+    else:
+        if response.status < 400:
+            return None
+        status, message = response.status, _body_message(response.data, response.reason)
+    if status in (400, 422):
+        return message
+    logger.warning("pod dry run inconclusive (%s): %s", status, message)
     return None
 
 
