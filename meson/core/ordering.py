@@ -17,16 +17,15 @@ single forward pass per queue enough: every pending workload is examined at most
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from meson.core.model import Workload
+
+_order_key = attrgetter("order_key")
 
 
 def sort_queue(workloads: list[Workload]) -> None:
     workloads.sort(key=_order_key)
-
-
-def _order_key(w: Workload) -> tuple[int, float, str]:
-    return w.order_key
 
 
 @dataclass(slots=True)
@@ -38,11 +37,16 @@ class QueueCursor:
     strict: bool
     idx: int = 0
     # Once stopped, every workload from ``idx`` on gets ``stop_reason`` (shared) or a
-    # "behind N workloads" reason built from it.
+    # "behind N workloads" reason built from it (see ``explain``).
     stopped: bool = False
     stop_reason: str = ""
     stop_is_behind: bool = False
-    examined: dict[str, str] = field(default_factory=dict)
+    # A preemptor waiting for its victims is in this queue (it needs its own reason).
+    waiting: bool = False
+    # Distinct workload shapes in the queue (0 = not counted yet).
+    n_shapes: int = 0
+    # Shapes (pod request, pod count, gang, preemptible) that already failed this cycle.
+    failed: dict[tuple, tuple[str, bool]] = field(default_factory=dict)
 
     def current(self) -> Workload | None:
         return self.items[self.idx] if self.idx < len(self.items) else None
@@ -54,12 +58,3 @@ class QueueCursor:
         self.stopped = True
         self.stop_reason = reason
         self.stop_is_behind = behind
-
-
-def behind_reason(ahead: int, higher: int, queue: str, head_reason: str) -> str:
-    """Reason for a workload that was not examined because its queue stopped in front of it."""
-    if higher == ahead:
-        who = f"{ahead} higher-priority workload{'s' if ahead != 1 else ''}"
-    else:
-        who = f"{ahead} workload{'s' if ahead != 1 else ''}"
-    return f"behind {who} in queue {queue}; first blocked: {head_reason}"

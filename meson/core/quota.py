@@ -53,8 +53,8 @@ class QuotaBlock:
 class QueueTree:
     """Immutable, precomputed view of the queue forest (rebuilt only when the queues change)."""
 
-    __slots__ = ("cap", "ceiling", "children", "config", "entitlement", "leaves", "names", "path",
-                 "pool", "rank")
+    __slots__ = ("cap", "cap_raw", "ceiling", "children", "config", "entitlement", "guaranteed_raw", "leaves",
+                 "names", "path", "pool", "rank")
 
     def __init__(self, queues: Sequence[QueueConfig]) -> None:
         errors = validate_queues(queues)
@@ -112,6 +112,12 @@ class QueueTree:
                 if cap is not None:
                     c = cap if c is None else c.min(cap)
             self.ceiling[n] = c if c is not None else ZERO
+
+        # Plain-dict views for the hot loops (no method call per lookup).
+        self.cap_raw: dict[str, dict[str, int] | None] = {
+            n: (None if c is None else c.as_dict()) for n, c in self.cap.items()}
+        self.guaranteed_raw: dict[str, dict[str, int]] = {
+            n: q.guaranteed.as_dict() for n, q in self.config.items()}
 
     def __contains__(self, name: object) -> bool:
         return name in self.config
@@ -202,7 +208,7 @@ class QuotaState:
     def within_guarantee(self, leaf: str, amount: Mapping[str, int]) -> bool:
         """Would ``amount`` keep the leaf within its own guarantee (i.e. not borrow)?"""
         used = self.used[leaf]
-        g = self.tree.config[leaf].guaranteed
+        g = self.tree.guaranteed_raw[leaf]
         for k, v in amount.items():  # noqa: SIM110 - hot path, a plain loop is faster than all()
             if used.get(k, 0) + v > g.get(k, 0):
                 return False
@@ -218,8 +224,9 @@ class QuotaState:
         tree = self.tree
         held = self.held
         guard = self.guard
+        cap_raw = tree.cap_raw
         for a in tree.path[leaf]:
-            cap = tree.cap[a]
+            cap = cap_raw[a]
             if cap is None:
                 continue
             used = self.used[a]

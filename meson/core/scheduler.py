@@ -31,8 +31,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from meson.core.capacity import ClusterCapacity
+from meson.core.explain import PendingView
 from meson.core.fairshare import share_path
 from meson.core.flowcontrol import TokenBucket, format_rate
 from meson.core.model import (
@@ -45,7 +47,7 @@ from meson.core.model import (
     Snapshot,
     Workload,
 )
-from meson.core.ordering import QueueCursor, behind_reason, sort_queue
+from meson.core.ordering import QueueCursor, sort_queue
 from meson.core.preemption import choose_victims
 from meson.core.quota import QueueTree, QuotaBlock, QuotaState
 from meson.core.resources import Resources
@@ -61,16 +63,22 @@ class _Nomination:
 
 
 # Outcomes of examining one candidate.
-_ADMITTED, _SKIP, _STOP, _STOP_ALL = range(4)
+# _SKIP_SHAPE: skipped, and any later workload of the same shape in the same queue would fail the
+# same way this cycle (capacity only shrinks within a cycle), so it can be settled without a check.
+_ADMITTED, _SKIP, _SKIP_SHAPE, _STOP, _STOP_ALL = range(5)
 
 
 class Scheduler:
     """Stateful across cycles only for flow control and preemption bookkeeping."""
 
-    def __init__(self, reserve_after: float = 60.0, preemption_memory: float = 3600.0) -> None:
+    def __init__(self, reserve_after: float = 60.0, preempt_after: float = 0.0,
+                 preemption_memory: float = 3600.0) -> None:
         # reserve_after: seconds a blocked head may be overtaken (BestEffortFIFO) or outbid for
         # borrowed capacity before it reserves what it needs: the anti-starvation guard.
         self.reserve_after = reserve_after
+        # preempt_after: seconds a workload waits for capacity to free naturally before it may
+        # preempt. Evicting work that would have finished a moment later only wastes it.
+        self.preempt_after = preempt_after
         self.preemption_memory = preemption_memory
         self._queue_buckets: dict[str, TokenBucket] = {}
         self._global_bucket: TokenBucket | None = None
@@ -124,7 +132,7 @@ class Scheduler:
             self._history = {k: t for k, t in self._history.items() if t >= horizon}
 
         decisions = Decisions()
-        pending_out = decisions.pending
+        fixed: dict[str, PendingInfo] = {}  # pending workloads whose queue is missing or not a leaf
         state = QuotaState(tree)
         capacity = ClusterCapacity(snap.nodes)
 
@@ -160,22 +168,26 @@ class Scheduler:
                             a.workload.key, None, f"queue {held[0]} is on hold and draining"))
 
         # Group pending by leaf queue.
-        by_leaf: dict[str, list[Workload]] = {}
+        by_leaf: dict[str, list[Workload]] = {leaf: [] for leaf in tree.leaves}
         pending_keys: dict[str, Workload] = {}
         for w in snap.pending:
-            if w.key in admitted_keys:
+            key = w.key
+            if key in admitted_keys:
                 continue  # the operator saw it admitted already; usage covers it
-            pending_keys[w.key] = w
-            if w.queue not in tree.config:
-                pending_out[w.key] = PendingInfo(w.key, f"queue {w.queue} does not exist", 0, True)
+            pending_keys[key] = w
+            items = by_leaf.get(w.queue)
+            if items is not None:
+                items.append(w)
+            elif w.queue not in tree.config:
+                fixed[key] = PendingInfo(key, f"queue {w.queue} does not exist", 0, True)
             elif w.queue not in tree.leaves:
-                pending_out[w.key] = PendingInfo(
-                    w.key, f"queue {w.queue} is a parent queue; submit to one of its leaf queues", 0, True)
-            else:
-                by_leaf.setdefault(w.queue, []).append(w)
+                fixed[key] = PendingInfo(
+                    key, f"queue {w.queue} is a parent queue; submit to one of its leaf queues", 0, True)
 
         # Preemptors: forget the withdrawn, hold capacity for the waiting, release the ready.
         waiting: dict[str, str] = {}
+        # Reason and never-fits flag per examined workload; positions are added at the end.
+        notes: dict[str, tuple[str, bool]] = {}
         ready: list[Workload] = []
         in_flight: set[str] = set()
         for key in sorted(self._nominated):
@@ -213,10 +225,10 @@ class Scheduler:
                 never = (f"never fits: not preemptible, so it may only use queue {leaf}'s guarantee "
                          f"({cfg.guaranteed.describe()}), and it needs {total.describe()}")
             if never is not None:
-                pending_out[w.key] = PendingInfo(w.key, never, 0, True)
-                return _SKIP  # never blocks a queue: it would block it forever
+                notes[w.key] = (never, True)
+                return _SKIP_SHAPE  # never blocks a queue: it would block it forever
             if w.key in waiting:
-                pending_out[w.key] = PendingInfo(w.key, waiting[w.key], 0)
+                notes[w.key] = (waiting[w.key], False)
                 return _STOP if cfg.strategy == "StrictFIFO" else _SKIP
             for q in tree.path[leaf]:
                 cap = tree.config[q].max_admitted
@@ -240,16 +252,16 @@ class Scheduler:
                 g = cfg.guaranteed
                 used = state.used[leaf]
                 free = {k: max(g.get(k, 0) - used.get(k, 0), 0) for k in total}
-                pending_out[w.key] = PendingInfo(
-                    w.key, f"not preemptible, so it may only use queue {leaf}'s guarantee: needs "
-                           f"{total.describe()}, {_describe(free)} of it free", 0)
-                return _STOP if strict else _SKIP
+                notes[w.key] = (f"not preemptible, so it may only use queue {leaf}'s guarantee: needs "
+                                f"{total.describe()}, {_describe(free)} of it free", False)
+                return _STOP if strict else _SKIP_SHAPE
             block = state.check(leaf, total, borrowing)
             if block is not None:
                 reason = reason_cache.get(block)
                 if reason is None:
                     reason = reason_cache[block] = block.describe()
-                if allow_preempt and (cfg.preempt_within_queue != "Never" or cfg.reclaim_borrowed):
+                if allow_preempt and now - w.created >= self.preempt_after and (
+                        cfg.preempt_within_queue != "Never" or cfg.reclaim_borrowed):
                     choice = choose_victims(state, w, admitted_by_leaf, lambda a: excluded(a, w))
                     if choice is not None:
                         for victim, why in zip(choice.victims, choice.reasons, strict=True):
@@ -260,24 +272,23 @@ class Scheduler:
                             leaf, frozenset(v.workload.key for v in choice.victims), now)
                         state.hold(leaf, total)
                         n = len(choice.victims)
-                        pending_out[w.key] = PendingInfo(
-                            w.key, f"preempting {n} workload{'s' if n != 1 else ''}: {reason}", 0)
+                        notes[w.key] = (f"preempting {n} workload{'s' if n != 1 else ''}: {reason}", False)
                         return _STOP if strict else _SKIP
                 if not borrowing or aged:
                     # Reserve: borrowers may not take what this one is waiting for.
                     state.reserve(leaf, total)
                 elif not strict:
                     wake.append(w.created + self.reserve_after)
-                pending_out[w.key] = PendingInfo(w.key, reason, 0)
-                return _STOP if strict or aged else _SKIP
+                notes[w.key] = (reason, False)
+                return _STOP if strict or aged else _SKIP_SHAPE
             node_reason = capacity.blocked(w)
             if node_reason is not None:
-                pending_out[w.key] = PendingInfo(w.key, node_reason, 0)
+                notes[w.key] = (node_reason, False)
                 if aged:
                     capacity.place(w)  # hold what free room there is for it
                 elif not strict:
                     wake.append(w.created + self.reserve_after)
-                return _STOP if strict or aged else _SKIP
+                return _STOP if strict or aged else _SKIP_SHAPE
             # Admit.
             state.charge(leaf, total)
             capacity.place(w)
@@ -301,7 +312,7 @@ class Scheduler:
                     stop_all = f"throttled: global admission rate {format_rate(snap.global_rate or 0)}"
                     break
                 if outcome != _ADMITTED:
-                    pending_out.pop(w.key, None)  # examined again below, in its queue's turn
+                    notes.pop(w.key, None)  # examined again below, in its queue's turn
 
         cursors: dict[str, QueueCursor] = {}
         heap: list[tuple[tuple, int, str]] = []
@@ -313,17 +324,35 @@ class Scheduler:
                 return (0, (), w.order_key)
             return (1, share_path(state, cur.name), w.order_key)
 
+        shape_of = attrgetter("shape")
+
         def skip_done(cur: QueueCursor) -> bool:
-            # Move past workloads already settled this cycle; True if something is left.
+            # Move past workloads already settled this cycle, or certain to fail like an earlier
+            # one of the same shape (their reason is filled in lazily); True if one is left.
             items = cur.items
-            while cur.idx < len(items) and items[cur.idx].key in admitted_now:
-                cur.idx += 1
-            return cur.idx < len(items)
+            failed = cur.failed
+            n = len(items)
+            if failed and not cur.waiting:
+                if cur.n_shapes == 0:
+                    cur.n_shapes = len(set(map(shape_of, items)))
+                if len(failed) >= cur.n_shapes:
+                    cur.idx = n  # every shape in this queue has failed: nothing else can fit
+                    return False
+            while cur.idx < n:
+                w = items[cur.idx]
+                if w.key in admitted_now or (w.shape in failed and w.key not in waiting):
+                    cur.idx += 1
+                    continue
+                break
+            return cur.idx < n
 
         for leaf in sorted(by_leaf):
             items = by_leaf[leaf]
+            if not items:
+                continue
             sort_queue(items)
-            cur = QueueCursor(leaf, items, tree.config[leaf].strategy == "StrictFIFO")
+            cur = QueueCursor(leaf, items, tree.config[leaf].strategy == "StrictFIFO",
+                              waiting=any(w.key in waiting for w in items) if waiting else False)
             cursors[leaf] = cur
             held = stop_by.get(leaf)
             if held is not None:
@@ -349,9 +378,13 @@ class Scheduler:
             if outcome == _STOP_ALL:
                 stop_all = f"throttled: global admission rate {format_rate(snap.global_rate or 0)}"
                 break
-            if outcome == _STOP:
+            if outcome == _SKIP_SHAPE:
+                cur.failed[w.shape] = notes[w.key]
+            elif outcome == _STOP:
                 if not cur.stopped:
-                    cur.stop(pending_out[w.key].reason if w.key in pending_out else "blocked", True)
+                    cur.stop(notes[w.key][0] if w.key in notes else "blocked", True)
+                elif w.key not in notes:
+                    notes[w.key] = (cur.stop_reason, False)
                 cur.advance()
                 continue
             cur.advance()
@@ -359,36 +392,7 @@ class Scheduler:
                 heapq.heappush(heap, (key_for(cur), seq, leaf))
                 seq += 1
 
-        # Reasons and positions for everything still pending.
-        for leaf in sorted(cursors):
-            cur = cursors[leaf]
-            position = 0
-            higher = 0  # pending workloads ahead with strictly higher priority
-            last_prio: int | None = None
-            ahead_same = 0
-            for w in cur.items:
-                if w.key in admitted_now:
-                    continue
-                position += 1
-                if w.priority != last_prio:
-                    higher += ahead_same
-                    ahead_same = 0
-                    last_prio = w.priority
-                ahead_same += 1
-                info = pending_out.get(w.key)
-                if info is not None:
-                    pending_out[w.key] = PendingInfo(w.key, info.reason, position, info.never_fits)
-                    continue
-                if cur.stopped and not cur.stop_is_behind:
-                    reason = cur.stop_reason
-                elif cur.stopped:
-                    reason = behind_reason(position - 1, higher, leaf, cur.stop_reason)
-                elif stop_all:
-                    reason = stop_all
-                else:
-                    reason = "not examined"  # defensive: every path above settles a workload
-                pending_out[w.key] = PendingInfo(w.key, reason, position)
-
+        decisions.pending = PendingView(fixed, cursors, pending_keys, notes, admitted_now, stop_all)
         future = [t for t in wake if t > now]
         decisions.wake_at = min(future) if future else None
         return decisions
