@@ -1,0 +1,90 @@
+"""Session fixtures for tests against the embedded real control plane.
+
+The control plane is brought up once per test run (built on first use). If one was already running when
+the run started it is reused and left running; otherwise it is stopped at the end. A control plane that
+cannot start fails the run loudly: e2e tests are never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from e2e.cluster import build, controlplane
+
+E2E_NODES = int(os.environ.get("MESON_E2E_NODES", "20"))
+
+
+@dataclass
+class Cluster:
+    kubeconfig: Path
+    kubectl_bin: Path
+    helm_bin: Path
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(self.kubectl_bin), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+        return proc
+
+    def helm(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(self.helm_bin), *args], capture_output=True, text=True, env=self.env(), timeout=timeout
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+        return proc
+
+    def api_client(self) -> client.ApiClient:
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    already_running = controlplane.running_state() is not None
+    shape = controlplane.NodeShape(cpu="32", memory="256Gi", gpus=4)
+    kubeconfig = controlplane.up(E2E_NODES, shape)
+    bins = build.ensure_all()
+    yield Cluster(kubeconfig=kubeconfig, kubectl_bin=bins["kubectl"], helm_bin=bins["helm"])
+    if not already_running and not os.environ.get("MESON_E2E_KEEP"):
+        controlplane.down()
+
+
+@pytest.fixture
+def core(cluster: Cluster) -> client.CoreV1Api:
+    return client.CoreV1Api(cluster.api_client())
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (its pods go with it)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    # Pods are refused until the controller-manager has created the namespace's default ServiceAccount.
+    deadline = time.monotonic() + 60
+    while cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode != 0:
+        assert time.monotonic() < deadline, f"no default ServiceAccount in {name} after 60s"
+        time.sleep(0.2)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
