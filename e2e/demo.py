@@ -30,7 +30,9 @@ def main() -> int:
     env = {"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin"}
 
     def run(*args: str, input: str | None = None) -> str:
-        out = subprocess.run([kubectl, *args], input=input, capture_output=True, text=True, env=env, check=True)
+        out = subprocess.run(
+            [kubectl, *args], input=input, capture_output=True, text=True, env=env, check=True
+        )
         return out.stdout
 
     print(run("get", "nodes", "-L", "topology.kubernetes.io/zone"))

@@ -155,9 +155,13 @@ def test_kube_scheduler_preempts_lower_priority_pod_on_a_full_node(
             "tolerations": [{"key": "meson.dev/test", "operator": "Equal", "value": suffix}],
         }
         keep = {"sim.meson.dev/keep-running": "true"}
-        apply(cluster, namespace, pod("victim", cpu="3", annotations=keep, priorityClassName=low, **placement))
+        apply(
+            cluster, namespace, pod("victim", cpu="3", annotations=keep, priorityClassName=low, **placement)
+        )
         wait_for(
-            lambda: core.read_namespaced_pod("victim", namespace).status.phase == "Running", 60, "victim running"
+            lambda: core.read_namespaced_pod("victim", namespace).status.phase == "Running",
+            60,
+            "victim running",
         )
         apply(cluster, namespace, pod("vip", cpu="3", annotations=keep, priorityClassName=high, **placement))
 
@@ -174,7 +178,9 @@ def test_kube_scheduler_preempts_lower_priority_pod_on_a_full_node(
         cluster.kubectl("delete", "priorityclass", low, high, "--wait=false", check=False)
 
 
-def test_service_account_token_request_and_rbac(cluster: Cluster, core: client.CoreV1Api, namespace: str) -> None:
+def test_service_account_token_request_and_rbac(
+    cluster: Cluster, core: client.CoreV1Api, namespace: str
+) -> None:
     """TokenRequest works and RBAC is enforced, so tests can act as the operator's ServiceAccount."""
     cluster.kubectl("create", "serviceaccount", "robot", "-n", namespace)
     token = cluster.kubectl("create", "token", "robot", "-n", namespace).stdout.strip()
@@ -187,7 +193,13 @@ def test_service_account_token_request_and_rbac(cluster: Cluster, core: client.C
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
     cluster.kubectl("create", "role", "reader", "--verb=list,get", "--resource=pods", "-n", namespace)
     cluster.kubectl(
-        "create", "rolebinding", "reader", "--role=reader", f"--serviceaccount={namespace}:robot", "-n", namespace
+        "create",
+        "rolebinding",
+        "reader",
+        "--role=reader",
+        f"--serviceaccount={namespace}:robot",
+        "-n",
+        namespace,
     )
     wait_for(lambda: as_robot("get", "pods", "-n", namespace).returncode == 0, 30, "RBAC grant to apply")
     assert as_robot("get", "pods", "-n", "default").returncode != 0

@@ -159,7 +159,10 @@ def _write_kubeconfig(state: State) -> None:
         "clusters": [
             {
                 "name": "meson-e2e",
-                "cluster": {"server": server, "certificate-authority": str(data_dir() / "pki" / "apiserver.crt")},
+                "cluster": {
+                    "server": server,
+                    "certificate-authority": str(data_dir() / "pki" / "apiserver.crt"),
+                },
             }
         ],
         "users": [{"name": "admin", "user": {"token": state.token}}],
@@ -276,7 +279,11 @@ def _start(state: State, bins: dict[str, Path]) -> None:
             {
                 "apiVersion": "kubescheduler.config.k8s.io/v1",
                 "kind": "KubeSchedulerConfiguration",
-                "clientConnection": {"kubeconfig": kubeconfig, "qps": SCHEDULER_QPS, "burst": SCHEDULER_BURST},
+                "clientConnection": {
+                    "kubeconfig": kubeconfig,
+                    "qps": SCHEDULER_QPS,
+                    "burst": SCHEDULER_BURST,
+                },
                 "leaderElection": {"leaderElect": False},
             }
         )
@@ -309,7 +316,11 @@ def _start(state: State, bins: dict[str, Path]) -> None:
     _spawn(
         state,
         "kwok",
-        [str(bins["kwok"]), f"--kubeconfig={kubeconfig}", f"--config={_kwok_config(state, kwok_upstream_stages())}"],
+        [
+            str(bins["kwok"]),
+            f"--kubeconfig={kubeconfig}",
+            f"--config={_kwok_config(state, kwok_upstream_stages())}",
+        ],
     )
 
 
