@@ -54,6 +54,8 @@ MAX_FOREACH_ITEMS = 10000
 FailureMode = Literal["StopScheduling", "FailFast", "Continue"]
 RetryOn = Literal["FailedExit", "NodeLost", "Evicted", "Timeout"]
 WorkflowPhase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
+Shutdown = Literal["Stop", "Terminate"]
+FailureKind = Literal["FailedExit", "NodeLost", "Evicted", "Timeout", "Preempted"]
 StepPhase = Literal["Waiting", "Pending", "Running", "Retrying", "Succeeded", "Failed", "Skipped", "Omitted"]
 
 
@@ -247,6 +249,18 @@ class WorkflowSpec(ApiModel):
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, description="Delete the workflow this long after it finished. Kept when not set."
     )
+    shutdown: Shutdown | None = Field(
+        default=None,
+        description="Stop the workflow: Stop (start no new steps, let running ones finish, run the exit "
+        "step, then fail with 'stopped') or Terminate (delete the running pods, skip the exit step, "
+        "fail with 'terminated').",
+    )
+    restarts: int = Field(
+        default=0,
+        ge=0,
+        description="Increase to rerun a finished or failing workflow from its failed steps: failed and "
+        "omitted steps (and the exit step) run again, succeeded steps are kept.",
+    )
 
     def step(self, name: str) -> Step:
         """The step called ``name`` (KeyError when absent)."""
@@ -280,6 +294,17 @@ class StepStatus(ApiModel):
     position: int | None = Field(default=None, description="Position in the queue while Pending (1: next).")
     exit_code: int | None = Field(default=None, description="Exit code of the last attempt.")
     message: str | None = Field(default=None, description="Why the step is in this phase, when not obvious.")
+    run: int | None = Field(
+        default=None,
+        description="Launches so far (attempts plus relaunches after preemption); names the pods.",
+    )
+    retry_at: int | None = Field(
+        default=None, description="While Retrying: when the next attempt may start, seconds after startedAt."
+    )
+    reason: FailureKind | None = Field(
+        default=None,
+        description="How the last attempt failed: FailedExit, NodeLost, Evicted, Timeout or Preempted.",
+    )
 
 
 class StepCounts(ApiModel):
@@ -312,6 +337,10 @@ class WorkflowStatus(ApiModel):
     )
     observed_generation: int | None = Field(
         default=None, description="The .metadata.generation the controller last acted on."
+    )
+    restarts: int | None = Field(
+        default=None,
+        description="The spec.restarts the controller last acted on (restarts from failed steps).",
     )
 
 
