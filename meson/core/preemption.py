@@ -12,8 +12,9 @@ Safety rules, each of which a property test checks:
 
 * non-preemptible workloads are never victims (and, in the scheduler, never borrow, so lent
   capacity is always reclaimable);
-* a reclaim stops taking from a queue once that queue is no longer borrowing, so it never cuts
-  into another queue's guarantee;
+* a reclaim takes from a queue only while that queue is borrowing, so it takes borrowed capacity,
+  not guarantees (workloads are indivisible, so the last victim taken from a queue may leave it
+  below its guarantee by less than that victim's size, as in Kueue);
 * the victim set is minimal: candidates are taken lowest priority first, newest first, until the
   preemptor fits, then every victim that is not needed after all is put back (highest priority,
   oldest first). Finding the *smallest* possible set is a knapsack problem; this greedy set is

@@ -97,7 +97,6 @@ class Simulator:
 
         pending: dict[str, Workload] = {}
         running: dict[str, AdmittedWorkload] = {}
-        epoch: dict[str, int] = {}  # bumps on eviction so stale FINISH events are ignored
         evicting: set[str] = set()
         wakes: set[float] = set()
         cycles: list[CycleStat] = []
@@ -107,10 +106,15 @@ class Simulator:
         last_t = 0.0
         makespan = 0.0
 
-        # Node model: per node used vector; pods waiting for room (workload key, pods left).
+        # Pods run in batches: a batch is the pods placed together, and they finish together. A
+        # workload is done when all its pods are. Gangs start as one batch; other workloads' pods
+        # start as room frees (kube-scheduler's queue, oldest first).
         node_used: list[dict[str, int]] = [{} for _ in self.nodes or ()]
-        placements: dict[str, list[tuple[int, int]]] = {}  # key -> [(node index, pods)]
-        unplaced: list[list] = []  # [key, pods left], FIFO
+        batches: dict[int, tuple[str, int, list[int]]] = {}  # id -> (key, pods, node per pod)
+        live: dict[str, set[int]] = {}  # key -> its running batch ids
+        remaining: dict[str, int] = {}  # key -> pods not finished yet
+        unplaced: list[list] = []  # [key, pods], FIFO
+        next_batch = 0
 
         def node_snapshot() -> list[NodeCapacity] | None:
             if self.nodes is None:
@@ -118,38 +122,48 @@ class Simulator:
             return [NodeCapacity(n.name, n.allocatable, n.allocatable - used)
                     for n, used in zip(self.nodes, node_used, strict=True)]
 
-        def start_clock(key: str, now: float) -> None:
-            nonlocal seq
-            heapq.heappush(events, (now + items[key].duration, _FINISH, seq, key, epoch.get(key, 0)))
-            seq += 1
+        def launch(key: str, pods: int, now: float) -> int:
+            """Start as many of ``pods`` as fit now; returns how many are left waiting."""
+            nonlocal seq, next_batch
+            w = items[key].workload
+            placed: list[int] = []
+            if self.nodes is not None:
+                req = w.pod_request
+                for i, n in enumerate(self.nodes):
+                    used = node_used[i]
+                    while len(placed) < pods and all(
+                            used.get(k, 0) + v <= n.allocatable.get(k, 0) for k, v in req.items()):
+                        for k, v in req.items():
+                            used[k] = used.get(k, 0) + v
+                        placed.append(i)
+                if w.gang and len(placed) < pods:  # all or nothing
+                    for i in placed:
+                        for k, v in req.items():
+                            node_used[i][k] -= v
+                    placed = []
+                count = len(placed)
+            else:
+                count = pods
+            if count:
+                batches[next_batch] = (key, count, placed)
+                live.setdefault(key, set()).add(next_batch)
+                heapq.heappush(events, (now + items[key].duration, _FINISH, seq, key, next_batch))
+                seq += 1
+                next_batch += 1
+            return pods - count
 
-        def place_pods(key: str, pods: int) -> int:
+        def stop_batch(bid: int) -> tuple[str, int]:
+            key, count, placed = batches.pop(bid)
+            live[key].discard(bid)
             req = items[key].workload.pod_request
-            for i, n in enumerate(self.nodes or ()):
-                used = node_used[i]
-                while pods and all(used.get(k, 0) + v <= n.allocatable.get(k, 0) for k, v in req.items()):
-                    for k, v in req.items():
-                        used[k] = used.get(k, 0) + v
-                    placements.setdefault(key, []).append((i, 1))
-                    pods -= 1
-                if not pods:
-                    break
-            return pods
-
-        def free_pods(key: str, now: float) -> None:
-            req = items[key].workload.pod_request
-            for i, n in placements.pop(key, []):
+            for i in placed:
                 for k, v in req.items():
-                    node_used[i][k] -= v * n
+                    node_used[i][k] -= v
+            return key, count
+
+        def retry_unplaced(now: float) -> None:
             for entry in unplaced:
-                if entry[0] == key:
-                    entry[1] = 0
-            # kube-scheduler: waiting pods take the room, oldest first.
-            for entry in unplaced:
-                if entry[1]:
-                    entry[1] = place_pods(entry[0], entry[1])
-                    if entry[1] == 0 and entry[0] in running:
-                        start_clock(entry[0], now)
+                entry[1] = launch(entry[0], entry[1], now)
             unplaced[:] = [e for e in unplaced if e[1]]
 
         def account(now: float) -> None:
@@ -179,23 +193,27 @@ class Simulator:
                 if kind == _ARRIVE:
                     pending[key] = items[key].workload
                 elif kind == _FINISH:
-                    if key in running and ep == epoch.get(key, 0):
+                    if ep not in batches:
+                        continue  # its workload was evicted
+                    _, count = stop_batch(ep)
+                    remaining[key] -= count
+                    if remaining[key] == 0:
                         a = running.pop(key)
                         use(a.workload.queue, a.workload.total, -1)
                         records[key].finished = now
                         makespan = max(makespan, now)
-                        if self.nodes is not None:
-                            free_pods(key, now)
+                    retry_unplaced(now)
                 elif kind == _EVICT:
                     evicting.discard(key)
                     if key in running:
                         a = running.pop(key)
                         use(a.workload.queue, a.workload.total, -1)
-                        epoch[key] = epoch.get(key, 0) + 1
                         records[key].evictions += 1
                         pending[key] = a.workload
-                        if self.nodes is not None:
-                            free_pods(key, now)
+                        for bid in sorted(live.get(key, ())):
+                            stop_batch(bid)
+                        unplaced[:] = [e for e in unplaced if e[0] != key]
+                        retry_unplaced(now)
                 else:
                     wakes.discard(now)
 
@@ -217,11 +235,10 @@ class Simulator:
                 if rec.first_admitted is None:
                     rec.first_admitted = now
                 rec.last_admitted = now
-                left = place_pods(adm.key, w.pod_count) if self.nodes is not None else 0
+                remaining[adm.key] = w.pod_count
+                left = launch(adm.key, w.pod_count, now)
                 if left:
                     unplaced.append([adm.key, left])
-                else:
-                    start_clock(adm.key, now)
             for p in d.preempt:
                 if p.victim_key in running and p.victim_key not in evicting:
                     evicting.add(p.victim_key)
