@@ -1,23 +1,88 @@
-"""The `meson` command."""
+"""The `meson` command: run the operator, and operate on running workflows (like `argo suspend`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+OPERATIONS = {
+    "suspend": ("admit no new steps; running steps go on", {"spec": {"suspend": True}}),
+    "resume": ("undo suspend", {"spec": {"suspend": False}}),
+    "stop": (
+        "start no new steps, let running ones finish, run the exit step",
+        {"spec": {"shutdown": "Stop"}},
+    ),
+    "terminate": ("kill running steps now; the exit step does not run", {"spec": {"shutdown": "Terminate"}}),
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meson", description=__doc__)
-    parser.add_subparsers(dest="command")
+    parser = argparse.ArgumentParser(
+        prog="meson",
+        description="Meson: admission, queues and flow control for Kubernetes workflows and stream jobs.",
+    )
+    sub = parser.add_subparsers(dest="command")
+    op = sub.add_parser("operator", help="run the operator (controllers + scheduling loop)")
+    op.add_argument("--kubeconfig", help="kubeconfig to use (default: in-cluster, else $KUBECONFIG)")
+    op.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)")
+    op.add_argument(
+        "--webhook",
+        choices=("off", "loopback"),
+        default="off",
+        help="serve the validating admission webhook: loopback = on 127.0.0.1 with a self-signed "
+        "certificate, for a control plane on the same machine (default: off; the controller still refuses "
+        "invalid objects with a Valid=False condition)",
+    )
+    op.add_argument("--webhook-port", type=int, default=9443, help="webhook port (default 9443)")
+    op.add_argument("--liveness-port", type=int, default=0, help="serve /healthz on this port (0: off)")
+    op.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    wf = sub.add_parser("workflow", help="operate on a running Workflow")
+    wf_sub = wf.add_subparsers(dest="operation", required=True)
+    for name, (help_text, _) in OPERATIONS.items():
+        p = wf_sub.add_parser(name, help=help_text)
+        p.add_argument("name")
+        p.add_argument("-n", "--namespace", default="default")
+    p = wf_sub.add_parser(
+        "restart", help="rerun the failed steps on the same object; successful steps are kept"
+    )
+    p.add_argument("name")
+    p.add_argument("-n", "--namespace", default="default")
     return parser
+
+
+def workflow_operation(operation: str, name: str, namespace: str) -> int:
+    from kubernetes import client, config
+
+    config.load_kube_config()
+    api = client.CustomObjectsApi()
+    if operation == "restart":
+        wf = api.get_namespaced_custom_object("meson.dev", "v1alpha1", namespace, "workflows", name)
+        body = {"spec": {"restarts": int(wf["spec"].get("restarts", 0)) + 1, "shutdown": None}}
+    else:
+        body = OPERATIONS[operation][1]
+    api.patch_namespaced_custom_object("meson.dev", "v1alpha1", namespace, "workflows", name, body)
+    print(f"workflow.meson.dev/{name} {operation}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
+    if args.command == "operator":
+        from meson import operator
+
+        return operator.run(
+            kubeconfig=args.kubeconfig,
+            metrics_port=args.metrics_port,
+            webhook=args.webhook,
+            webhook_port=args.webhook_port,
+            liveness_port=args.liveness_port or None,
+            verbose=args.verbose,
+        )
+    if args.command == "workflow":
+        return workflow_operation(args.operation, args.name, args.namespace)
+    parser.print_help()
     return 0
 
 

@@ -1,0 +1,139 @@
+"""The one way Meson talks to the API server: typed clients plus retries with backoff.
+
+Every write goes through :func:`call`, which retries what is worth retrying (429 with its Retry-After,
+5xx, timeouts and dropped connections) with exponential backoff and jitter, and hands everything else
+back at once. Whether a 409 is success depends on the call: creating an object whose deterministic name
+already exists means "already done" (see :func:`create`), so that a repeated create is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from tenacity import (
+    RetryCallState,
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from meson.adapters import metrics
+
+log = logging.getLogger("meson.api")
+T = TypeVar("T")
+
+GROUP = "meson.dev"
+VERSION = "v1alpha1"
+RETRIABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def load_client_config(kubeconfig: str | None = None) -> client.Configuration:
+    """In-cluster config when running in a pod, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)
+    except config.ConfigException:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    # The operator writes from several threads at once; the default pool (4) would serialise them.
+    cfg.connection_pool_maxsize = 32
+    return cfg
+
+
+@dataclass
+class Clients:
+    api: client.ApiClient
+    core: client.CoreV1Api
+    custom: client.CustomObjectsApi
+    events: client.EventsV1Api
+
+    @classmethod
+    def from_config(cls, cfg: client.Configuration) -> Clients:
+        api = client.ApiClient(cfg)
+        return cls(api, client.CoreV1Api(api), client.CustomObjectsApi(api), client.EventsV1Api(api))
+
+
+def _retriable(exc: BaseException) -> bool:
+    if isinstance(exc, ApiException):
+        return exc.status in RETRIABLE_STATUS or exc.status == 0
+    return isinstance(exc, urllib3.exceptions.HTTPError | TimeoutError | ConnectionError)
+
+
+def _wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, ApiException) and exc.status == 429 and exc.headers:
+        retry_after = exc.headers.get("Retry-After")
+        if retry_after and retry_after.isdigit():
+            return min(float(retry_after), 30.0)
+    return wait_exponential_jitter(initial=0.2, max=10.0)(state)
+
+
+def _before_sleep(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    status = getattr(exc, "status", type(exc).__name__)
+    metrics.API_ERRORS.labels(status=str(status)).inc()
+    log.warning("API call failed (%s), retry %d: %s", status, state.attempt_number, exc)
+
+
+_retrying = retry(
+    retry=retry_if_exception(_retriable),
+    wait=_wait,
+    stop=stop_after_attempt(12) | stop_after_delay(120),
+    before_sleep=_before_sleep,
+    reraise=True,
+)
+
+
+def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call an API method, retrying transient failures with backoff."""
+    try:
+        return _retrying(fn)(*args, **kwargs)
+    except ApiException as e:
+        metrics.API_ERRORS.labels(status=str(e.status)).inc()
+        raise
+
+
+def create(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """Create an object with a deterministic name; an existing one (409) counts as done and returns None."""
+    try:
+        return call(fn, *args, **kwargs)
+    except ApiException as e:
+        if e.status == 409:
+            return None
+        raise
+
+
+def delete(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+    """Delete an object; one already gone (404) counts as done. Returns whether it existed."""
+    try:
+        call(fn, *args, **kwargs)
+        return True
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+
+
+def patch_status(clients: Clients, plural: str, namespace: str | None, name: str, status: dict) -> bool:
+    """Merge-patch the status subresource of a Meson object; False when the object is gone."""
+    body = {"status": status}
+    try:
+        if namespace is None:
+            call(clients.custom.patch_cluster_custom_object_status, GROUP, VERSION, plural, name, body)
+        else:
+            call(
+                clients.custom.patch_namespaced_custom_object_status,
+                GROUP, VERSION, namespace, plural, name, body,
+            )  # fmt: skip
+        return True
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise

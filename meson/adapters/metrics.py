@@ -1,0 +1,31 @@
+"""Prometheus metrics served on /metrics. Names follow the Prometheus conventions (meson_ prefix)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+PENDING = Gauge("meson_queue_pending_workloads", "Workloads waiting for admission", ["queue"])
+ADMITTED = Gauge("meson_queue_admitted_workloads", "Workloads admitted and not finished", ["queue"])
+ADMISSIONS = Counter("meson_admissions_total", "Workloads admitted", ["queue"])
+ADMISSION_WAIT = Histogram(
+    "meson_admission_wait_seconds",
+    "Time from a workload becoming ready to its admission",
+    ["queue"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)
+PREEMPTIONS = Counter("meson_preemptions_total", "Workloads preempted by Meson", ["queue"])
+STEP_OUTCOMES = Counter("meson_step_outcomes_total", "Workflow step transitions", ["reason"])
+RETRIES = Counter("meson_step_retries_total", "Step attempts retried", ["kind"])
+CYCLE_SECONDS = Histogram(
+    "meson_scheduling_cycle_seconds",
+    "Duration of one scheduling cycle (plan, admit, write)",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+API_ERRORS = Counter(
+    "meson_api_errors_total", "Failed API calls (retried or not), by HTTP status", ["status"]
+)
+WORKFLOWS = Gauge("meson_workflows", "Workflows known to the operator, by phase", ["phase"])
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> None:
+    start_http_server(port, addr=addr)

@@ -1,0 +1,118 @@
+"""kopf registration: watch events only feed the in-memory view and wake the scheduling loop.
+
+No handler writes to the API or holds policy: the loop (``scheduling``) is the single writer. Watch-event
+handlers (``kopf.on.event``) are used rather than create/update handlers, because they are level-based:
+kopf adds no finalizers and keeps no per-object progress, so a restart simply re-lists the world.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import kopf
+
+from meson.adapters import kube
+from meson.controllers.scheduling import SchedulingLoop
+from meson.controllers.store import Store
+
+log = logging.getLogger("meson.operator")
+GROUP = kube.GROUP
+
+# The loop and the view live in kopf's memo-less module state: one operator per process.
+STATE: dict[str, Any] = {}
+
+
+def store() -> Store:
+    return STATE["store"]
+
+
+def _feed(kind: str):
+    def handler(event: kopf.RawEvent, **_: Any) -> None:
+        if "store" not in STATE:
+            return
+        obj = event.get("object") or {}
+        if not obj.get("metadata"):
+            return
+        getattr(store(), f"on_{kind}")(event.get("type") or "ADDED", obj)
+
+    handler.__name__ = f"feed_{kind}"
+    return handler
+
+
+kopf.on.event(GROUP, "v1alpha1", "workflows")(_feed("workflow"))
+kopf.on.event(GROUP, "v1alpha1", "cronworkflows")(_feed("cronworkflow"))
+kopf.on.event(GROUP, "v1alpha1", "queues")(_feed("queue"))
+kopf.on.event("", "v1", "pods")(_feed("pod"))
+kopf.on.event("", "v1", "nodes")(_feed("node"))
+kopf.on.event("", "v1", "namespaces")(_feed("namespace"))
+kopf.on.event("scheduling.k8s.io", "v1", "priorityclasses")(_feed("priority_class"))
+
+
+def _list_raw(fn, *args: Any) -> list[dict]:
+    resp = kube.call(fn, *args, _preload_content=False)
+    return json.loads(resp.data)["items"]
+
+
+def prime(view: Store, clients: kube.Clients) -> None:
+    """List the world once before the first cycle, so a restarted operator acts on a complete view
+    (kopf's watch events do not say when the initial listing is over)."""
+    custom = clients.custom
+    for kind, items in (
+        ("node", _list_raw(clients.core.list_node)),
+        ("namespace", _list_raw(clients.core.list_namespace)),
+        ("priority_class", _list_raw(clients_scheduling(clients).list_priority_class)),
+        ("queue", _list_raw(custom.list_cluster_custom_object, GROUP, "v1alpha1", "queues")),
+        ("workflow", _list_raw(custom.list_cluster_custom_object, GROUP, "v1alpha1", "workflows")),
+        ("cronworkflow", _list_raw(custom.list_cluster_custom_object, GROUP, "v1alpha1", "cronworkflows")),
+        ("pod", _list_raw(clients.core.list_pod_for_all_namespaces)),
+    ):
+        for obj in items:
+            getattr(view, f"on_{kind}")("ADDED", obj)
+
+
+def clients_scheduling(clients: kube.Clients):
+    from kubernetes import client
+
+    return client.SchedulingV1Api(clients.api)
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.watching.server_timeout = 300  # long watches stall silently otherwise
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.scanning.disabled = True  # the CRDs are installed before the operator; no CRD RBAC needed
+    settings.posting.level = logging.WARNING
+    options = STATE.get("options") or {}
+    clients = kube.Clients.from_config(kube.load_client_config(options.get("kubeconfig")))
+    if options.get("webhook") == "loopback":
+        from meson.controllers import admission
+
+        admission.use_api_client(clients.api)
+        admission.configure_webhook(settings, port=options.get("webhook_port", 9443))
+    view = Store()
+    await asyncio.get_running_loop().run_in_executor(None, prime, view, clients)
+    STATE["store"] = view
+    loop = SchedulingLoop(store=view, clients=clients)
+    STATE["loop"] = loop
+    STATE["task"] = asyncio.create_task(loop.run(), name="meson-scheduling-loop")
+    log.info(
+        "view primed: %d workflows, %d queues, %d nodes, %d pods",
+        len(view.workflows), len(view.queues), len(view.nodes), len(view.pods),
+    )  # fmt: skip
+
+
+@kopf.on.cleanup()
+async def stop(**_: Any) -> None:
+    task = STATE.pop("task", None)
+    if task is not None:
+        task.cancel()
+
+
+@kopf.on.probe(id="cycle")
+def cycle_probe(**_: Any) -> bool:
+    task = STATE.get("task")
+    return task is not None and not task.done()

@@ -1,0 +1,184 @@
+"""The operator's in-memory view of the cluster, fed by watch events and by the loop's own writes.
+
+Only the event-loop thread touches it. Watch handlers replace objects and wake the scheduling loop;
+the loop also records what it has just written (a created pod, a patched status) straight away, so the
+next cycle does not act on a view that predates its own writes (the "expectations" problem): a stale
+watch event never rolls an object back, because an older resourceVersion does not replace a newer one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from meson.controllers import translate
+from meson.workflow import PodObservation
+
+Key = tuple[str, str]  # (namespace, name)
+WORKFLOW_LABEL = "meson.dev/workflow"
+
+
+def _rv(obj: dict) -> int:
+    try:
+        return int(obj.get("metadata", {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _newer(old: dict | None, new: dict) -> bool:
+    return old is None or _rv(new) >= _rv(old) or _rv(new) == 0
+
+
+@dataclass
+class PodRecord:
+    """What the view keeps of every pod: enough for node capacity, and the engine's view of ours."""
+
+    node: str | None
+    request: dict[str, int]
+    terminal: bool
+    workflow: Key | None
+    observation: PodObservation | None
+    resource_version: int
+
+
+@dataclass
+class Store:
+    workflows: dict[Key, dict] = field(default_factory=dict)
+    cronworkflows: dict[Key, dict] = field(default_factory=dict)
+    queues: dict[str, dict] = field(default_factory=dict)
+    nodes: dict[str, dict] = field(default_factory=dict)
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
+    priorities: dict[str, int] = field(default_factory=dict)
+    default_priority: int = 0
+    pods: dict[Key, PodRecord] = field(default_factory=dict)
+    # Our pods per workflow, and the last sight of those deleted before they finished.
+    workflow_pods: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
+    tombstones: dict[Key, dict[str, PodObservation]] = field(default_factory=lambda: defaultdict(dict))
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # --- Meson objects -------------------------------------------------------------------------
+    def put(self, table: dict, key: Any, obj: dict) -> None:
+        if _newer(table.get(key), obj):
+            table[key] = obj
+            self.wake.set()
+
+    def drop(self, table: dict, key: Any) -> None:
+        if table.pop(key, None) is not None:
+            self.wake.set()
+
+    def on_workflow(self, event: str, obj: dict) -> None:
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if event == "DELETED":
+            self.drop(self.workflows, key)
+            self.tombstones.pop(key, None)
+        else:
+            self.put(self.workflows, key, obj)
+
+    def on_cronworkflow(self, event: str, obj: dict) -> None:
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if event == "DELETED":
+            self.drop(self.cronworkflows, key)
+        else:
+            self.put(self.cronworkflows, key, obj)
+
+    def on_queue(self, event: str, obj: dict) -> None:
+        if event == "DELETED":
+            self.drop(self.queues, obj["metadata"]["name"])
+        else:
+            self.put(self.queues, obj["metadata"]["name"], obj)
+
+    # --- cluster objects -----------------------------------------------------------------------
+    def on_node(self, event: str, obj: dict) -> None:
+        if event == "DELETED":
+            self.drop(self.nodes, obj["metadata"]["name"])
+        else:
+            old = self.nodes.get(obj["metadata"]["name"])
+            if (
+                old is None
+                or translate.node_schedulable(old) != translate.node_schedulable(obj)
+                or (
+                    (old.get("status") or {}).get("allocatable")
+                    != (obj.get("status") or {}).get("allocatable")
+                )
+            ):
+                self.wake.set()  # heartbeats change nothing the scheduler looks at
+            self.nodes[obj["metadata"]["name"]] = obj
+
+    def on_namespace(self, event: str, obj: dict) -> None:
+        name = obj["metadata"]["name"]
+        if event == "DELETED":
+            self.namespaces.pop(name, None)
+        else:
+            self.namespaces[name] = obj["metadata"].get("labels") or {}
+        self.wake.set()
+
+    def on_priority_class(self, event: str, obj: dict) -> None:
+        name = obj["metadata"]["name"]
+        if event == "DELETED":
+            self.priorities.pop(name, None)
+        else:
+            self.priorities[name] = int(obj.get("value", 0))
+            if obj.get("globalDefault"):
+                self.default_priority = int(obj.get("value", 0))
+        self.wake.set()
+
+    def priority_of(self, class_name: str | None) -> int:
+        if not class_name:
+            return self.default_priority
+        return self.priorities.get(class_name, self.default_priority)
+
+    # --- pods ----------------------------------------------------------------------------------
+    def on_pod(self, event: str, obj: dict) -> None:
+        meta = obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        wf_name = (meta.get("labels") or {}).get(WORKFLOW_LABEL)
+        wf_key = (meta["namespace"], wf_name) if wf_name else None
+        if event == "DELETED":
+            old = self.pods.pop(key, None)
+            if wf_key is not None:
+                self.workflow_pods[wf_key].discard(meta["name"])
+                obs = translate.pod_observation(obj, gone=True, nodes=self.nodes)
+                if obs.phase == "Gone" or (old and not old.terminal):
+                    self.tombstones[wf_key][meta["name"]] = obs
+            if old is not None:
+                self.wake.set()
+            return
+        old = self.pods.get(key)
+        if old is not None and _rv(obj) and _rv(obj) < old.resource_version:
+            return
+        phase = (obj.get("status") or {}).get("phase")
+        record = PodRecord(
+            node=(obj.get("spec") or {}).get("nodeName"),
+            request=translate.pod_request(obj.get("spec") or {}),
+            terminal=phase in translate.TERMINAL,
+            workflow=wf_key,
+            observation=translate.pod_observation(obj) if wf_key else None,
+            resource_version=_rv(obj),
+        )
+        self.pods[key] = record
+        if wf_key is not None:
+            self.workflow_pods[wf_key].add(meta["name"])
+            self.wake.set()
+        elif old is None or old.terminal != record.terminal or old.node != record.node:
+            self.wake.set()
+
+    def observations(self, wf_key: Key) -> list[PodObservation]:
+        ns = wf_key[0]
+        live = [self.pods[(ns, n)].observation for n in sorted(self.workflow_pods.get(wf_key, ()))]
+        gone = [
+            o
+            for n, o in sorted(self.tombstones.get(wf_key, {}).items())
+            if n not in self.workflow_pods[wf_key]
+        ]
+        return [o for o in live if o is not None] + gone
+
+    def node_usage(self) -> dict[str, dict[str, int]]:
+        used: dict[str, dict[str, int]] = defaultdict(dict)
+        for rec in self.pods.values():
+            if rec.node and not rec.terminal:
+                u = used[rec.node]
+                for k, v in rec.request.items():
+                    u[k] = u.get(k, 0) + v
+        return used

@@ -1,0 +1,209 @@
+"""Translation between Kubernetes objects (plain dicts as watched) and the core's and engine's values.
+
+Pure functions: no API calls. Quantities are parsed once here, into the canonical integers the core
+uses (cpu millicores, memory bytes, counts).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from meson.api.quantity import canonical
+from meson.core import NodeCapacity, QueueConfig, Resources
+from meson.workflow import PodObservation
+
+TERMINAL = ("Succeeded", "Failed")
+PREEMPTED_ANNOTATION = "meson.dev/preempted"
+
+
+def epoch(ts: str | None) -> float | None:
+    if not ts:
+        return None
+    return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def rfc3339(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _resources(values: Mapping[str, Any] | None) -> dict[str, int]:
+    return {k: canonical(k, v) for k, v in (values or {}).items()}
+
+
+def pod_request(spec: Mapping[str, Any]) -> dict[str, int]:
+    """Kubernetes' effective request of a pod: sum of containers, max'ed with each init container,
+    plus overhead; a container's limit stands in for a missing request (as the API server defaults)."""
+
+    def container(c: Mapping[str, Any]) -> dict[str, int]:
+        res = c.get("resources") or {}
+        out = _resources(res.get("limits"))
+        out.update(_resources(res.get("requests")))
+        return out
+
+    total: dict[str, int] = {}
+    for c in spec.get("containers") or []:
+        for k, v in container(c).items():
+            total[k] = total.get(k, 0) + v
+    for c in spec.get("initContainers") or []:
+        for k, v in container(c).items():
+            total[k] = max(total.get(k, 0), v)
+    for k, v in _resources(spec.get("overhead")).items():
+        total[k] = total.get(k, 0) + v
+    total["pods"] = 1
+    return total
+
+
+def queue_config(obj: Mapping[str, Any]) -> QueueConfig:
+    spec = obj.get("spec") or {}
+    quota = spec.get("quota") or {}
+    guaranteed = {k: canonical(k, q.get("guaranteed", 0)) for k, q in quota.items()}
+    limit = {
+        k: canonical(k, q["limit"] if q.get("limit") is not None else q.get("guaranteed", 0))
+        for k, q in quota.items()
+    }
+    rate = spec.get("admissionRate") or {}
+    preemption = spec.get("preemption") or {}
+    return QueueConfig(
+        name=obj["metadata"]["name"],
+        parent=spec.get("parent"),
+        guaranteed=Resources(guaranteed),
+        # A queue with no quota at all only inherits its ancestors' caps.
+        limit=Resources(limit) if quota else None,
+        # The core needs a positive weight; weight 0 ("borrow last") becomes a tiny one.
+        weight=float(spec.get("weight", 1)) or 1e-6,
+        max_admitted=spec.get("maxAdmitted"),
+        admission_rate=rate.get("podsPerSecond"),
+        admission_burst=int(rate.get("burst", 1)),
+        strategy=spec.get("queueingStrategy", "BestEffortFIFO"),
+        preempt_within_queue=preemption.get("withinQueue", "Never"),
+        reclaim_borrowed=bool(preemption.get("reclaimBorrowed", False)),
+        stop_policy=spec.get("stopPolicy", "None"),
+    )
+
+
+def quota_resources(queues: Iterable[QueueConfig]) -> dict[str, frozenset[str]]:
+    """For each queue, the resources its tree puts a quota on; other resources are not limited by it."""
+    by_name = {q.name: q for q in queues}
+
+    def root(name: str) -> str:
+        seen = set()
+        while by_name[name].parent in by_name and name not in seen:
+            seen.add(name)
+            name = by_name[name].parent  # type: ignore[assignment]
+        return name
+
+    named: dict[str, set[str]] = {}
+    for q in by_name.values():
+        keys = set(q.guaranteed) | set(q.limit or ())
+        named.setdefault(root(q.name), set()).update(keys)
+    return {n: frozenset(named.get(root(n), ())) for n in by_name}
+
+
+def namespace_allowed(queue: Mapping[str, Any], namespace: str, labels: Mapping[str, str] | None) -> bool:
+    policy = (queue.get("spec") or {}).get("namespaces")
+    if not policy:
+        return True
+    if namespace in (policy.get("names") or []):
+        return True
+    selector = policy.get("selector")
+    if selector is None:
+        return False
+    return selector_matches(selector, labels or {})
+
+
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for req in selector.get("matchExpressions") or []:
+        key, op, values = req["key"], req["operator"], req.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def pod_observation(
+    pod: Mapping[str, Any], *, gone: bool = False, nodes: Iterable[str] = ()
+) -> PodObservation:
+    """What the workflow engine needs to know of one of its pods (``gone``: it was deleted)."""
+    meta = pod["metadata"]
+    labels = meta.get("labels") or {}
+    status = pod.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    exit_code = None
+    finished = None
+    started = epoch(status.get("startTime")) if phase != "Pending" else None
+    for cs in status.get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        if term:
+            code = int(term.get("exitCode", 0))
+            exit_code = code if exit_code in (None, 0) else exit_code
+            finished = max(finished or 0.0, epoch(term.get("finishedAt")) or 0.0) or None
+    failure = None
+    node = (pod.get("spec") or {}).get("nodeName")
+    annotations = meta.get("annotations") or {}
+    if phase == "Failed":
+        reason = status.get("reason") or ""
+        if reason in ("Evicted", "Preempting", "Terminated") or any(
+            c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        ):
+            failure = "NodeLost" if reason == "NodeLost" else "Evicted"
+        else:
+            failure = "FailedExit"
+        if PREEMPTED_ANNOTATION in annotations:
+            failure = "Preempted"
+    if gone and phase not in TERMINAL:
+        phase = "Gone"
+        if PREEMPTED_ANNOTATION in annotations:
+            failure = "Preempted"
+        elif node and node not in set(nodes):
+            failure = "NodeLost"
+        else:
+            failure = "Evicted"
+    if phase in TERMINAL and finished is None:
+        finished = epoch(status.get("startTime"))
+    return PodObservation(
+        name=meta["name"],
+        instance=labels.get("meson.dev/instance", ""),
+        run=int(labels.get("meson.dev/run", "1")),
+        attempt=int(labels.get("meson.dev/attempt", "1")),
+        phase=phase,
+        node=node,
+        exit_code=exit_code,
+        failure=failure,
+        created=epoch(meta.get("creationTimestamp")) or 0.0,
+        started=started,
+        finished=finished,
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+def node_schedulable(node: Mapping[str, Any]) -> bool:
+    spec = node.get("spec") or {}
+    # Tainted nodes still count: a tolerating pod may land there, and kube-scheduler decides that.
+    if spec.get("unschedulable"):
+        return False
+    conds = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+
+def node_capacities(
+    nodes: Mapping[str, Mapping[str, Any]], used: Mapping[str, Mapping[str, int]]
+) -> list[NodeCapacity]:
+    """Schedulable nodes' allocatable minus the requests of their non-terminal pods."""
+    out = []
+    for name, node in sorted(nodes.items()):
+        if not node_schedulable(node):
+            continue
+        alloc = Resources(_resources((node.get("status") or {}).get("allocatable")))
+        out.append(NodeCapacity(name=name, allocatable=alloc, free=alloc - Resources(used.get(name, {}))))
+    return out

@@ -1,0 +1,47 @@
+"""`meson operator`: run the controllers (kopf) and the scheduling loop in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+
+import kopf
+
+from meson.adapters import metrics
+
+
+def run(
+    *,
+    kubeconfig: str | None,
+    metrics_port: int,
+    webhook: str,
+    webhook_port: int,
+    liveness_port: int | None,
+    verbose: bool,
+) -> int:
+    from meson.controllers import handlers  # registers the kopf handlers
+
+    if webhook != "off":
+        from meson.controllers import admission  # noqa: F401 - registers the validating webhook handlers
+
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig
+    handlers.STATE["options"] = {"kubeconfig": kubeconfig, "webhook": webhook, "webhook_port": webhook_port}
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
+    )
+    kopf.configure(verbose=verbose, log_prefix=False)
+    if metrics_port:
+        metrics.serve(metrics_port)
+    stop = threading.Event()
+    asyncio.run(
+        kopf.operator(
+            clusterwide=True,
+            standalone=True,  # one replica; kopf's peering is not leader election
+            liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
+            stop_flag=stop,
+        )
+    )
+    return 0
