@@ -34,7 +34,7 @@ def _pods_fitting(free: dict[str, int] | Resources, req: Resources, want: int) -
 class ClusterCapacity:
     """Per-cycle view of node free capacity; placements made here only live for the cycle."""
 
-    __slots__ = ("_alloc", "_free", "_never", "observed", "total_free")
+    __slots__ = ("_alloc", "_free", "_never", "_no_room", "_skip", "observed", "total_free")
 
     def __init__(self, nodes: Sequence[NodeCapacity] | None) -> None:
         self.observed = nodes is not None
@@ -43,6 +43,11 @@ class ClusterCapacity:
         self._free: list[dict[str, int]] = [n.free.as_dict() for n in ordered]
         self.total_free: dict[str, int] = total_of(n.free for n in ordered).as_dict()
         self._never: dict[tuple[Resources, int, bool], str | None] = {}
+        # Free capacity only shrinks within a cycle, so "does not fit now" stays true: cache it.
+        self._no_room: dict[tuple[Resources, int, bool], str] = {}
+        # For each pod request, nodes before this index cannot fit even one such pod (for the same
+        # reason): first fit can start there.
+        self._skip: dict[Resources, int] = {}
 
     def never_fits(self, w: Workload) -> str | None:
         """A reason if ``w`` could not be placed even on an empty cluster, else None."""
@@ -72,15 +77,29 @@ class ClusterCapacity:
             return None
         want = w.pod_count if w.gang else 1
         req = w.pod_request
+        key = (req, want, w.gang)
+        known = self._no_room.get(key)
+        if known is not None:
+            return known
         # Cheap reject on the aggregate before walking the nodes.
         if _pods_fitting(self.total_free, req, want) < want:
-            return self._reason(w, 0, want)
+            reason = self._no_room[key] = self._reason(w, 0, want)
+            return reason
         placed = 0
-        for free in self._free:
-            placed += _pods_fitting(free, req, want - placed)
+        frees = self._free
+        start = self._skip.get(req, 0)
+        for i in range(start, len(frees)):
+            n = _pods_fitting(frees[i], req, want - placed)
+            if n == 0 and i == start:
+                start += 1
+            placed += n
             if placed >= want:
-                return None
-        return self._reason(w, placed, want)
+                break
+        self._skip[req] = start
+        if placed >= want:
+            return None
+        reason = self._no_room[key] = self._reason(w, placed, want)
+        return reason
 
     def _reason(self, w: Workload, placed: int, want: int) -> str:
         free = Resources(self.total_free).positive().describe()
@@ -96,7 +115,9 @@ class ClusterCapacity:
             return w.pod_count
         req = w.pod_request
         left = w.pod_count
-        for free in self._free:
+        frees = self._free
+        for i in range(self._skip.get(req, 0), len(frees)):
+            free = frees[i]
             n = _pods_fitting(free, req, left)
             if n:
                 for k, v in req.items():
