@@ -19,6 +19,7 @@ import pytest
 from kubernetes import client, config
 
 from e2e.cluster import build, controlplane
+from e2e.operator import OperatorProcess
 
 E2E_NODES = int(os.environ.get("MESON_E2E_NODES", "20"))
 
@@ -88,3 +89,26 @@ def namespace(cluster: Cluster) -> Iterator[str]:
         time.sleep(0.2)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> None:
+    """The Meson CRDs, applied as a user would (`kubectl apply -f crds/`) and established."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s",
+        *(f"crd/{p}.meson.dev" for p in ("workflows", "cronworkflows", "queues", "streamjobs")),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, crds: None) -> Iterator[OperatorProcess]:
+    """`meson operator` as a real process (admin credentials; the chart's RBAC is tested separately)."""
+    proc = OperatorProcess(cluster.kubeconfig)
+    proc.start()
+    yield proc
+    proc.stop()
+    print(f"operator log: {proc.log_path}")

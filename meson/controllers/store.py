@@ -56,6 +56,8 @@ class Store:
     # Our pods per workflow, and the last sight of those deleted before they finished.
     workflow_pods: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
     tombstones: dict[Key, dict[str, PodObservation]] = field(default_factory=lambda: defaultdict(dict))
+    # Nodes seen deleted: their pods are lost even before the pod garbage collector removes them.
+    deleted_nodes: set[str] = field(default_factory=set)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     # --- Meson objects -------------------------------------------------------------------------
@@ -93,7 +95,9 @@ class Store:
     def on_node(self, event: str, obj: dict) -> None:
         if event == "DELETED":
             self.drop(self.nodes, obj["metadata"]["name"])
+            self.deleted_nodes.add(obj["metadata"]["name"])
         else:
+            self.deleted_nodes.discard(obj["metadata"]["name"])
             old = self.nodes.get(obj["metadata"]["name"])
             if (
                 old is None
