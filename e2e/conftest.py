@@ -63,10 +63,15 @@ class Cluster:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
+    external = os.environ.get("MESON_E2E_KUBECONFIG")
+    bins = build.ensure_all()
+    if external:
+        # An existing cluster (kind, minikube...). It must run kwok for the simulated pod lifecycle.
+        yield Cluster(kubeconfig=Path(external), kubectl_bin=bins["kubectl"], helm_bin=bins["helm"])
+        return
     already_running = controlplane.running_state() is not None
     shape = controlplane.NodeShape(cpu="32", memory="256Gi", gpus=4)
     kubeconfig = controlplane.up(E2E_NODES, shape)
-    bins = build.ensure_all()
     yield Cluster(kubeconfig=kubeconfig, kubectl_bin=bins["kubectl"], helm_bin=bins["helm"])
     if not already_running and not os.environ.get("MESON_E2E_KEEP"):
         controlplane.down()
