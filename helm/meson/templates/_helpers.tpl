@@ -1,0 +1,83 @@
+{{/*
+The chart name, truncated to 63 characters (DNS label).
+*/}}
+{{- define "meson.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name of the release's objects. The ClusterRole and ClusterRoleBinding are cluster-scoped, so
+it includes the release name: two releases (in two namespaces) never share them. A release whose name
+already contains the chart name is not repeated ("meson", not "meson-meson").
+*/}}
+{{- define "meson.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+chart label: name-version.
+*/}}
+{{- define "meson.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "meson.labels" -}}
+helm.sh/chart: {{ include "meson.chart" . }}
+{{ include "meson.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Selector labels (immutable on a Deployment: never add to them).
+*/}}
+{{- define "meson.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "meson.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The ServiceAccount the operator runs as.
+*/}}
+{{- define "meson.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "meson.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The webhook mode, validated: "off" or "loopback". An unquoted `off` in a values file is the YAML boolean
+false; it is read as "off".
+*/}}
+{{- define "meson.webhookMode" -}}
+{{- $mode := toString .Values.webhook.mode }}
+{{- if and (kindIs "bool" .Values.webhook.mode) (eq $mode "false") }}
+{{- $mode = "off" }}
+{{- end }}
+{{- if not (has $mode (list "off" "loopback")) }}
+{{- fail (printf "webhook.mode must be \"off\" or \"loopback\" (the in-cluster Service webhook is not implemented yet), got %q" $mode) }}
+{{- end }}
+{{- $mode }}
+{{- end }}
+
+{{/*
+The image reference: repository:tag, the tag defaulting to the chart's appVersion.
+*/}}
+{{- define "meson.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) }}
+{{- end }}
