@@ -1,0 +1,403 @@
+"""The Helm chart (helm/meson), rendered by the real helm binary: lint, render, and a reviewed RBAC table.
+
+The ClusterRole must equal ``EXPECTED_RULES`` exactly: widening the operator's permissions means changing this
+table in the same commit, so it is always a conscious, reviewed change. The e2e counterpart
+(e2e/test_helm_rbac.py) installs the chart on a real API server and runs the operator with exactly these
+permissions.
+
+helm comes from the e2e build cache (``python -m e2e.cluster bin helm``); it is built from source on first
+use when missing (needs Go; a couple of minutes once).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "helm" / "meson"
+KUBE_VERSION = "1.36.0"  # helm template defaults to an old version the chart's kubeVersion refuses
+
+Rule = tuple[str, str, frozenset[str]]  # (apiGroup, resource, verbs)
+
+READ = frozenset({"get", "list", "watch"})
+
+# What the operator may do, one line per (group, resource). See templates/clusterrole.yaml for the code path
+# behind each rule.
+EXPECTED_RULES: dict[tuple[str, str], frozenset[str]] = {
+    ("", "pods"): READ | {"create", "delete", "patch"},
+    ("", "events"): frozenset({"create", "patch"}),
+    ("", "nodes"): READ,
+    ("", "namespaces"): READ,
+    ("scheduling.k8s.io", "priorityclasses"): READ,
+    ("meson.dev", "workflows"): READ | {"create", "delete", "patch"},
+    ("meson.dev", "workflows/status"): frozenset({"get", "patch"}),
+    ("meson.dev", "cronworkflows"): READ,
+    ("meson.dev", "queues"): READ,
+    ("meson.dev", "cronworkflows/status"): frozenset({"get", "patch"}),
+    ("meson.dev", "queues/status"): frozenset({"get", "patch"}),
+}
+
+# Added only by webhook.mode=loopback: kopf manages the ValidatingWebhookConfiguration.
+WEBHOOK_RULES: dict[tuple[str, str], frozenset[str]] = {
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): READ | {"create", "patch"},
+}
+
+
+@cache
+def helm_bin() -> Path:
+    from e2e.cluster import build
+
+    group = build.GROUPS["helm"]
+    if not group.complete:
+        build.ensure_group(group)
+    return group.binary("helm")
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(helm_bin()), *args], capture_output=True, text=True, timeout=120, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def set_args(values: dict[str, str] | None) -> list[str]:
+    return [a for k, v in (values or {}).items() for a in ("--set", f"{k}={v}")]
+
+
+@cache
+def _render(values: tuple[tuple[str, str], ...] = ()) -> tuple[dict[str, Any], ...]:
+    out = helm(
+        "template", "rel", str(CHART), "--namespace", "meson-system", "--kube-version", KUBE_VERSION,
+        *set_args(dict(values)),
+    ).stdout  # fmt: skip
+    return tuple(doc for doc in yaml.safe_load_all(out) if doc)
+
+
+def render(**values: str) -> list[dict[str, Any]]:
+    return list(_render(tuple(sorted(values.items()))))
+
+
+def one(docs: Iterable[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def flatten(rules: list[dict[str, Any]]) -> dict[tuple[str, str], frozenset[str]]:
+    """(group, resource) -> verbs, merging rules that name the same pair."""
+    table: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        assert set(rule) <= {"apiGroups", "resources", "verbs"}, f"unexpected rule fields: {rule}"
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                table.setdefault((group, resource), set()).update(rule["verbs"])
+    return {k: frozenset(v) for k, v in table.items()}
+
+
+def cluster_role(**values: str) -> dict[tuple[str, str], frozenset[str]]:
+    return flatten(one(render(**values), "ClusterRole")["rules"])
+
+
+def failure(**values: str) -> str:
+    proc = helm("template", "rel", str(CHART), "--kube-version", KUBE_VERSION, *set_args(values), check=False)
+    assert proc.returncode != 0, "expected the chart to refuse these values"
+    return proc.stderr
+
+
+# --- lint and render ------------------------------------------------------------------------------------
+
+
+def test_helm_lint_passes_strict() -> None:
+    proc = helm("lint", "--strict", "--kube-version", KUBE_VERSION, str(CHART))
+    assert "0 chart(s) failed" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"webhook.mode": "loopback"},
+        {"metrics.enabled": "false"},
+        {"serviceAccount.create": "false", "serviceAccount.name": "existing"},
+    ],
+)
+def test_helm_lint_passes_with_other_values(values: dict[str, str]) -> None:
+    helm("lint", "--strict", "--kube-version", KUBE_VERSION, str(CHART), *set_args(values))
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "meson"
+    assert chart["kubeVersion"] == ">=1.33.0-0"
+    assert chart["appVersion"] == "0.1.0"
+
+
+def test_template_renders_the_operator_objects() -> None:
+    docs = render()
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    for doc in docs:
+        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == "rel"
+        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            assert doc["metadata"]["namespace"] == "meson-system"
+
+
+def test_kube_version_older_than_1_33_is_refused() -> None:
+    proc = helm("template", "rel", str(CHART), "--kube-version", "1.32.0", check=False)
+    assert proc.returncode != 0 and "kubeVersion" in proc.stderr
+
+
+def test_crds_ship_in_the_chart_crds_directory() -> None:
+    names = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    assert names == [
+        "meson.dev_cronworkflows.yaml",
+        "meson.dev_queues.yaml",
+        "meson.dev_streamjobs.yaml",
+        "meson.dev_workflows.yaml",
+    ]
+    # crds/ is installed by Helm itself, before the templates; the templates must not render CRDs too.
+    assert all(d["kind"] != "CustomResourceDefinition" for d in render())
+
+
+# --- RBAC -----------------------------------------------------------------------------------------------
+
+
+def test_cluster_role_equals_the_reviewed_table() -> None:
+    assert cluster_role() == EXPECTED_RULES
+
+
+def test_webhook_loopback_adds_exactly_the_webhook_configuration_rule() -> None:
+    assert cluster_role(**{"webhook.mode": "loopback"}) == {**EXPECTED_RULES, **WEBHOOK_RULES}
+    assert cluster_role(**{"webhook.mode": "off"}) == EXPECTED_RULES
+
+
+@pytest.mark.parametrize("values", [{}, {"webhook.mode": "loopback"}])
+def test_no_wildcards_no_resource_names_no_non_resource_urls(values: dict[str, str]) -> None:
+    rules = one(render(**values), "ClusterRole")["rules"]
+    for rule in rules:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert not any("*" in item for item in rule[field]), rule
+        assert "nonResourceURLs" not in rule and "resourceNames" not in rule, rule
+    # Every verb is a real, named verb; the escalation verbs never appear.
+    verbs = {v for rule in rules for v in rule["verbs"]}
+    assert verbs <= {"get", "list", "watch", "create", "delete", "patch"}
+    assert not verbs & {"escalate", "bind", "impersonate", "deletecollection", "update", "approve", "sign"}
+
+
+@pytest.mark.parametrize("values", [{}, {"webhook.mode": "loopback"}])
+def test_no_access_to_secrets_or_rbac_or_crds(values: dict[str, str]) -> None:
+    table = cluster_role(**values)
+    groups = {g for g, _ in table}
+    resources = {r for _, r in table}
+    assert "secrets" not in resources and "configmaps" not in resources
+    dangerous = {"serviceaccounts", "serviceaccounts/token", "pods/exec", "pods/attach", "nodes/proxy"}
+    assert not dangerous & resources
+    assert not groups & {"rbac.authorization.k8s.io", "apiextensions.k8s.io", "kopf.dev", "zalando.org"}
+    assert not groups & {"coordination.k8s.io", "certificates.k8s.io", "authentication.k8s.io"}
+    # Nodes are read-only: the operator never deletes or changes them.
+    assert table[("", "nodes")] == READ
+
+
+def test_no_role_or_role_binding_is_rendered() -> None:
+    """Everything the operator touches spans namespaces: one ClusterRole, bound once, nothing namespaced."""
+    kinds = {d["kind"] for d in render(**{"webhook.mode": "loopback"})}
+    assert not kinds & {"Role", "RoleBinding"}
+
+
+def test_cluster_role_binding_binds_the_chart_service_account() -> None:
+    docs = render()
+    sa = one(docs, "ServiceAccount")
+    binding = one(docs, "ClusterRoleBinding")
+    role = one(docs, "ClusterRole")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "meson-system"}
+    ]
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+
+
+def test_existing_service_account_is_bound_when_not_created() -> None:
+    docs = render(**{"serviceAccount.create": "false", "serviceAccount.name": "existing"})
+    assert all(d["kind"] != "ServiceAccount" for d in docs)
+    assert one(docs, "ClusterRoleBinding")["subjects"][0]["name"] == "existing"
+    assert failure(**{"serviceAccount.create": "false"}).count("serviceAccount.name is required") == 1
+
+
+def _watched_resources() -> set[tuple[str, str]]:
+    """(group, plural) of every kopf.on.event handler the operator registers."""
+    source = (REPO / "meson" / "controllers" / "handlers.py").read_text()
+    found = set()
+    pattern = r'kopf\.on\.event\(\s*(GROUP|"[^"]*")\s*,\s*"[^"]+"\s*,\s*"([^"]+)"'
+    for group, plural in re.findall(pattern, source):
+        found.add(("meson.dev" if group == "GROUP" else group.strip('"'), plural))
+    return found
+
+
+def test_every_resource_the_operator_watches_is_readable() -> None:
+    """A new kopf.on.event handler without a matching rule would fail in the cluster with 403 on its watch."""
+    watched = _watched_resources()
+    assert len(watched) >= 7, watched
+    table = cluster_role()
+    for key in sorted(watched):
+        assert table.get(key, frozenset()) >= READ, f"{key} is watched by the operator but not readable"
+
+
+# --- Deployment -----------------------------------------------------------------------------------------
+
+
+def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_deployment_runs_the_operator_with_probes() -> None:
+    docs = render()
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    c = _container(docs)
+    assert [*c["command"], *c["args"]] == [
+        "meson", "operator", "--metrics-port", "8080", "--liveness-port", "8081",
+    ]  # fmt: skip
+    assert c["image"] == "ghcr.io/meson-dev/meson:0.1.0"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+def test_cli_accepts_the_deployment_arguments() -> None:
+    """The args the chart passes parse with the real `meson` CLI (the webhook variant too)."""
+    from meson.cli import build_parser
+
+    for values in ({}, {"webhook.mode": "loopback"}, {"extraArgs[0]": "--verbose"}):
+        args = build_parser().parse_args(_container(render(**values))["args"])
+        assert args.command == "operator" and args.metrics_port == 8080 and args.liveness_port == 8081
+        assert args.webhook == values.get("webhook.mode", "off")
+
+
+def test_webhook_loopback_passes_the_flag() -> None:
+    args = _container(render(**{"webhook.mode": "loopback"}))["args"]
+    assert args[args.index("--webhook") + 1] == "loopback"
+    assert args[args.index("--webhook-port") + 1] == "9443"
+    assert "--webhook" not in _container(render())["args"]
+
+
+def test_unquoted_off_is_read_as_off() -> None:
+    """`mode: off` unquoted is the YAML boolean false; it must not break the chart or enable anything."""
+    assert cluster_role(**{"webhook.mode": "false"}) == EXPECTED_RULES
+    assert "--webhook" not in _container(render(**{"webhook.mode": "false"}))["args"]
+
+
+@pytest.mark.parametrize("mode", ["service", "true", "on"])
+def test_unknown_webhook_modes_are_refused(mode: str) -> None:
+    assert "webhook.mode must be" in failure(**{"webhook.mode": mode})
+
+
+@pytest.mark.parametrize("replicas", ["0", "2", "3"])
+def test_replicas_other_than_one_are_refused(replicas: str) -> None:
+    assert "replicas must be 1" in failure(replicas=replicas)
+
+
+def test_security_context_is_restrictive() -> None:
+    docs = render()
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    c = _container(docs)
+    psc, sc = pod["securityContext"], c["securityContext"]
+    assert psc["runAsNonRoot"] is True and psc["runAsUser"] != 0
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert "privileged" not in sc or sc["privileged"] is False
+    assert not any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
+    # The only writable path is an emptyDir on /tmp; no hostPath.
+    assert all("hostPath" not in v for v in pod["volumes"])
+    assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+
+
+def test_resources_have_requests_and_a_memory_limit() -> None:
+    resources = _container(render())["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"])
+    assert "memory" in resources["limits"]
+
+
+def test_scheduling_values_reach_the_pod() -> None:
+    docs = render(
+        **{
+            "nodeSelector.role": "control",
+            "tolerations[0].key": "dedicated",
+            "tolerations[0].operator": "Exists",
+            "priorityClassName": "meson-critical",
+            "image.tag": "1.2.3",
+            "image.pullPolicy": "Always",
+        }
+    )
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"role": "control"}
+    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+    assert pod["priorityClassName"] == "meson-critical"
+    assert _container(docs)["image"].endswith(":1.2.3")
+    assert _container(docs)["imagePullPolicy"] == "Always"
+
+
+# --- metrics --------------------------------------------------------------------------------------------
+
+
+def test_metrics_service_targets_the_metrics_port() -> None:
+    docs = render()
+    service = one(docs, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    selector = one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"] == selector
+
+
+def test_metrics_disabled_removes_the_service_and_turns_the_endpoint_off() -> None:
+    docs = render(**{"metrics.enabled": "false"})
+    assert all(d["kind"] != "Service" for d in docs)
+    args = _container(docs)["args"]
+    assert args[args.index("--metrics-port") + 1] == "0"
+
+
+def test_service_monitor_is_optional_and_needs_its_crd() -> None:
+    assert all(d["kind"] != "ServiceMonitor" for d in render())
+    assert "Prometheus Operator" in failure(**{"metrics.serviceMonitor.enabled": "true"})
+    out = helm(
+        "template", "rel", str(CHART), "--kube-version", KUBE_VERSION,
+        "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
+        "--set", "metrics.serviceMonitor.enabled=true",
+    ).stdout  # fmt: skip
+    monitor = one((d for d in yaml.safe_load_all(out) if d), "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+# --- Dockerfile -----------------------------------------------------------------------------------------
+
+
+def test_dockerfile_runs_meson_as_a_non_root_user() -> None:
+    lines = [
+        line.strip()
+        for line in (REPO / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "FROM python:3.11-slim"
+    assert 'ENTRYPOINT ["meson"]' in lines
+    user = [line for line in lines if line.startswith("USER ")]
+    assert user and user[-1].split()[1].split(":")[0] not in ("0", "root")
+    # The uid matches the chart's runAsUser.
+    assert user[-1].split()[1].split(":")[0] == str(_container(render())["securityContext"]["runAsUser"])
