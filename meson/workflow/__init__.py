@@ -1,0 +1,46 @@
+"""The pure workflow engine (no Kubernetes, no kopf): :func:`plan` turns a Workflow object (with its persisted
+status), the observed pods of the workflow and the time into a :class:`Plan` (new status, instances to admit,
+pods to delete, events, when to wake up); :func:`meson.workflow.cron.plan_cron` does the same for a
+CronWorkflow. See :mod:`meson.workflow.engine` for the semantics.
+"""
+
+from meson.workflow.engine import parse_time, plan, rfc3339, with_queue_positions
+from meson.workflow.pods import (
+    LABEL_ATTEMPT,
+    LABEL_INSTANCE,
+    LABEL_QUEUE,
+    LABEL_RUN,
+    LABEL_STEP,
+    LABEL_WORKFLOW,
+    pod_name,
+    pod_request,
+)
+from meson.workflow.types import (
+    LIVE_POD_PHASES,
+    FailureKind,
+    InstanceRequest,
+    Plan,
+    PodObservation,
+    WorkflowEvent,
+)
+
+__all__ = [
+    "LABEL_ATTEMPT",
+    "LABEL_INSTANCE",
+    "LABEL_QUEUE",
+    "LABEL_RUN",
+    "LABEL_STEP",
+    "LABEL_WORKFLOW",
+    "LIVE_POD_PHASES",
+    "FailureKind",
+    "InstanceRequest",
+    "Plan",
+    "PodObservation",
+    "WorkflowEvent",
+    "parse_time",
+    "plan",
+    "pod_name",
+    "pod_request",
+    "rfc3339",
+    "with_queue_positions",
+]
