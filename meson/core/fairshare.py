@@ -11,7 +11,8 @@ as Mesos' allocator):
 With zero guarantees this is exactly weighted DRF. In a tree it is applied level by level: a
 candidate's key is the tuple of shares from its top-level queue down to its leaf, compared
 lexicographically, so the parent with the lowest share wins first and then its lowest child
-(hierarchical DRF, as in Kueue's fair-sharing tournament).
+(hierarchical DRF, as in Kueue's fair-sharing tournament). Top-level queues share nothing, so
+their own share is not part of the key.
 
 Shares only grow within a cycle (admissions only add usage), which lets the scheduler keep
 candidates in a heap with lazily refreshed keys instead of re-sorting after every admission.
@@ -40,11 +41,15 @@ def weighted_dominant_share(used: Mapping[str, int], guaranteed: Mapping[str, in
 
 
 def share_path(state: QuotaState, leaf: str) -> tuple[float, ...]:
-    """Shares from the top-level queue down to ``leaf``: the hierarchical DRF sort key."""
+    """Shares from just below the top-level queue down to ``leaf``: the hierarchical DRF sort key.
+
+    The top-level queue itself is left out: top-level queues share no pool, so their shares say
+    nothing about who should get a slice, and leaving them out keeps keys from going stale.
+    """
     tree = state.tree
     path = tree.path[leaf]
     out = []
-    for a in reversed(path):
+    for a in reversed(path[:-1]):
         cfg = tree.config[a]
         out.append(weighted_dominant_share(state.used[a], cfg.guaranteed, tree.pool[a], cfg.weight))
     return tuple(out)

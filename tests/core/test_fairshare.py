@@ -39,13 +39,15 @@ def test_weights_split_spare_capacity_proportionally():
 def test_spare_capacity_is_shared_above_guarantees():
     # a and b are each guaranteed 2; the 6 nobody is guaranteed is split evenly.
     qs = [QueueConfig("p", guaranteed=Resources(cpu=10_000)),
-          QueueConfig("a", "p", guaranteed=Resources(cpu=2000)), QueueConfig("b", "p", guaranteed=Resources(cpu=2000))]
+          QueueConfig("a", "p", guaranteed=Resources(cpu=2000)),
+          QueueConfig("b", "p", guaranteed=Resources(cpu=2000))]
     pending = [Workload(f"{q}-{i}", q, 0, float(i), Resources(cpu=1000)) for q in "ab" for i in range(20)]
     d = Scheduler().cycle(Snapshot(0.0, qs, pending))
     assert sum(a.queue == "a" for a in d.admit) == 5 and sum(a.queue == "b" for a in d.admit) == 5
 
 
-demand = st.builds(lambda c, m: Resources(cpu=c * 100, memory=m * GIB // 4), st.integers(1, 40), st.integers(1, 40))
+demand = st.builds(lambda c, m: Resources(cpu=c * 100, memory=m * GIB // 4),
+                   st.integers(1, 40), st.integers(1, 40))
 
 
 @given(pool_cpu=st.integers(20, 200), pool_mem=st.integers(20, 200),

@@ -20,8 +20,8 @@ def test_strict_fifo_blocks_behind_the_head():
     # big can never fit: it must not block the queue forever
     assert d.pending["big"].never_fits and admitted_keys(d) == ["small"]
 
-    d = cycle(qs, [wl("big", "a", cores=3, prio=5, created=0), *[wl(f"s{i}", "a", created=1 + i) for i in range(3)]],
-              [_run("r", "a", 2)])
+    smalls = [wl(f"s{i}", "a", created=1 + i) for i in range(3)]
+    d = cycle(qs, [wl("big", "a", cores=3, prio=5, created=0), *smalls], [_run("r", "a", 2)])
     assert admitted_keys(d) == []
     assert d.pending["big"].reason == "needs cpu 3, queue a has 2 free of guaranteed pool 4"
     assert d.pending["s2"].position == 4

@@ -10,7 +10,8 @@ def within(**kw):
 
 
 def test_higher_priority_evicts_the_fewest_lowest_priority_newest_victims():
-    run = [running(wl("low-old", "a", cores=2, prio=1), at=0), running(wl("low-new", "a", cores=2, prio=1), at=5),
+    run = [running(wl("low-old", "a", cores=2, prio=1), at=0),
+           running(wl("low-new", "a", cores=2, prio=1), at=5),
            running(wl("lowest", "a", cores=0.5, prio=0), at=1)]
     qs = [queue("a", g=5, preempt_within_queue="LowerPriority")]
     d = cycle(qs, [wl("urgent", "a", cores=2, prio=10)], run, now=10)

@@ -63,8 +63,9 @@ def scenarios(draw):
         trace.append(TraceItem(w, draw(st.integers(1, 10)) / 2))
     nodes = None
     if draw(st.booleans()):
-        nodes = [NodeCapacity(f"n{i}", Resources(cpu=c * 1000, memory=64 * GIB), Resources(cpu=c * 1000, memory=64 * GIB))
-                 for i, c in enumerate(draw(st.lists(st.integers(2, 16), min_size=1, max_size=3)))]
+        sizes = draw(st.lists(st.integers(2, 16), min_size=1, max_size=3))
+        nodes = [NodeCapacity(f"n{i}", Resources(cpu=c * 1000, memory=64 * GIB),
+                              Resources(cpu=c * 1000, memory=64 * GIB)) for i, c in enumerate(sizes)]
     return queues, trace, nodes, draw(st.sampled_from([None, 5.0]))
 
 
@@ -184,7 +185,8 @@ def lending_states(draw):
     while used < pool:  # fill the pool from the other queues, in random sizes and priorities
         q = draw(st.integers(1, n - 1))
         size = min(draw(st.integers(1, 3)), pool - used)
-        running.append(AdmittedWorkload(wl(f"b{k}", f"q{q}", cores=size, prio=draw(st.integers(0, 9))), float(k)))
+        w = wl(f"b{k}", f"q{q}", cores=size, prio=draw(st.integers(0, 9)))
+        running.append(AdmittedWorkload(w, float(k)))
         used += size
         k += 1
     want = draw(st.integers(1, gs[0]))

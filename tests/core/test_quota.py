@@ -2,7 +2,7 @@
 
 import pytest
 
-from meson.core import QueueConfig, QueueTree, Resources, validate_queues
+from meson.core import QueueConfig, QueueTree, Resources, Workload, validate_queues
 
 from .helpers import admitted_keys, cpu, cycle, queue, running, wl
 
@@ -32,7 +32,7 @@ def test_without_a_limit_a_queue_borrows_up_to_the_parents_pool():
 def test_parent_limit_caps_the_whole_subtree():
     qs = [queue("cluster", g=40), queue("org", "cluster", limit=10), queue("x", "org", g=3),
           queue("y", "org", g=3), queue("other", "cluster", g=4)]
-    d = cycle(qs, [wl(f"x{i}", "x", created=i) for i in range(8)] + [wl(f"y{i}", "y", created=i) for i in range(8)])
+    d = cycle(qs, [wl(f"{q}{i}", q, created=i) for q in "xy" for i in range(8)])
     assert len(d.admit) == 10
     assert "queue org has 0 free of limit 10" in d.pending["x7"].reason
 
@@ -51,10 +51,11 @@ def test_usage_of_running_workloads_counts():
 
 
 def test_a_workload_bigger_than_the_queue_could_ever_get_never_fits():
-    d = cycle(cohort(), [wl("huge", "a", cores=7), wl("gpu", "a", cores=0, created=1)
-                         .__class__("gpu", "a", 0, 1.0, Resources({"nvidia.com/gpu": 1}))])
+    gpu = Workload("gpu", "a", 0, 1.0, Resources({"nvidia.com/gpu": 1}))
+    d = cycle(cohort(), [wl("huge", "a", cores=7), gpu])
     assert d.pending["huge"].never_fits and "can ever get" in d.pending["huge"].reason
-    assert d.pending["gpu"].never_fits and d.pending["gpu"].reason == "queue a has no quota for nvidia.com/gpu"
+    assert d.pending["gpu"].never_fits
+    assert d.pending["gpu"].reason == "queue a has no quota for nvidia.com/gpu"
 
 
 def test_workloads_naming_missing_or_parent_queues_are_explained():
