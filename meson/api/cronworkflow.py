@@ -67,7 +67,9 @@ class CronWorkflowStatus(ApiModel):
 
     active: list[str] | None = Field(default=None, description="Names of the workflows still running.")
     last_schedule_time: str | None = Field(
-        default=None, description="When a run was last started (RFC 3339)."
+        default=None,
+        description="Scheduled time of the last run handled: started, or skipped by Forbid or the starting "
+        "deadline (RFC 3339).",
     )
     last_successful_time: str | None = Field(
         default=None, description="When a run last succeeded (RFC 3339)."

@@ -326,7 +326,10 @@ class WorkflowStatus(ApiModel):
     )
     progress: str | None = Field(default=None, description="Finished steps over all steps, e.g. 3/20.")
     message: str | None = Field(default=None, description="Why the workflow is in this phase.")
-    started_at: str | None = Field(default=None, description="When the first step started (RFC 3339).")
+    started_at: str | None = Field(
+        default=None,
+        description="When the controller started the workflow (RFC 3339); step times are relative to it.",
+    )
     finished_at: str | None = Field(default=None, description="When the workflow finished (RFC 3339).")
     counts: StepCounts | None = Field(default=None, description="Step instances per phase.")
     steps: list[StepStatus] | None = Field(default=None, description="State of every step instance.")
