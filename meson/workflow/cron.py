@@ -1,0 +1,217 @@
+"""CronWorkflow planning (pure): which Workflow to create now, which children to delete, the new status.
+
+* The schedule is read in ``spec.timeZone`` (IANA, UTC when not set) with croniter; daylight-saving gaps and
+  repeats are croniter's (a time that does not exist is run at the next existing minute).
+* At most ONE missed run is caught up: the latest scheduled time after ``status.lastScheduleTime`` (or the
+  creation of the CronWorkflow) that is not after now, like a Kubernetes CronJob. It is skipped when older
+  than ``startingDeadlineSeconds``.
+* A due run is *handled* once: started, or skipped (Forbid while a child is active, or past the starting
+  deadline); either way ``lastScheduleTime`` becomes its time, so nothing is retried later (level-triggered).
+* Child names are ``{cron}-{scheduled // 60}``: creating twice is harmless (AlreadyExists), and a child that
+  already exists for the due time is never created again.
+* Replace deletes the active children and creates the new one in the same plan (delete first).
+* History limits keep the newest finished children (by scheduled time) per outcome.
+* suspend: nothing is created and ``lastScheduleTime`` does not move, so the latest run missed while
+  suspended starts on resume (within the starting deadline); ``nextScheduleTime`` is not shown.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import zoneinfo
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from croniter import croniter
+
+from meson.api.cronworkflow import CronWorkflow
+from meson.workflow.engine import parse_time, rfc3339
+from meson.workflow.types import WorkflowEvent
+
+__all__ = [
+    "LABEL_CRONWORKFLOW",
+    "SCHEDULED_TIME_ANNOTATION",
+    "ChildWorkflow",
+    "CronPlan",
+    "CronRun",
+    "child_name",
+    "plan_cron",
+]
+
+LABEL_CRONWORKFLOW = "meson.dev/cronworkflow"
+SCHEDULED_TIME_ANNOTATION = "meson.dev/scheduled-time"
+_FINISHED = frozenset({"Succeeded", "Failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class CronRun:
+    name: str
+    scheduled: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChildWorkflow:
+    """A Workflow created by the CronWorkflow (label meson.dev/cronworkflow), as the runtime lists it."""
+
+    name: str
+    scheduled: float  # from the annotation meson.dev/scheduled-time
+    phase: str | None  # status.phase
+    finished: float | None  # status.finishedAt (epoch), None while not finished
+
+
+@dataclass(slots=True)
+class CronPlan:
+    create: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (name, Workflow manifest)
+    delete: list[str] = field(default_factory=list)  # child workflow names, deleted before creating
+    status: dict[str, Any] = field(default_factory=dict)
+    wake_at: float | None = None
+    events: list[WorkflowEvent] = field(default_factory=list)
+    run: CronRun | None = None  # the run handled by this plan (created or skipped), if any
+
+
+def child_name(cron: str, scheduled: float) -> str:
+    """Deterministic name of the Workflow of the run scheduled at ``scheduled`` (epoch seconds)."""
+    return f"{cron}-{int(scheduled) // 60}"
+
+
+_models: dict[tuple[str, int], CronWorkflow] = {}
+
+
+def _model(cron: Mapping[str, Any]) -> CronWorkflow:
+    meta = cron.get("metadata") or {}
+    key = (meta.get("uid"), meta.get("generation"))
+    if key[0] and key[1] is not None:
+        hit = _models.get(key)  # type: ignore[arg-type]
+        if hit is not None:
+            return hit
+    model = CronWorkflow.model_validate({"metadata": meta, "spec": cron["spec"]})
+    if key[0] and key[1] is not None:
+        if len(_models) > 4096:
+            _models.clear()
+        _models[key] = model  # type: ignore[index]
+    return model
+
+
+def _is_finished(child: ChildWorkflow) -> bool:
+    return child.phase in _FINISHED or child.finished is not None
+
+
+def plan_cron(cron: Mapping[str, Any], now: float, children: Sequence[ChildWorkflow]) -> CronPlan:
+    """The plan for one CronWorkflow at ``now`` given its existing child Workflows."""
+    model = _model(cron)
+    spec = model.spec
+    meta = cron.get("metadata") or {}
+    name = meta.get("name") or "cron"
+    old: dict[str, Any] = dict(cron.get("status") or {})
+    tz = zoneinfo.ZoneInfo(spec.time_zone or "UTC")
+    result = CronPlan()
+
+    def at(epoch: float) -> datetime:
+        return datetime.fromtimestamp(epoch, tz)
+
+    earliest = parse_time(old.get("lastScheduleTime"))
+    if earliest is None:
+        earliest = parse_time(meta.get("creationTimestamp"))
+    if earliest is None:
+        earliest = float(math.floor(now))
+    latest = croniter(spec.schedule, at(math.floor(now) + 1)).get_prev(datetime).timestamp()
+    following = croniter(spec.schedule, at(math.floor(now))).get_next(datetime).timestamp()
+
+    by_name = {child.name: child for child in children}
+    active = sorted((c for c in children if not _is_finished(c)), key=lambda c: (c.scheduled, c.name))
+    last_schedule = old.get("lastScheduleTime")
+    if not spec.suspend and latest > earliest:
+        run = CronRun(child_name(name, latest), latest)
+        result.run = run
+        last_schedule = rfc3339(latest)
+        late = now - latest
+        if run.name in by_name:
+            pass  # already created (the status write was lost): nothing to do
+        elif spec.starting_deadline_seconds is not None and late > spec.starting_deadline_seconds:
+            result.events.append(
+                WorkflowEvent(
+                    "Warning",
+                    "MissedSchedule",
+                    f"run of {rfc3339(latest)} skipped: {int(late)}s late, past the starting deadline "
+                    f"of {spec.starting_deadline_seconds}s",
+                )
+            )
+        elif spec.concurrency_policy == "Forbid" and active:
+            result.events.append(
+                WorkflowEvent(
+                    "Normal",
+                    "SkippedRun",
+                    f"run of {rfc3339(latest)} skipped: {', '.join(c.name for c in active)} still active "
+                    "(concurrencyPolicy Forbid)",
+                )
+            )
+        else:
+            if spec.concurrency_policy == "Replace" and active:
+                result.delete.extend(c.name for c in active)
+                result.events.append(
+                    WorkflowEvent(
+                        "Normal", "ReplacedRun", f"deleting {', '.join(c.name for c in active)} (Replace)"
+                    )
+                )
+                active = []
+            result.create.append((run.name, _manifest(cron, name, latest)))
+            result.events.append(
+                WorkflowEvent("Normal", "StartedRun", f"created workflow {run.name} for {rfc3339(latest)}")
+            )
+            active.append(ChildWorkflow(run.name, latest, None, None))
+
+    # history limits on finished children
+    deleting = set(result.delete)
+    for outcome, limit in (
+        ("Succeeded", spec.successful_workflows_history_limit),
+        ("Failed", spec.failed_workflows_history_limit),
+    ):
+        done = sorted(
+            (
+                c
+                for c in children
+                if _is_finished(c) and (c.phase or "Failed") == outcome and c.name not in deleting
+            ),
+            key=lambda c: (c.scheduled, c.name),
+            reverse=True,
+        )
+        for child in done[limit:]:
+            result.delete.append(child.name)
+
+    status = old
+    status["active"] = [c.name for c in active]
+    if not status["active"]:
+        status.pop("active")
+    if last_schedule:
+        status["lastScheduleTime"] = last_schedule
+    succeeded = [c.finished for c in children if c.phase == "Succeeded" and c.finished is not None]
+    best = max(succeeded, default=None)
+    previous = parse_time(old.get("lastSuccessfulTime"))
+    if best is not None and (previous is None or best > previous):
+        status["lastSuccessfulTime"] = rfc3339(best)
+    if spec.suspend:
+        status.pop("nextScheduleTime", None)
+    else:
+        status["nextScheduleTime"] = rfc3339(following)
+        result.wake_at = following
+    generation = meta.get("generation")
+    if generation is not None:
+        status["observedGeneration"] = generation
+    result.status = status
+    return result
+
+
+def _manifest(cron: Mapping[str, Any], name: str, scheduled: float) -> dict[str, Any]:
+    template = (cron.get("spec") or {}).get("workflowTemplate") or {}
+    tmeta = template.get("metadata") or {}
+    labels = {**(tmeta.get("labels") or {}), LABEL_CRONWORKFLOW: name}
+    annotations = {**(tmeta.get("annotations") or {}), SCHEDULED_TIME_ANNOTATION: rfc3339(scheduled)}
+    return {
+        "apiVersion": "meson.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": child_name(name, scheduled), "labels": labels, "annotations": annotations},
+        "spec": copy.deepcopy(template.get("spec") or {}),
+    }
