@@ -26,10 +26,6 @@ from meson.core.model import Workload
 _order_key = attrgetter("order_key")
 
 
-def sort_queue(workloads: list[Workload]) -> None:
-    workloads.sort(key=_order_key)
-
-
 @dataclass(slots=True)
 class QueueCursor:
     """Where one queue's pass through its pending list has got to in this cycle."""

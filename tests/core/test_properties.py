@@ -44,8 +44,6 @@ def queue_trees(draw) -> list[QueueConfig]:
                 reclaim_borrowed=draw(st.booleans()),
                 max_admitted=draw(st.sampled_from([None, None, 2])),
                 admission_rate=draw(st.sampled_from([None, None, 2.0])), admission_burst=3))
-    # Drop containers that ended up childless (they would be leaves with no guarantee): harmless,
-    # but keeping them makes "leaf" ambiguous in the generator.
     return queues
 
 
