@@ -26,8 +26,8 @@ class QueueConfig:
     ``guaranteed`` is capacity this queue can always get back; ``limit`` caps what its whole
     subtree may use including borrowing (``None``: only the ancestors' caps apply). A parent with
     no guarantee of its own is a pure container (like a Kueue cohort): its pool is the sum of its
-    children's guarantees. Workloads name leaf queues. ``max_admitted`` and ``stop_policy`` on a
-    parent apply to its whole subtree; ``admission_rate`` is per leaf queue.
+    children's guarantees. Workloads name leaf queues. ``max_admitted``, ``admission_rate`` and
+    ``stop_policy`` on a parent apply to its whole subtree.
     """
 
     name: str

@@ -238,12 +238,13 @@ class Scheduler:
                     if cur is not None:
                         cur.stop(f"queue {q} is at its cap of {cap} admitted workloads", False)
                     return _STOP
-            bucket = buckets.get(leaf)
-            if bucket is not None and not bucket.can_take(w.pod_count):
-                wake.append(bucket.ready_at(w.pod_count))
-                if cur is not None:
-                    cur.stop(f"throttled: queue {leaf} admission rate {format_rate(bucket.rate)}", False)
-                return _STOP
+            path_buckets = [(q, buckets[q]) for q in tree.path[leaf] if q in buckets] if buckets else ()
+            for q, bucket in path_buckets:
+                if not bucket.can_take(w.pod_count):
+                    wake.append(bucket.ready_at(w.pod_count))
+                    if cur is not None:
+                        cur.stop(f"throttled: queue {q} admission rate {format_rate(bucket.rate)}", False)
+                    return _STOP
             if global_bucket is not None and not global_bucket.can_take(w.pod_count):
                 wake.append(global_bucket.ready_at(w.pod_count))
                 return _STOP_ALL
@@ -294,7 +295,7 @@ class Scheduler:
             # Admit.
             state.charge(leaf, total)
             capacity.place(w)
-            if bucket is not None:
+            for _, bucket in path_buckets:
                 bucket.take(w.pod_count)
             if global_bucket is not None:
                 global_bucket.take(w.pod_count)

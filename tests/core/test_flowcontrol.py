@@ -51,3 +51,10 @@ def test_hold_admits_nothing_and_drain_evicts_the_running():
     d = cycle(drain, [wl("w", "a")], [running(wl("r", "a")), running(wl("keep", "a", preemptible=False))])
     assert [(p.victim_key, p.preemptor_key) for p in d.preempt] == [("r", None)]
     assert d.pending["w"].reason == "queue a is on hold and draining"
+
+
+def test_a_parent_rate_limits_its_whole_subtree():
+    qs = [queue("org", admission_rate=1, admission_burst=2), queue("a", "org", g=10), queue("b", "org", g=10)]
+    d = cycle(qs, [wl(f"{q}{i}", q, created=i) for q in "ab" for i in range(3)])
+    assert len(d.admit) == 2
+    assert {p.reason for p in d.pending.values()} == {"throttled: queue org admission rate 1/s"}
