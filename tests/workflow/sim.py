@@ -8,6 +8,7 @@ the pods of the pending requests the admission policy lets through. Pods follow 
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from meson.workflow import InstanceRequest, Plan, PodObservation, plan
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+_uids = itertools.count(1)
 
 
 def container(cpu: str = "500m", memory: str = "1Gi", **extra: Any) -> dict[str, Any]:
@@ -37,7 +39,7 @@ def workflow(steps: list[dict[str, Any]], name: str = "wf", **spec: Any) -> dict
         "metadata": {
             "name": name,
             "namespace": "ns",
-            "uid": f"uid-{name}",
+            "uid": f"uid-{name}-{next(_uids)}",  # unique: the engine caches compiled specs by uid
             "generation": 1,
             "creationTimestamp": "2023-11-14T22:13:20Z",
         },
