@@ -459,7 +459,7 @@ class _Cycle:
             if o.phase in ("Failed", "Gone") or (o.phase == "Unknown" and self.node_gone(o.node))
         ]
         if failed:
-            self.fail(inst, *self.failure_of(failed))
+            self.fail(inst, *self.failure_of(failed, info.parallelism > 1))
             return
         if len({o.name for o in pods if o.phase == "Succeeded"}) >= info.parallelism:
             inst.phase = "Succeeded"
@@ -483,7 +483,7 @@ class _Cycle:
             if built is not None:
                 self.create.extend(built)
 
-    def failure_of(self, failed: list[PodObservation]) -> tuple[str, int | None, float, str]:
+    def failure_of(self, failed: list[PodObservation], inst_gang: bool) -> tuple[str, int | None, float, str]:
         ordered = sorted(failed, key=lambda o: (o.finished if o.finished is not None else self.now, o.name))
         code = next((o.exit_code for o in ordered if o.exit_code), None)
         first = next((o for o in ordered if o.failure == "Preempted"), ordered[0])
@@ -496,20 +496,17 @@ class _Cycle:
             else:
                 kind = "Evicted"
         when = first.finished if first.finished is not None else self.now
+        who = f"pod {_pod_index(first.name)}: " if inst_gang else ""
         if kind == "FailedExit":
-            text = (
-                f"pod {first.name} exited with code {first.exit_code}"
-                if first.exit_code
-                else (f"pod {first.name} failed")
-            )
+            text = f"{who}exit code {first.exit_code}" if first.exit_code else f"{who}pod failed"
         elif kind == "NodeLost":
-            text = f"pod {first.name} lost with its node {first.node}"
+            text = f"{who}node {first.node} lost"
         elif kind == "Preempted":
             text = "preempted"
         elif kind == "Timeout":
-            text = f"pod {first.name} timed out"
+            text = f"{who}timed out"
         else:
-            text = f"pod {first.name} evicted"
+            text = f"{who}pod deleted or evicted"
         return kind, code, when, text
 
     def fail(self, inst: _Inst, kind: str, code: int | None, when: float, text: str) -> None:

@@ -21,7 +21,7 @@ def failing(*instances: str, times: int = 99, code: int = 1):
     return script
 
 
-# ----------------------------------------------------------------------------------------------- the DAG
+# ---------------------------------------------------------------------------------- the DAG
 
 
 def test_steps_run_in_dependency_order_and_the_workflow_succeeds():
@@ -152,7 +152,7 @@ def test_placeholders_are_rendered_per_instance():
     assert result.pending[0].pods[0]["spec"]["containers"][0]["env"][0]["value"] == wf["metadata"]["uid"]
 
 
-# ----------------------------------------------------------------------------------------------- foreach, gangs
+# ---------------------------------------------------------------------------------- foreach, gangs
 
 
 def test_foreach_respects_max_concurrency():
@@ -244,7 +244,7 @@ def test_partially_created_gang_is_completed():
     assert c.run().finished and c.status["phase"] == "Succeeded"
 
 
-# ----------------------------------------------------------------------------------------------- conditions
+# ---------------------------------------------------------------------------------- conditions
 
 
 def test_false_condition_skips_and_dependants_of_a_skipped_step_still_run():
@@ -278,7 +278,7 @@ def test_condition_on_a_foreach_step_skips_all_its_elements_in_one_entry():
     )
 
 
-# ----------------------------------------------------------------------------------------------- retries
+# ---------------------------------------------------------------------------------- retries
 
 
 def test_fails_twice_then_succeeds_with_exponential_backoff():
@@ -314,7 +314,7 @@ def test_backoff_is_capped_and_retry_at_is_persisted():
     c = Cluster(wf, script=failing("s", times=3))
     c.run(until=lambda p: c.phase("s") == "Retrying" and c.entry("s")["attempts"] == 2)
     entry = c.entry("s")
-    # attempt 2: created at 14 (4 + 10), fails at 18, delay min(100, 30) → retryAt 48 (seconds after startedAt)
+    # attempt 2: created at 14 (4 + 10), fails at 18, delay min(100, 30) → retryAt 48
     assert entry["retryAt"] == 48 and entry["reason"] == "FailedExit" and entry["exitCode"] == 1
     assert c.run().finished and c.status["phase"] == "Succeeded"
 
@@ -426,7 +426,7 @@ def test_preempted_instance_is_not_requeued_while_its_pods_terminate():
     assert [(r.instance, r.run, r.attempt) for r in result.pending] == [("g", 2, 1)]
 
 
-# ----------------------------------------------------------------------------------------------- failure modes
+# ---------------------------------------------------------------------------------- failure modes
 
 
 def three_branches(mode: str, **spec):
@@ -501,7 +501,7 @@ def test_exit_step_runs_after_success_and_failure_and_a_failed_exit_step_fails_t
     assert c.status["phase"] == "Failed" and c.status["message"] == "exit step on-exit failed"
 
 
-# ----------------------------------------------------------------------------------------------- suspend, stop, terminate
+# ---------------------------------------------------------------------------------- suspend, stop, terminate
 
 
 def test_suspend_holds_new_steps_and_resumes():
@@ -570,7 +570,7 @@ def test_terminated_workflow_finishes_only_once_its_pods_are_gone():
     assert c.cycle().finished
 
 
-# ----------------------------------------------------------------------------------------------- restart
+# ---------------------------------------------------------------------------------- restart
 
 
 def test_restart_reruns_only_failed_and_omitted_steps():
@@ -606,7 +606,7 @@ def test_restart_of_a_timed_out_workflow_counts_the_timeout_from_the_restart():
     assert c.status["phase"] == "Succeeded"
 
 
-# ----------------------------------------------------------------------------------------------- TTL, events, positions
+# ---------------------------------------------------------------------------------- TTL, events, positions
 
 
 def test_ttl_deletes_the_workflow_after_it_finished():
@@ -652,7 +652,7 @@ def test_invalid_spec_fails_the_workflow_without_pods():
 def test_status_of_5000_instances_stays_compact():
     wf = workflow([step("fan", foreach={"items": list(range(5000))}, retryPolicy={"limit": 2})])
     c = Cluster(
-        wf, script=lambda i, r, a, x: Outcome(duration=3, exit_code=int(i.rsplit("-", 1)[1]) % 7 == 0)
+        wf, script=lambda i, r, a, x: Outcome(duration=3, exit_code=int(int(i.rsplit("-", 1)[1]) % 7 == 0))
     )
     c.nodes = {"node-a"}
     c.run(seconds=10)
