@@ -254,6 +254,8 @@ def _evaluate_when(expression: str, params: dict[str, Any], steps: dict[str, Any
     program = _programs.get(expression)
     try:
         if program is None:
+            if len(_programs) > 4096:
+                _programs.clear()
             env = celpy.Environment()
             program = env.program(env.compile(expression))
             _programs[expression] = program
@@ -761,8 +763,8 @@ class _Cycle:
             if suspended:
                 inst.message = "suspended"
                 continue
-            if inst.message == "suspended":
-                inst.message = None
+            if inst.message and not inst.message.startswith("preempted"):
+                inst.message = None  # queue reasons come from the runtime (with_queue_positions)
             if live_run:
                 continue  # wait until the previous pods are gone
             run = inst.run + 1
