@@ -4,6 +4,15 @@ pods to delete, events, when to wake up); :func:`meson.workflow.cron.plan_cron` 
 CronWorkflow. See :mod:`meson.workflow.engine` for the semantics.
 """
 
+from meson.workflow.cron import (
+    LABEL_CRONWORKFLOW,
+    SCHEDULED_TIME_ANNOTATION,
+    ChildWorkflow,
+    CronPlan,
+    CronRun,
+    child_name,
+    plan_cron,
+)
 from meson.workflow.engine import parse_time, plan, rfc3339, with_queue_positions
 from meson.workflow.pods import (
     LABEL_ATTEMPT,
@@ -26,19 +35,26 @@ from meson.workflow.types import (
 
 __all__ = [
     "LABEL_ATTEMPT",
+    "LABEL_CRONWORKFLOW",
     "LABEL_INSTANCE",
     "LABEL_QUEUE",
     "LABEL_RUN",
     "LABEL_STEP",
     "LABEL_WORKFLOW",
     "LIVE_POD_PHASES",
+    "SCHEDULED_TIME_ANNOTATION",
+    "ChildWorkflow",
+    "CronPlan",
+    "CronRun",
     "FailureKind",
     "InstanceRequest",
     "Plan",
     "PodObservation",
     "WorkflowEvent",
+    "child_name",
     "parse_time",
     "plan",
+    "plan_cron",
     "pod_name",
     "pod_request",
     "rfc3339",
