@@ -253,7 +253,10 @@ def _healthy(port: int) -> bool:
 def operator_process(kubeconfig: Path, log_path: Path) -> Iterator[tuple[subprocess.Popen, int]]:
     """`meson operator` as a local process; always stopped (SIGTERM, then SIGKILL) on the way out."""
     liveness = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}  # never fall back to the admin config
+    # $KUBECONFIG is the ServiceAccount's too, so that no code path can fall back to the admin config: kopf's
+    # own login (kopf.login_via_client) ignores --kubeconfig and reads $KUBECONFIG, as frozen when the
+    # kubernetes package is first imported (before `meson operator` parses its arguments).
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [
