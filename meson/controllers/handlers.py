@@ -79,6 +79,13 @@ def clients_scheduling(clients: kube.Clients):
     return client.SchedulingV1Api(clients.api)
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod: the ServiceAccount; else the kubeconfig named by --kubeconfig ($KUBECONFIG, read now:
+    the kubernetes package captures it at import, before the command line is parsed)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.watching.server_timeout = 300  # long watches stall silently otherwise

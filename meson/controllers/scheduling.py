@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,11 +159,15 @@ class SchedulingLoop:
             wf = store.workflows.get(wf_key)
             if wf is None:
                 continue
-            creates.append(self._create_pods(wf, req, adm.queue))
+            creates.append(self._create_pods(wf, req.pods))
             waited = now - self._ready_since.pop(adm.key, now)
             metrics.ADMISSION_WAIT.labels(queue=adm.queue).observe(waited)
             metrics.ADMISSIONS.labels(queue=adm.queue).inc()
         result.admitted = len(creates)
+        for key, p in plans.items():
+            # Gang members of an admitted run never created (a crash mid-creation): finish the job.
+            if p.create_pods and key in store.workflows:
+                creates.append(self._create_pods(store.workflows[key], p.create_pods))
         await asyncio.gather(*creates)
 
         victims = {p.victim_key: p for p in decisions.preempt}
@@ -262,7 +266,7 @@ class SchedulingLoop:
                 names.append(obs.name)
         return names
 
-    async def _create_pods(self, wf: dict, req: InstanceRequest, queue: str) -> None:
+    async def _create_pods(self, wf: dict, pods: Sequence[dict]) -> None:
         meta = wf["metadata"]
         owner = {
             "apiVersion": API_VERSION,
@@ -273,7 +277,7 @@ class SchedulingLoop:
             "blockOwnerDeletion": True,
         }
         calls = []
-        for pod in req.pods:
+        for pod in pods:
             body = {
                 **pod,
                 "metadata": {**pod["metadata"], "namespace": meta["namespace"], "ownerReferences": [owner]},
