@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import threading
 
@@ -29,9 +28,6 @@ def run(
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
     handlers.STATE["options"] = {"kubeconfig": kubeconfig, "webhook": webhook, "webhook_port": webhook_port}
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
-    )
     kopf.configure(verbose=verbose, log_prefix=False)
     if metrics_port:
         metrics.serve(metrics_port)

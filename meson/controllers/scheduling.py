@@ -183,6 +183,11 @@ class SchedulingLoop:
                     ).inc()
                     for pod_name in self._pods_of_run(key, req):
                         deletes.append(self._delete_pod(key[0], pod_name, reason))
+        # Pods bound to a deleted node are lost; remove ours at once (as the pod garbage collector would,
+        # after its quarantine) so the engine retries them now and nothing reports a dead pod's success.
+        for (ns, name), rec in store.pods.items():
+            if rec.workflow is not None and rec.node in store.deleted_nodes and not rec.terminal:
+                deletes.append(self._delete_pod(ns, name, None))
         result.preempted = len(victims)
         await asyncio.gather(*deletes)
 
