@@ -47,7 +47,8 @@ def main() -> int:
             wf = json.loads(run("get", name, "-o", "json"))
             status = wf.get("status") or {}
             phase = status.get("phase", "")
-            print(f"  {time.strftime('%H:%M:%S')}  phase={phase or '-':10} progress={status.get('progress', '-')}")
+            progress = status.get("progress", "-")
+            print(f"  {time.strftime('%H:%M:%S')}  phase={phase or '-':10} progress={progress}")
             if phase in ("Succeeded", "Failed"):
                 break
             time.sleep(2)

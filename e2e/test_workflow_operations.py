@@ -157,7 +157,7 @@ def test_ttl_after_finish_deletes_the_workflow_and_its_pods(
 
 
 def test_cronworkflow_concurrency_policies(cluster: Cluster, core, custom, namespace: str, q: str) -> None:
-    """Three crons firing every minute whose runs never end: Allow stacks them, Forbid skips, Replace swaps."""
+    """Crons firing every minute, runs that never end: Allow stacks them, Forbid skips, Replace swaps."""
     for policy in ("Allow", "Forbid", "Replace"):
         cron = {
             "apiVersion": f"{GROUP}/{VERSION}",

@@ -159,7 +159,8 @@ def test_twenty_step_dag_with_fanout_condition_retry_and_exit_step(
         by_step[p.metadata.labels["meson.dev/step"]].append(p)
     assert len(by_step["train"]) == 3 and all(p.status.phase == "Succeeded" for p in by_step["train"])
     assert len(by_step["flaky"]) == 3
-    assert [p.status.phase for p in sorted(by_step["flaky"], key=lambda p: p.metadata.labels["meson.dev/run"])] == [
+    flaky_runs = sorted(by_step["flaky"], key=lambda p: p.metadata.labels["meson.dev/run"])
+    assert [p.status.phase for p in flaky_runs] == [
         "Failed", "Failed", "Succeeded",
     ]  # fmt: skip
     assert "report-prod" not in by_step, "a skipped step must not make a pod"
@@ -294,7 +295,11 @@ def test_higher_priority_preempts_within_queue_without_using_a_retry(
         ),
         namespace=namespace,
     )
-    wait_for(lambda: len([p for p in workflow_pods(core, namespace, "batch") if p.status.phase == "Running"]) == 2,
+
+    def running_batch() -> int:
+        return len([p for p in workflow_pods(core, namespace, "batch") if p.status.phase == "Running"])
+
+    wait_for(lambda: running_batch() == 2,
              60, "both low-priority steps running")  # fmt: skip
     apply(
         cluster,
@@ -308,7 +313,7 @@ def test_higher_priority_preempts_within_queue_without_using_a_retry(
     assert len(preempted) == 1, st
     assert preempted[0].get("attempts", 1) == 1, "a preemption must not use a retry"
     # The preempted step goes back to its queue and is admitted again once the capacity frees.
-    wait_for(lambda: len([p for p in live(workflow_pods(core, namespace, "batch")) if p.status.phase == "Running"]) == 2,
+    wait_for(lambda: running_batch() == 2,
              60, "the preempted step to run again")  # fmt: skip
     cluster.kubectl("delete", "workflow.meson.dev", "batch", "-n", namespace, "--wait=false")
 

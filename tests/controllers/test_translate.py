@@ -1,0 +1,122 @@
+"""Kubernetes objects become the core's and the engine's values the way Kubernetes itself reads them."""
+
+from __future__ import annotations
+
+from meson.controllers import translate
+from meson.core import Resources
+
+
+def test_pod_request_follows_kubernetes_effective_request_rule() -> None:
+    spec = {
+        "containers": [
+            {"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}},
+            {"name": "b", "resources": {"limits": {"cpu": "1", "nvidia.com/gpu": 2}}},  # limit stands in
+        ],
+        "initContainers": [{"name": "init", "resources": {"requests": {"cpu": "4"}}}],
+        "overhead": {"memory": "128Mi"},
+    }
+    assert translate.pod_request(spec) == {
+        "cpu": 4000,  # the init container needs more than the containers together
+        "memory": (1 << 30) + (128 << 20),
+        "nvidia.com/gpu": 2,
+        "pods": 1,
+    }
+
+
+def test_queue_config_from_the_queue_api() -> None:
+    obj = {
+        "metadata": {"name": "team-a"},
+        "spec": {
+            "parent": "org",
+            "quota": {"cpu": {"guaranteed": "4", "limit": "10"}, "memory": {"guaranteed": "8Gi"}},
+            "weight": 3,
+            "maxAdmitted": 5,
+            "admissionRate": {"podsPerSecond": 20, "burst": 40},
+            "queueingStrategy": "StrictFIFO",
+            "preemption": {"withinQueue": "LowerPriority", "reclaimBorrowed": True},
+            "stopPolicy": "Hold",
+        },
+    }
+    q = translate.queue_config(obj)
+    assert q.parent == "org" and q.weight == 3.0 and q.max_admitted == 5
+    assert q.guaranteed == Resources(cpu=4000, memory=8 << 30)
+    assert q.limit == Resources(cpu=10000, memory=8 << 30)  # no limit: guaranteed, no borrowing
+    assert (q.admission_rate, q.admission_burst, q.strategy) == (20, 40, "StrictFIFO")
+    assert q.preempt_within_queue == "LowerPriority" and q.reclaim_borrowed and q.stop_policy == "Hold"
+
+
+def test_only_resources_named_by_a_queue_tree_are_limited_by_it() -> None:
+    queues = [
+        translate.queue_config({"metadata": {"name": "org"}, "spec": {"quota": {"cpu": {"guaranteed": 8}}}}),
+        translate.queue_config(
+            {
+                "metadata": {"name": "gpu"},
+                "spec": {"parent": "org", "quota": {"nvidia.com/gpu": {"guaranteed": 2}}},
+            }
+        ),
+        translate.queue_config({"metadata": {"name": "solo"}, "spec": {}}),
+    ]
+    named = translate.quota_resources(queues)
+    assert named["gpu"] == frozenset({"cpu", "nvidia.com/gpu"})
+    assert named["solo"] == frozenset()
+
+
+def test_namespace_policy_by_name_and_selector() -> None:
+    q = {"spec": {"namespaces": {"names": ["a"], "selector": {"matchExpressions": [
+        {"key": "team", "operator": "In", "values": ["x", "y"]}]}}}}  # fmt: skip
+    assert translate.namespace_allowed(q, "a", {})
+    assert translate.namespace_allowed(q, "b", {"team": "y"})
+    assert not translate.namespace_allowed(q, "b", {"team": "z"})
+    assert translate.namespace_allowed({"spec": {}}, "anything", None)
+
+
+def _pod(phase: str, **extra) -> dict:
+    pod = {
+        "metadata": {
+            "name": "wf-a-r2-0",
+            "labels": {"meson.dev/instance": "a", "meson.dev/run": "2", "meson.dev/attempt": "1"},
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "annotations": {},
+        },
+        "spec": {"nodeName": "n1"},
+        "status": {"phase": phase, "startTime": "2026-01-01T00:00:01Z"},
+    }
+    pod.update(extra)
+    return pod
+
+
+def test_pod_observation_of_a_failed_exit() -> None:
+    pod = _pod("Failed")
+    pod["status"]["containerStatuses"] = [
+        {"state": {"terminated": {"exitCode": 3, "finishedAt": "2026-01-01T00:00:05Z"}}}
+    ]
+    obs = translate.pod_observation(pod)
+    assert (obs.instance, obs.run, obs.attempt, obs.phase) == ("a", 2, 1, "Failed")
+    assert obs.exit_code == 3 and obs.failure == "FailedExit"
+    assert obs.finished - obs.started == 4
+
+
+def test_a_deleted_unfinished_pod_is_gone_and_says_why() -> None:
+    preempted = _pod("Running")
+    preempted["metadata"]["annotations"] = {translate.PREEMPTED_ANNOTATION: "by higher priority"}
+    assert translate.pod_observation(preempted, gone=True, nodes={"n1"}).failure == "Preempted"
+    assert translate.pod_observation(_pod("Running"), gone=True, nodes={"n2"}).failure == "NodeLost"
+    evicted = translate.pod_observation(_pod("Running"), gone=True, nodes={"n1"})
+    assert (evicted.phase, evicted.failure) == ("Gone", "Evicted")
+    done = translate.pod_observation(_pod("Succeeded"), gone=True, nodes=set())
+    assert done.phase == "Succeeded" and done.failure is None
+
+
+def test_node_capacity_is_allocatable_minus_live_requests_of_ready_nodes() -> None:
+    ready = {"type": "Ready", "status": "True"}
+    nodes = {
+        "n1": {"status": {"allocatable": {"cpu": "4", "pods": "10"}, "conditions": [ready]}},
+        "n2": {
+            "spec": {"unschedulable": True},
+            "status": {"allocatable": {"cpu": "4"}, "conditions": [ready]},
+        },
+        "n3": {"status": {"allocatable": {"cpu": "4"}, "conditions": [{"type": "Ready", "status": "False"}]}},
+    }
+    caps = translate.node_capacities(nodes, {"n1": {"cpu": 1500, "pods": 2}})
+    assert [c.name for c in caps] == ["n1"]
+    assert caps[0].free == Resources(cpu=2500, pods=8)
