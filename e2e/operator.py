@@ -24,8 +24,16 @@ def free_port() -> int:
 class OperatorProcess:
     """One operator process at a time; `kill()` is SIGKILL (no cleanup), like a crashed pod."""
 
-    def __init__(self, kubeconfig: Path, *, webhook: str = "off", extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        *,
+        webhook: str = "off",
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
+        self.env = {**os.environ, **(env or {})}
         self.webhook = webhook
         self.extra_args = extra_args
         self.metrics_port = free_port()
@@ -33,7 +41,7 @@ class OperatorProcess:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
         assert self.proc is None or self.proc.poll() is not None, "operator already running"
         args = [
             sys.executable, "-m", "meson.cli", "operator",
@@ -47,9 +55,11 @@ class OperatorProcess:
         log.write(f"\n===== start {self.starts} =====\n")
         log.flush()
         self.proc = subprocess.Popen(
-            args, cwd=REPO, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT
+            args, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
         self.starts += 1
+        if not wait:
+            return
         deadline = time.monotonic() + 60
         while not self.metrics_ready():
             if self.proc.poll() is not None:

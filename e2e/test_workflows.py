@@ -187,7 +187,15 @@ def test_twenty_step_dag_with_fanout_condition_retry_and_exit_step(
         e.reason
         for e in core.list_namespaced_event(namespace, field_selector="involvedObject.name=etl").items
     }
-    assert {"Retrying"} <= reasons or any("Retr" in r for r in reasons), reasons
+    assert {"StepStarted", "StepSucceeded", "StepRetrying", "StepSkipped", "WorkflowSucceeded"} <= reasons, (
+        reasons
+    )
+    # And so do the metrics.
+    text = operator.metrics()
+    assert f'meson_admissions_total{{queue="{q}"}}' in text
+    assert f'meson_admission_wait_seconds_count{{queue="{q}"}}' in text
+    assert 'meson_step_retries_total{kind="FailedExit"}' in text
+    assert "meson_scheduling_cycle_seconds_count" in text
 
 
 def test_queue_quota_is_never_exceeded_and_no_pod_exists_before_admission(
@@ -401,3 +409,32 @@ def test_operator_killed_at_random_moments_loses_and_duplicates_nothing(
         assert {i: len(r) for i, r in runs.items() if len(r) > 1} == {"flaky": 2}
         assert per_run[("gang", "1")] == 3 and all(n == 1 for (i, _), n in per_run.items() if i != "gang")
     assert operator.starts >= 7
+
+
+def test_crash_in_the_middle_of_admitting_a_gang_is_repaired_on_restart(
+    cluster: Cluster, operator: OperatorProcess, core: client.CoreV1Api, custom, namespace: str, queues
+) -> None:
+    """The operator dies (SIGKILL-like exit) after creating 5 pods of a 40-pod gang; the next one finishes."""
+    q = f"crash-{uid()}"
+    queues.append(q)
+    operator.stop()
+    try:
+        apply(cluster, queue(q, cpu=64))
+        steps = [step("gang", parallelism=40, cpu="100m", duration="1s"), step("after", deps=["gang"])]
+        apply(cluster, workflow("halfway", q, steps), namespace=namespace)
+        crasher = OperatorProcess(cluster.kubeconfig, env={"MESON_TEST_CRASH_AFTER_POD_CREATES": "5"})
+        crasher.start(wait=False)
+        assert crasher.proc is not None
+        assert crasher.proc.wait(90) == 137, crasher.log()[-3000:]
+        partial = workflow_pods(core, namespace, "halfway")
+        assert 5 <= len(partial) < 40, f"{len(partial)} pods: the crash was meant to land mid-gang"
+        operator.start()
+        done = wait_workflow(custom, namespace, "halfway", ("Succeeded", "Failed"), timeout=120)
+        assert done["status"]["phase"] == "Succeeded", done["status"]
+        pods = workflow_pods(core, namespace, "halfway")
+        gang = [p for p in pods if p.metadata.labels["meson.dev/step"] == "gang"]
+        assert len(gang) == 40 and {p.metadata.labels["meson.dev/run"] for p in gang} == {"1"}
+        assert len([p for p in pods if p.metadata.labels["meson.dev/step"] == "after"]) == 1
+    finally:
+        if operator.proc is None or operator.proc.poll() is not None:
+            operator.start()

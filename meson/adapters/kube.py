@@ -9,6 +9,7 @@ already exists means "already done" (see :func:`create`), so that a repeated cre
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from tenacity import (
     RetryCallState,
-    retry,
+    Retrying,
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
@@ -72,7 +73,7 @@ def _wait(state: RetryCallState) -> float:
         retry_after = exc.headers.get("Retry-After")
         if retry_after and retry_after.isdigit():
             return min(float(retry_after), 30.0)
-    return wait_exponential_jitter(initial=0.2, max=10.0)(state)
+    return wait_exponential_jitter(multiplier=0.2, max=10.0)(state)
 
 
 def _before_sleep(state: RetryCallState) -> None:
@@ -82,19 +83,22 @@ def _before_sleep(state: RetryCallState) -> None:
     log.warning("API call failed (%s), retry %d: %s", status, state.attempt_number, exc)
 
 
-_retrying = retry(
-    retry=retry_if_exception(_retriable),
-    wait=_wait,
-    stop=stop_after_attempt(12) | stop_after_delay(120),
-    before_sleep=_before_sleep,
-    reraise=True,
-)
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call an API method, retrying transient failures with backoff."""
+    retrying = Retrying(
+        retry=retry_if_exception(_retriable),
+        wait=_wait,
+        stop=stop_after_attempt(12) | stop_after_delay(120),
+        before_sleep=_before_sleep,
+        reraise=True,
+        sleep=lambda seconds: _sleep(seconds),
+    )
     try:
-        return _retrying(fn)(*args, **kwargs)
+        return retrying(fn, *args, **kwargs)
     except ApiException as e:
         metrics.API_ERRORS.labels(status=str(e.status)).inc()
         raise

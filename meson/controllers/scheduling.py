@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -38,6 +40,12 @@ API_VERSION = "meson.dev/v1alpha1"
 CRON_LABEL = "meson.dev/cronworkflow"
 # A cycle runs at least this often even when nothing happened, as a safety net for missed wake-ups.
 RESYNC_SECONDS = 30.0
+RETRY_KINDS = ("FailedExit", "NodeLost", "Evicted", "Timeout")
+# Fault injection for the crash-safety e2e test: exit abruptly after creating this many pods.
+CRASH_AFTER_POD_CREATES = int(os.environ.get("MESON_TEST_CRASH_AFTER_POD_CREATES", "0"))
+
+
+_creates = itertools.count(1)
 
 
 @dataclass
@@ -301,6 +309,9 @@ class SchedulingLoop:
             self._call_in_loop(
                 self.store.on_pod, "ADDED", self.clients.api.sanitize_for_serialization(created)
             )
+        if CRASH_AFTER_POD_CREATES and next(_creates) >= CRASH_AFTER_POD_CREATES:
+            log.error("MESON_TEST_CRASH_AFTER_POD_CREATES reached: exiting mid-admission")
+            os._exit(137)
 
     def _call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         """Writers run in worker threads; the view belongs to the event loop's thread."""
@@ -352,8 +363,9 @@ class SchedulingLoop:
             if ok and p is not None:
                 for ev in p.events:
                     metrics.STEP_OUTCOMES.labels(reason=ev.reason).inc()
-                    if ev.reason == "Retrying":
-                        metrics.RETRIES.labels(kind="step").inc()
+                    if ev.reason == "StepRetrying":
+                        kind = next((k for k in RETRY_KINDS if k in ev.message), "other")
+                        metrics.RETRIES.labels(kind=kind).inc()
                     events.post(self.clients, wf, ev.type, ev.reason, ev.message, api_version=API_VERSION)
 
         await self._write(run)
