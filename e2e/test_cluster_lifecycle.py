@@ -17,7 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 def cli(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MESON_CLUSTER_DIR": str(data_dir)}
     proc = subprocess.run(
-        [sys.executable, "-m", "e2e.cluster", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "e2e.cluster", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"e2e.cluster {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
