@@ -8,6 +8,7 @@ admitted through the `analytics` queue, and kube-scheduler places every pod on a
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> int:
     kubeconfig = controlplane.up(8, controlplane.NodeShape(cpu="32", memory="256Gi", gpus=4))
     kubectl = str(build.ensure_all()["kubectl"])
-    env = {"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
 
     def run(*args: str, check: bool = True) -> str:
         out = subprocess.run([kubectl, *args], capture_output=True, text=True, env=env, check=False)
