@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 
-.PHONY: venv test unit e2e lint demo bench-core crds cluster-up cluster-down
+.PHONY: venv test unit e2e lint demo bench-core bench-operator crds cluster-up cluster-down
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -35,6 +35,10 @@ crds: venv
 
 bench-core: venv
 	$(PYTHON) -m bench.core
+
+# End-to-end admission throughput of the operator on the embedded control plane (100 kwok nodes).
+bench-operator: venv
+	$(PYTHON) -m bench.operator
 
 cluster-up: venv
 	$(PYTHON) -m e2e.cluster up
