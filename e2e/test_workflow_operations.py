@@ -197,3 +197,17 @@ def test_cronworkflow_concurrency_policies(cluster: Cluster, core, custom, names
     assert status.get("lastScheduleTime") and status.get("active")
     for policy in ("allow", "forbid", "replace"):
         cluster.kubectl("delete", "cronworkflow.meson.dev", policy, "-n", namespace, "--wait=false")
+
+
+def test_without_the_webhook_an_invalid_workflow_is_refused_by_the_controller(
+    cluster: Cluster, core, custom, namespace: str, q: str
+) -> None:
+    """A dependency cycle passes the schema (only the webhook can see it); the controller refuses it."""
+    wf = workflow("loop", q, [step("a", deps=["b"]), step("b", deps=["a"])])
+    apply(cluster, wf, namespace=namespace)
+    done = wait_workflow(custom, namespace, "loop", ("Failed",), timeout=60)
+    conditions = {c["type"]: c for c in done["status"].get("conditions") or []}
+    assert conditions["Valid"]["status"] == "False" and conditions["Valid"]["reason"] == "InvalidSpec"
+    assert "cycle" in conditions["Valid"]["message"]
+    time.sleep(2)
+    assert workflow_pods(core, namespace, "loop") == [], "no pod may be created for a refused workflow"

@@ -41,6 +41,8 @@ CRON_LABEL = "meson.dev/cronworkflow"
 # A cycle runs at least this often even when nothing happened, as a safety net for missed wake-ups.
 RESYNC_SECONDS = 30.0
 RETRY_KINDS = ("FailedExit", "NodeLost", "Evicted", "Timeout")
+# Above this many transitions of one workflow in one cycle, Normal events are summarised in one.
+EVENTS_PER_CYCLE = 30
 # Fault injection for the crash-safety e2e test: exit abruptly after creating this many pods.
 CRASH_AFTER_POD_CREATES = int(os.environ.get("MESON_TEST_CRASH_AFTER_POD_CREATES", "0"))
 
@@ -65,6 +67,7 @@ class SchedulingLoop:
     clock: Callable[[], float] = time.time
     workers: int = 16
     _pool: ThreadPoolExecutor = field(init=False)
+    _events: ThreadPoolExecutor = field(init=False)
     _written_status: dict[Key, dict] = field(default_factory=dict)
     _ready_since: dict[str, float] = field(default_factory=dict)
     _invalid: dict[tuple[str, int], list[str]] = field(default_factory=dict)
@@ -73,6 +76,7 @@ class SchedulingLoop:
 
     def __post_init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="meson-write")
+        self._events = ThreadPoolExecutor(max_workers=2, thread_name_prefix="meson-events")
 
     # --- running ---------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -366,13 +370,26 @@ class SchedulingLoop:
                     if ev.reason == "StepRetrying":
                         kind = next((k for k in RETRY_KINDS if k in ev.message), "other")
                         metrics.RETRIES.labels(kind=kind).inc()
-                    events.post(self.clients, wf, ev.type, ev.reason, ev.message, api_version=API_VERSION)
+                # Events are best-effort and must not slow the cycle down: posted in the background.
+                self._events.submit(self._post_events, wf, list(p.events))
 
         await self._write(run)
         current = self.store.workflows.get(key)
         if current is not None:
             # Record our own write at once (resourceVersion unchanged: the watch event will supersede it).
             self.store.workflows[key] = {**current, "status": status}
+
+    def _post_events(self, wf: dict, evs: list) -> None:
+        """Post a workflow's events; a huge fan-out is summarised rather than flooding the API server."""
+        shown = evs
+        if len(evs) > EVENTS_PER_CYCLE:
+            shown = [e for e in evs if e.type == "Warning"][:EVENTS_PER_CYCLE]
+        for ev in shown:
+            events.post(self.clients, wf, ev.type, ev.reason, ev.message, api_version=API_VERSION)
+        if len(shown) < len(evs):
+            counts = Counter(e.reason for e in evs if e not in shown)
+            summary = ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
+            events.post(self.clients, wf, "Normal", "StepTransitions", summary, api_version=API_VERSION)
 
     def _queue_status_writes(self, queues, pending, admitted, decisions) -> list:
         by_queue_pending = Counter(w.queue for w in pending)
