@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import yaml
@@ -11,6 +10,7 @@ from kubernetes import client
 
 from e2e.cluster import versions
 from e2e.conftest import Cluster
+from e2e.helpers import wait_for
 
 
 def pod(name: str, cpu: str = "100m", annotations: dict | None = None, **spec_extra) -> dict:
@@ -27,17 +27,6 @@ def pod(name: str, cpu: str = "100m", annotations: dict | None = None, **spec_ex
 
 def apply(cluster: Cluster, namespace: str, *objs: dict) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(objs))
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def test_server_reports_the_pinned_version(cluster: Cluster) -> None:

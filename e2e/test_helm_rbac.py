@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from e2e.conftest import Cluster
+from e2e.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "meson"
@@ -58,17 +59,6 @@ class Release:
     @property
     def user(self) -> str:
         return f"system:serviceaccount:{self.namespace}:{self.service_account}"
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")

@@ -454,17 +454,7 @@ class SchedulingLoop:
                 "blockOwnerDeletion": True,
             }
             for name in cp.delete:
-                writes.append(
-                    self._write(
-                        kube.delete,
-                        self.clients.custom.delete_namespaced_custom_object,
-                        kube.GROUP,
-                        kube.VERSION,
-                        key[0],
-                        "workflows",
-                        name,
-                    )
-                )
+                writes.append(self._delete_workflow((key[0], name)))
             for name, manifest in cp.create:
                 body = {
                     **manifest,
