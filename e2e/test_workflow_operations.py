@@ -211,3 +211,16 @@ def test_without_the_webhook_an_invalid_workflow_is_refused_by_the_controller(
     assert "cycle" in conditions["Valid"]["message"]
     time.sleep(2)
     assert workflow_pods(core, namespace, "loop") == [], "no pod may be created for a refused workflow"
+
+
+def test_without_the_webhook_a_pod_template_kubernetes_rejects_is_refused_before_any_pod(
+    cluster: Cluster, core, custom, namespace: str, q: str
+) -> None:
+    """The controller dry-runs the pod templates with the real pod rules before making the first pod."""
+    bad = step("a")
+    bad["template"]["spec"]["restartPolicy"] = "Sometimes"
+    apply(cluster, workflow("badpod", q, [bad]), namespace=namespace)
+    done = wait_workflow(custom, namespace, "badpod", ("Failed",), timeout=60)
+    valid = next(c for c in done["status"]["conditions"] if c["type"] == "Valid")
+    assert valid["status"] == "False" and "restartPolicy" in valid["message"], valid
+    assert workflow_pods(core, namespace, "badpod") == []

@@ -283,7 +283,11 @@ def test_high_priority_workflow_is_admitted_next_behind_200_low_priority_steps(
         for s in steps_by_instance(get_workflow(custom, namespace, "lows")).values()
         if s["phase"] == "Pending"
     ]
-    assert pending and all(s.get("position") for s in pending), "pending steps show their queue position"
+    # Pending steps show their queue position (FIFO within the priority), except the at most two being
+    # admitted at the moment the status was read.
+    placed = sorted((s["index"], s["position"]) for s in pending if s.get("position"))
+    assert pending and len(pending) - len(placed) <= 2, pending[:5]
+    assert [pos for _, pos in placed] == sorted(pos for _, pos in placed), placed[:10]
     cluster.kubectl("delete", "workflow.meson.dev", "lows", "-n", namespace, "--wait=false")
 
 

@@ -35,22 +35,22 @@ are never reviewed.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import kopf
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 
+from meson.adapters import dryrun
+from meson.adapters.dryrun import PodDryRun, _api_message  # noqa: F401 - re-exported
 from meson.api.common import GROUP, VERSION
-from meson.api.validation import sample_pods, validate
+from meson.api.validation import validate
 
 __all__ = [
     "WEBHOOK_CONFIGURATION",
@@ -66,9 +66,6 @@ logger = logging.getLogger(__name__)
 
 WEBHOOK_CONFIGURATION = "validate.meson.dev"
 DEFAULT_PORT = 9443
-
-#: ``(namespace, pod manifest) -> None`` when the pod is valid, else the API server's message.
-PodDryRun = Callable[[str, dict[str, Any]], str | None]
 
 _api_client: client.ApiClient | None = None
 
@@ -91,72 +88,16 @@ def use_api_client(api_client: client.ApiClient) -> None:
     _api_client = api_client
 
 
-def _api_message(exc: ApiException) -> str:
-    return _body_message(exc.body, exc.reason)
-
-
-def _body_message(body: str | bytes | None, reason: Any) -> str:
-    try:
-        message = json.loads(body or "{}").get("message") or str(reason)
-    except (ValueError, AttributeError):
-        message = str(body or reason)
-    # 'Pod "wf-step-" is invalid: spec.containers[0]...' -> 'spec.containers[0]...'
-    if " is invalid: " in message:
-        message = message.split(" is invalid: ", 1)[1]
-    return message
-
-
 def kubernetes_pod_dry_run(namespace: str, pod: dict[str, Any]) -> str | None:
-    """Server-side dry-run create of ``pod``; the API server's message when it is invalid.
-
-    Only a definite verdict on the pod itself counts (422 Invalid, 400 BadRequest); other failures (a
-    missing ServiceAccount, a full ResourceQuota, an unreachable server) are logged and let through, since
-    they say nothing about the template and may change before the pod is made.
-    """
-    # The raw request: the typed client would validate (and reject) the body before the server sees it.
-    api = _client()
-    method, url, headers, body, post = api.param_serialize(
-        "POST",
-        "/api/v1/namespaces/{namespace}/pods",
-        path_params={"namespace": namespace},
-        query_params=[("dryRun", "All")],
-        header_params={"Content-Type": "application/json", "Accept": "application/json"},
-        body=pod,
-        auth_settings=["BearerToken"],
-    )
-    try:
-        response = api.call_api(method, url, header_params=headers, body=body, post_params=post)
-        response.read()
-    except ApiException as exc:
-        status, message = exc.status, _api_message(exc)
-    else:
-        if response.status < 400:
-            return None
-        status, message = response.status, _body_message(response.data, response.reason)
-    if status in (400, 422):
-        return message
-    logger.warning("pod dry run inconclusive (%s): %s", status, message)
-    return None
+    """Server-side dry-run create of ``pod`` (see :func:`meson.adapters.dryrun.pod_dry_run`)."""
+    return dryrun.pod_dry_run(_client(), namespace, pod)
 
 
 def dry_run_pods(
     kind: str, body: Mapping[str, Any], namespace: str | None, dry_run: PodDryRun | None = None
 ) -> list[str]:
     """Dry-run every pod template of ``body`` (rendered as it would be); messages for the invalid ones."""
-    if not namespace:
-        return []
-    run = dry_run or kubernetes_pod_dry_run
-    problems: list[str] = []
-    seen: dict[str, str | None] = {}
-    for where, pod in sample_pods(kind, body):
-        pod["metadata"]["namespace"] = namespace
-        meta = {k: v for k, v in pod["metadata"].items() if k != "generateName"}
-        key = json.dumps([meta, pod["spec"]], sort_keys=True)
-        if key not in seen:
-            seen[key] = run(namespace, pod)
-        if seen[key]:
-            problems.append(f"{where}: invalid pod: {seen[key]}")
-    return problems
+    return dryrun.dry_run_pods(kind, body, namespace, dry_run or kubernetes_pod_dry_run)
 
 
 def queue_parents(exclude: str | None = None) -> dict[str, str | None]:

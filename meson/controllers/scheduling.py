@@ -27,7 +27,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from meson.adapters import events, kube, metrics
+from meson.adapters import dryrun, events, kube, metrics
 from meson.api.validation import invalid_condition, validate
 from meson.controllers import translate
 from meson.controllers.store import Key, Store
@@ -71,7 +71,7 @@ class SchedulingLoop:
     _events: ThreadPoolExecutor = field(init=False)
     _written_status: dict[Key, dict] = field(default_factory=dict)
     _ready_since: dict[str, float] = field(default_factory=dict)
-    _invalid: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    _invalid: dict[tuple[str, int], list[str] | None] = field(default_factory=dict)
     _queue_status: dict[str, dict] = field(default_factory=dict)
     _event_loop: asyncio.AbstractEventLoop | None = None
 
@@ -126,7 +126,10 @@ class SchedulingLoop:
         node_names = set(store.nodes)
         refusals = []
         for key, wf in list(store.workflows.items()):
-            refused = self._refusal(wf)
+            problems = self._problems(wf)
+            if problems is None and not store.workflow_pods.get(key):
+                continue  # its pod templates are being dry-run; nothing of it runs yet
+            refused = self._refusal(wf, problems or [])
             if refused is not None:
                 if refused != (wf.get("status") or {}) and refused != self._written_status.get(key):
                     refusals.append(self._patch_workflow_status(key, wf, refused, None))
@@ -254,14 +257,47 @@ class SchedulingLoop:
             gang=req.gang,
         )
 
-    def _refusal(self, wf: dict) -> dict | None:
-        """Without the webhook, a workflow the API server accepted may still be invalid (a cycle, say):
-        it is refused with a Failed phase and a Valid=False condition, and no pod is ever made for it."""
+    def _problems(self, wf: dict) -> list[str] | None:
+        """What is wrong with a workflow (empty: nothing), or None while its pods are being dry-run.
+
+        Without the webhook, the API server accepts what only Meson can check (a dependency cycle) and pod
+        templates it never validated; so every new generation is checked here, once, before any pod is made:
+        the pure checks, then a server-side dry-run create of each distinct pod template."""
         meta = wf["metadata"]
         cache_key = (meta.get("uid", ""), int(meta.get("generation") or 0))
-        if cache_key not in self._invalid:
-            self._invalid[cache_key] = validate("Workflow", wf)
-        messages = self._invalid[cache_key]
+        if cache_key in self._invalid:
+            return self._invalid[cache_key]
+        problems = validate("Workflow", wf)
+        if problems or (wf.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            self._invalid[cache_key] = problems
+            return problems
+        self._invalid[cache_key] = None
+
+        def dry_run() -> None:
+            try:
+                found = dryrun.dry_run_pods(
+                    "Workflow",
+                    wf,
+                    meta.get("namespace"),
+                    lambda ns, pod: dryrun.pod_dry_run(self.clients.api, ns, pod),
+                )
+            except Exception:  # an unreachable server says nothing about the template
+                log.exception(
+                    "pod dry run of %s/%s failed; admitting it unchecked", meta.get("namespace"), meta["name"]
+                )
+                found = []
+            self._call_in_loop(self._checked, cache_key, found)
+
+        self._pool.submit(dry_run)
+        return None
+
+    def _checked(self, cache_key: tuple[str, int], problems: list[str]) -> None:
+        self._invalid[cache_key] = problems
+        self.store.wake.set()
+
+    def _refusal(self, wf: dict, messages: list[str]) -> dict | None:
+        """The status of a refused workflow: Failed, with a Valid=False condition; None if it is valid."""
+        meta = wf["metadata"]
         if not messages:
             return None
         status = dict(wf.get("status") or {})
