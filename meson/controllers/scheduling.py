@@ -239,10 +239,25 @@ class SchedulingLoop:
         )
         for phase in ("Pending", "Running", "Suspended", "Succeeded", "Failed"):
             metrics.WORKFLOWS.labels(phase=phase).set(phases.get(phase, 0))
+        self._forget_gone(requests)
         result.wake_at = min(wakes) if wakes else None
         return result
 
     # --- helpers -----------------------------------------------------------------------------------
+    def _forget_gone(self, requests: dict) -> None:
+        """Drop bookkeeping of workflows and requests that no longer exist (a long-lived process)."""
+        live = self.store.workflows
+        for key in [k for k in self._written_status if k not in live]:
+            del self._written_status[key]
+        for key in [k for k in self._ready_since if k not in requests]:
+            del self._ready_since[key]
+        uids = {
+            (wf["metadata"].get("uid", ""), int(wf["metadata"].get("generation") or 0))
+            for wf in live.values()
+        }
+        for key in [k for k in self._invalid if k not in uids]:
+            del self._invalid[key]
+
     @staticmethod
     def _workload(req: InstanceRequest, queue: str, priority: int, limited: frozenset[str]) -> Workload:
         # Resources a queue tree names no quota for are not limited by it (see the Queue API).
