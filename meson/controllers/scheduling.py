@@ -134,7 +134,8 @@ class SchedulingLoop:
                 if refused != (wf.get("status") or {}) and refused != self._written_status.get(key):
                     refusals.append(self._patch_workflow_status(key, wf, refused, None))
                 continue
-            p = plan(wf, store.observations(key), now, nodes=node_names)
+            observations = store.observations(key)
+            p = plan(wf, observations, now, nodes=node_names)
             plans[key] = p
             if p.wake_at is not None:
                 wakes.append(p.wake_at)
@@ -146,8 +147,14 @@ class SchedulingLoop:
                 queue_obj, key[0], store.namespaces.get(key[0])
             )
             keep = limited.get(queue_name, frozenset())
+            started: dict[tuple[str, int], float] = {}
+            for obs in observations:
+                k = (obs.instance, obs.run)
+                started[k] = min(started.get(k, obs.created), obs.created)
             for req in p.admitted:
-                admitted.append(AdmittedWorkload(self._workload(req, queue_name, priority, keep), now))
+                # When its first pod was made: preemption picks the newest admissions first.
+                since = started.get((req.instance, req.run), now)
+                admitted.append(AdmittedWorkload(self._workload(req, queue_name, priority, keep), since))
             for req in p.pending:
                 requests[req.key] = (key, req)
                 self._ready_since.setdefault(req.key, now)
@@ -411,8 +418,6 @@ class SchedulingLoop:
         )
 
     async def _patch_workflow_status(self, key: Key, wf: dict, status: dict, p: Plan | None) -> None:
-        self._written_status[key] = status
-
         def run() -> None:
             ok = kube.patch_status(
                 self.clients, "workflows", key[0], key[1], _replace_lists(status, wf.get("status"))
@@ -427,6 +432,8 @@ class SchedulingLoop:
                 self._events.submit(self._post_events, wf, list(p.events))
 
         await self._write(run)
+        # Only a write that went through is remembered: a failed one is simply recomputed next cycle.
+        self._written_status[key] = status
         current = self.store.workflows.get(key)
         if current is not None:
             # Record our own write at once (resourceVersion unchanged: the watch event will supersede it).
@@ -468,11 +475,13 @@ class SchedulingLoop:
             metrics.PENDING.labels(queue=q.name).set(status["pending"])
             metrics.ADMITTED.labels(queue=q.name).set(status["admitted"])
             if self._queue_status.get(q.name) != status:
-                self._queue_status[q.name] = status
                 old = (self.store.queues.get(q.name) or {}).get("status") or {}
-                body = _replace_lists(status, old)
-                writes.append(self._write(kube.patch_status, self.clients, "queues", None, q.name, body))
+                writes.append(self._patch_queue_status(q.name, status, _replace_lists(status, old)))
         return writes
+
+    async def _patch_queue_status(self, name: str, status: dict, body: dict) -> None:
+        await self._write(kube.patch_status, self.clients, "queues", None, name, body)
+        self._queue_status[name] = status
 
     def _cron_writes(self, now: float, wakes: list[float]) -> list:
         writes = []
