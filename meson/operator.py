@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 
@@ -29,6 +30,9 @@ def run(
         os.environ["KUBECONFIG"] = kubeconfig
     handlers.STATE["options"] = {"kubeconfig": kubeconfig, "webhook": webhook, "webhook_port": webhook_port}
     kopf.configure(verbose=verbose, log_prefix=False)
+    if not verbose:
+        # kopf logs every handled watch event at INFO; with every pod of the cluster watched that is noise.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if metrics_port:
         metrics.serve(metrics_port)
     stop = threading.Event()
