@@ -28,27 +28,15 @@ import yaml
 
 from e2e.conftest import Cluster
 from e2e.helpers import wait_for
+from tests.test_chart import EXPECTED_RULES
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "meson"
 
 # What `kubectl auth can-i --list` must show for the chart's ServiceAccount beyond what every authenticated
-# user gets (system:basic-user, system:discovery): (group, resource) -> verbs. Same table as
-# tests/test_chart.py, as the API server sees it.
-READ = frozenset({"get", "list", "watch"})
-EXPECTED_GRANTS: dict[tuple[str, str], frozenset[str]] = {
-    ("", "pods"): READ | {"create", "delete", "patch"},
-    ("", "events"): frozenset({"create", "patch"}),
-    ("", "nodes"): READ,
-    ("", "namespaces"): READ,
-    ("scheduling.k8s.io", "priorityclasses"): READ,
-    ("meson.dev", "workflows"): READ | {"create", "delete", "patch"},
-    ("meson.dev", "workflows/status"): frozenset({"get", "patch"}),
-    ("meson.dev", "cronworkflows"): READ,
-    ("meson.dev", "queues"): READ,
-    ("meson.dev", "cronworkflows/status"): frozenset({"get", "patch"}),
-    ("meson.dev", "queues/status"): frozenset({"get", "patch"}),
-}
+# user gets (system:basic-user, system:discovery): the reviewed table of tests/test_chart.py, as the API
+# server sees it.
+EXPECTED_GRANTS = EXPECTED_RULES
 
 
 @dataclass
