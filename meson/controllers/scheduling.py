@@ -34,11 +34,10 @@ from meson.controllers.store import Key, Store
 from meson.core import AdmittedWorkload, Resources, Scheduler, Snapshot, Workload, validate_queues
 from meson.core.resources import format_quantity
 from meson.workflow import InstanceRequest, Plan, plan, with_queue_positions
-from meson.workflow.cron import ChildWorkflow, plan_cron
+from meson.workflow.cron import LABEL_CRONWORKFLOW, SCHEDULED_TIME_ANNOTATION, ChildWorkflow, plan_cron
 
 log = logging.getLogger("meson.scheduling")
 API_VERSION = "meson.dev/v1alpha1"
-CRON_LABEL = "meson.dev/cronworkflow"
 # A cycle runs at least this often even when nothing happened, as a safety net for missed wake-ups.
 RESYNC_SECONDS = 30.0
 RETRY_KINDS = ("FailedExit", "NodeLost", "Evicted", "Timeout")
@@ -344,14 +343,7 @@ class SchedulingLoop:
 
     async def _create_pods(self, wf: dict, pods: Sequence[dict]) -> None:
         meta = wf["metadata"]
-        owner = {
-            "apiVersion": API_VERSION,
-            "kind": "Workflow",
-            "name": meta["name"],
-            "uid": meta["uid"],
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
+        owner = _owner("Workflow", wf)
         calls = []
         for pod in pods:
             body = {
@@ -487,11 +479,11 @@ class SchedulingLoop:
         writes = []
         children: dict[Key, list[ChildWorkflow]] = defaultdict(list)
         for (ns, name), wf in self.store.workflows.items():
-            cron = (wf["metadata"].get("labels") or {}).get(CRON_LABEL)
+            cron = (wf["metadata"].get("labels") or {}).get(LABEL_CRONWORKFLOW)
             if cron:
                 st = wf.get("status") or {}
                 scheduled = translate.epoch(
-                    (wf["metadata"].get("annotations") or {}).get("meson.dev/scheduled-time")
+                    (wf["metadata"].get("annotations") or {}).get(SCHEDULED_TIME_ANNOTATION)
                 )
                 children[(ns, cron)].append(
                     ChildWorkflow(
@@ -507,14 +499,7 @@ class SchedulingLoop:
             cp = plan_cron(cron, now, children.get(key, []))
             if cp.wake_at is not None:
                 wakes.append(cp.wake_at)
-            owner = {
-                "apiVersion": API_VERSION,
-                "kind": "CronWorkflow",
-                "name": key[1],
-                "uid": cron["metadata"]["uid"],
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
+            owner = _owner("CronWorkflow", cron)
             for name in cp.delete:
                 writes.append(self._delete_workflow((key[0], name)))
             for name, manifest in cp.create:
@@ -555,6 +540,19 @@ class SchedulingLoop:
                 f"created workflow {name}",
                 api_version=API_VERSION,
             )
+
+
+def _owner(kind: str, obj: dict) -> dict:
+    """The controller ownerReference that lets the garbage collector delete what Meson made."""
+    meta = obj["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def _replace_lists(new: dict, old: dict | None) -> dict:

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meson.controllers import translate
-from meson.workflow import PodObservation
+from meson.workflow import LABEL_WORKFLOW, PodObservation
 
 Key = tuple[str, str]  # (namespace, name)
-WORKFLOW_LABEL = "meson.dev/workflow"
 
 
 def _rv(obj: dict) -> int:
@@ -137,7 +136,7 @@ class Store:
     def on_pod(self, event: str, obj: dict) -> None:
         meta = obj["metadata"]
         key = (meta["namespace"], meta["name"])
-        wf_name = (meta.get("labels") or {}).get(WORKFLOW_LABEL)
+        wf_name = (meta.get("labels") or {}).get(LABEL_WORKFLOW)
         wf_key = (meta["namespace"], wf_name) if wf_name else None
         if event == "DELETED":
             old = self.pods.pop(key, None)

@@ -6,26 +6,19 @@ uses (cpu millicores, memory bytes, counts).
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from meson.api.quantity import canonical
 from meson.core import NodeCapacity, QueueConfig, Resources
-from meson.workflow import PodObservation
+from meson.workflow import LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_RUN, PodObservation, parse_time
 
 TERMINAL = ("Succeeded", "Failed")
 PREEMPTED_ANNOTATION = "meson.dev/preempted"
 
 
 def epoch(ts: str | None) -> float | None:
-    if not ts:
-        return None
-    return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-
-
-def rfc3339(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return parse_time(ts) if ts else None
 
 
 def _resources(values: Mapping[str, Any] | None) -> dict[str, int]:
@@ -173,9 +166,9 @@ def pod_observation(
         finished = epoch(status.get("startTime"))
     return PodObservation(
         name=meta["name"],
-        instance=labels.get("meson.dev/instance", ""),
-        run=int(labels.get("meson.dev/run", "1")),
-        attempt=int(labels.get("meson.dev/attempt", "1")),
+        instance=labels.get(LABEL_INSTANCE, ""),
+        run=int(labels.get(LABEL_RUN, "1")),
+        attempt=int(labels.get(LABEL_ATTEMPT, "1")),
         phase=phase,
         node=node,
         exit_code=exit_code,
