@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 
 import kopf
 
@@ -21,27 +20,28 @@ def run(
     liveness_port: int | None,
     verbose: bool,
 ) -> int:
-    from meson.controllers import handlers  # registers the kopf handlers
+    from meson.controllers import handlers  # noqa: F401 - registers the kopf handlers
 
     if webhook != "off":
         from meson.controllers import admission  # noqa: F401 - registers the validating webhook handlers
 
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
-    handlers.STATE["options"] = {"kubeconfig": kubeconfig, "webhook": webhook, "webhook_port": webhook_port}
+    memo = kopf.Memo(options={"kubeconfig": kubeconfig, "webhook": webhook, "webhook_port": webhook_port})
     kopf.configure(verbose=verbose, log_prefix=False)
     if not verbose:
         # kopf logs every handled watch event at INFO; with every pod of the cluster watched that is noise.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if metrics_port:
         metrics.serve(metrics_port)
-    stop = threading.Event()
+    # No stop_flag: kopf stops on SIGTERM/SIGINT itself. (A threading.Event stop flag is awaited in an
+    # executor thread that asyncio.run then joins forever: the operator never exited on SIGTERM.)
     asyncio.run(
         kopf.operator(
             clusterwide=True,
             standalone=True,  # one replica; kopf's peering is not leader election
             liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
-            stop_flag=stop,
+            memo=memo,
         )
     )
     return 0

@@ -239,7 +239,7 @@ def _watched_resources() -> set[tuple[str, str]]:
     """(group, plural) of every kopf.on.event handler the operator registers."""
     source = (REPO / "meson" / "controllers" / "handlers.py").read_text()
     found = set()
-    pattern = r'kopf\.on\.event\(\s*(GROUP|"[^"]*")\s*,\s*"[^"]+"\s*,\s*"([^"]+)"'
+    pattern = r'kopf\.on\.event\(\s*(GROUP|"[^"]*")\s*,\s*(?:"[^"]+"|[\w.]+)\s*,\s*"([^"]+)"'
     for group, plural in re.findall(pattern, source):
         found.add(("meson.dev" if group == "GROUP" else group.strip('"'), plural))
     return found

@@ -9,7 +9,7 @@ already exists means "already done" (see :func:`create`), so that a repeated cre
 from __future__ import annotations
 
 import logging
-import time
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -61,8 +61,17 @@ class Clients:
         return cls(api, client.CoreV1Api(api), client.CustomObjectsApi(api), client.EventsV1Api(api))
 
 
+def too_large(exc: BaseException) -> bool:
+    """The object or request exceeds what the API server or etcd stores: retrying cannot help."""
+    if not isinstance(exc, ApiException):
+        return False
+    return exc.status == 413 or "too large" in str(exc.body or "") or "too long" in str(exc.body or "")
+
+
 def _retriable(exc: BaseException) -> bool:
     if isinstance(exc, ApiException):
+        if too_large(exc):
+            return False
         return exc.status in RETRIABLE_STATUS or exc.status == 0
     return isinstance(exc, urllib3.exceptions.HTTPError | TimeoutError | ConnectionError)
 
@@ -83,8 +92,18 @@ def _before_sleep(state: RetryCallState) -> None:
     log.warning("API call failed (%s), retry %d: %s", status, state.attempt_number, exc)
 
 
+_stopping = threading.Event()
+
+
+def stop_retrying() -> None:
+    """On shutdown: calls in flight give up instead of retrying (their work is idempotent and is
+    recomputed after a restart), so the process can exit within seconds."""
+    _stopping.set()
+
+
 def _sleep(seconds: float) -> None:
-    time.sleep(seconds)
+    if _stopping.wait(seconds):
+        raise TimeoutError("operator is stopping")
 
 
 def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -92,7 +111,7 @@ def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     retrying = Retrying(
         retry=retry_if_exception(_retriable),
         wait=_wait,
-        stop=stop_after_attempt(12) | stop_after_delay(120),
+        stop=stop_after_attempt(12) | stop_after_delay(120) | (lambda _: _stopping.is_set()),
         before_sleep=_before_sleep,
         reraise=True,
         sleep=lambda seconds: _sleep(seconds),
@@ -125,19 +144,25 @@ def delete(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
         raise
 
 
-def patch_status(clients: Clients, plural: str, namespace: str | None, name: str, status: dict) -> bool:
-    """Merge-patch the status subresource of a Meson object; False when the object is gone."""
+def patch_status(
+    clients: Clients, plural: str, namespace: str | None, name: str, status: dict
+) -> int | None:
+    """Merge-patch the status subresource of a Meson object. Returns the object's resourceVersion after
+    the write (0 if the server did not say), or None when the object is gone."""
     body = {"status": status}
     try:
         if namespace is None:
-            call(clients.custom.patch_cluster_custom_object_status, GROUP, VERSION, plural, name, body)
+            out = call(clients.custom.patch_cluster_custom_object_status, GROUP, VERSION, plural, name, body)
         else:
-            call(
+            out = call(
                 clients.custom.patch_namespaced_custom_object_status,
                 GROUP, VERSION, namespace, plural, name, body,
             )  # fmt: skip
-        return True
     except ApiException as e:
         if e.status == 404:
-            return False
+            return None
         raise
+    try:
+        return int(((out or {}).get("metadata") or {}).get("resourceVersion") or 0)
+    except (AttributeError, ValueError):
+        return 0

@@ -24,6 +24,20 @@ CYCLE_SECONDS = Histogram(
 API_ERRORS = Counter(
     "meson_api_errors_total", "Failed API calls (retried or not), by HTTP status", ["status"]
 )
+OBJECT_ERRORS = Counter(
+    "meson_object_errors_total",
+    "Objects that failed a stage of the scheduling loop and were skipped (each distinct failure once)",
+    ["kind", "stage"],
+)
+POD_CREATE_REFUSALS = Counter(
+    "meson_pod_create_refusals_total",
+    "Admissions rolled back because the API server refused a pod (quota, missing PriorityClass, policy)",
+    ["queue"],
+)
+STATUS_CORRECTIONS = Counter(
+    "meson_status_corrections_total",
+    "Workflow statuses edited by someone else and restored by the operator",
+)
 WORKFLOWS = Gauge("meson_workflows", "Workflows known to the operator, by phase", ["phase"])
 
 

@@ -8,6 +8,7 @@ kopf adds no finalizers and keeps no per-object progress, so a restart simply re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -21,30 +22,24 @@ from meson.controllers.store import Store
 log = logging.getLogger("meson.operator")
 GROUP = kube.GROUP
 
-# The loop and the view live in kopf's memo-less module state: one operator per process.
-STATE: dict[str, Any] = {}
-
-
-def store() -> Store:
-    return STATE["store"]
-
 
 def _feed(kind: str):
-    def handler(event: kopf.RawEvent, **_: Any) -> None:
-        if "store" not in STATE:
-            return
+    # async: kopf runs it on the event loop's thread, the only thread that touches the view (kopf runs
+    # synchronous handlers in worker threads, which would race the loop).
+    async def handler(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        view: Store | None = memo.get("store")
         obj = event.get("object") or {}
-        if not obj.get("metadata"):
+        if view is None or not obj.get("metadata"):
             return
-        getattr(store(), f"on_{kind}")(event.get("type") or "ADDED", obj)
+        getattr(view, f"on_{kind}")(event.get("type") or "ADDED", obj)
 
     handler.__name__ = f"feed_{kind}"
     return handler
 
 
-kopf.on.event(GROUP, "v1alpha1", "workflows")(_feed("workflow"))
-kopf.on.event(GROUP, "v1alpha1", "cronworkflows")(_feed("cronworkflow"))
-kopf.on.event(GROUP, "v1alpha1", "queues")(_feed("queue"))
+kopf.on.event(GROUP, kube.VERSION, "workflows")(_feed("workflow"))
+kopf.on.event(GROUP, kube.VERSION, "cronworkflows")(_feed("cronworkflow"))
+kopf.on.event(GROUP, kube.VERSION, "queues")(_feed("queue"))
 kopf.on.event("", "v1", "pods")(_feed("pod"))
 kopf.on.event("", "v1", "nodes")(_feed("node"))
 kopf.on.event("", "v1", "namespaces")(_feed("namespace"))
@@ -64,9 +59,9 @@ def prime(view: Store, clients: kube.Clients) -> None:
         ("node", _list_raw(clients.core.list_node)),
         ("namespace", _list_raw(clients.core.list_namespace)),
         ("priority_class", _list_raw(clients_scheduling(clients).list_priority_class)),
-        ("queue", _list_raw(custom.list_cluster_custom_object, GROUP, "v1alpha1", "queues")),
-        ("workflow", _list_raw(custom.list_cluster_custom_object, GROUP, "v1alpha1", "workflows")),
-        ("cronworkflow", _list_raw(custom.list_cluster_custom_object, GROUP, "v1alpha1", "cronworkflows")),
+        ("queue", _list_raw(custom.list_cluster_custom_object, GROUP, kube.VERSION, "queues")),
+        ("workflow", _list_raw(custom.list_cluster_custom_object, GROUP, kube.VERSION, "workflows")),
+        ("cronworkflow", _list_raw(custom.list_cluster_custom_object, GROUP, kube.VERSION, "cronworkflows")),
         ("pod", _list_raw(clients.core.list_pod_for_all_namespaces)),
     ):
         for obj in items:
@@ -93,8 +88,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.connect_timeout = 30
     settings.scanning.disabled = True  # the CRDs are installed before the operator; no CRD RBAC needed
     settings.posting.level = logging.WARNING
-    options = STATE.get("options") or {}
+    options = memo.get("options") or {}
     clients = kube.Clients.from_config(kube.load_client_config(options.get("kubeconfig")))
+    memo["clients"] = clients
     if options.get("webhook") == "loopback":
         from meson.controllers import admission
 
@@ -102,10 +98,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         admission.configure_webhook(settings, port=options.get("webhook_port", 9443))
     view = Store()
     await asyncio.get_running_loop().run_in_executor(None, prime, view, clients)
-    STATE["store"] = view
     loop = SchedulingLoop(store=view, clients=clients)
-    STATE["loop"] = loop
-    STATE["task"] = asyncio.create_task(loop.run(), name="meson-scheduling-loop")
+    memo["store"] = view
+    memo["loop"] = loop
+    memo["task"] = asyncio.create_task(loop.run(), name="meson-scheduling-loop")
     log.info(
         "view primed: %d workflows, %d queues, %d nodes, %d pods",
         len(view.workflows), len(view.queues), len(view.nodes), len(view.pods),
@@ -113,13 +109,36 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
 
 @kopf.on.cleanup()
-async def stop(**_: Any) -> None:
-    task = STATE.pop("task", None)
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    """On SIGTERM: stop the loop (its in-flight writes are idempotent, queued ones are abandoned) and
+    remove the webhook registration this process made, so the API server does not call a dead endpoint."""
+    loop: SchedulingLoop | None = memo.get("loop")
+    if loop is not None:
+        loop.stop()
+    task = memo.get("task")
     if task is not None:
         task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, timeout=3)
+    if (memo.get("options") or {}).get("webhook") == "loopback" and memo.get("clients") is not None:
+        await asyncio.get_running_loop().run_in_executor(None, _unregister_webhook, memo["clients"])
+
+
+def _unregister_webhook(clients: kube.Clients) -> None:
+    """kopf registers a Validating and a Mutating WebhookConfiguration of that name; remove both."""
+    from kubernetes import client
+
+    from meson.controllers.admission import WEBHOOK_CONFIGURATION
+
+    api = client.AdmissionregistrationV1Api(clients.api)
+    for delete in (api.delete_validating_webhook_configuration, api.delete_mutating_webhook_configuration):
+        try:
+            delete(WEBHOOK_CONFIGURATION, _request_timeout=5)
+        except Exception as exc:  # best effort: the next start re-registers it anyway
+            log.warning("could not remove webhook configuration %s: %s", WEBHOOK_CONFIGURATION, exc)
 
 
 @kopf.on.probe(id="cycle")
-def cycle_probe(**_: Any) -> bool:
-    task = STATE.get("task")
+def cycle_probe(memo: kopf.Memo, **_: Any) -> bool:
+    task = memo.get("task")
     return task is not None and not task.done()

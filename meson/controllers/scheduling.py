@@ -1,53 +1,66 @@
 """The scheduling loop: the operator's only writer.
 
-One cycle: read the in-memory view; ask the workflow engine what each workflow needs (``plan``); hand
-every step instance that needs admission to the scheduling core together with what is already admitted
-and the observed node capacity; apply the core's decisions (create the admitted pods, evict preemption
-victims); then write what changed (workflow and queue status, events, TTL and cron children).
+One cycle, in named stages: read the in-memory view and ask the workflow engine what each workflow needs
+(:meth:`SchedulingLoop._plan`); hand every step instance that needs admission to the scheduling core
+together with what is already admitted and the observed node capacity (``Scheduler.cycle``); apply the
+core's decisions (:meth:`_admit` creates the admitted pods, :meth:`_evict` deletes preemption victims);
+then write what changed (:meth:`_write_status`: workflow and queue status, events, TTL, cron children).
 
 Writes are idempotent so a crash at any point is safe: pods have deterministic names (a repeated create
 is a 409, taken as done), status is recomputed from the pods, and the view is updated with each write's
 result so the next cycle never acts on a view older than its own writes.
+
+Isolation: every object is planned, translated and written inside a guard (:mod:`.faults`), so an
+object that cannot be handled is skipped with a condition, an Event and a metric while every other
+object proceeds in the same cycle.
+
+Status is a record, not an input: the engine is fed the status this operator last wrote (kept in
+memory), not the one on the object, so a status edited by someone else is ignored and overwritten.
+After a restart, when there is no memory, the observed status is first checked against the pods
+(``verify_status``): claims the pods do not back are dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import json
 import logging
-import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from meson.adapters import dryrun, events, kube, metrics
+from meson.adapters import dryrun, kube, metrics
 from meson.api.validation import invalid_condition, validate
-from meson.controllers import translate
-from meson.controllers.store import Key, Store
+from meson.controllers import faults, translate
+from meson.controllers.faults import Faults
+from meson.controllers.store import Key, Store, resource_version
+from meson.controllers.writer import Writer, merge_patch, owner_reference
 from meson.core import AdmittedWorkload, Resources, Scheduler, Snapshot, Workload, validate_queues
 from meson.core.resources import format_quantity
 from meson.workflow import InstanceRequest, Plan, plan, with_queue_positions
+
+try:  # TEMPORARY until the engine's verify_status lands
+    from meson.workflow import verify_status
+except ImportError:
+
+    def verify_status(wf, pods):  # type: ignore[no-redef]
+        return dict(wf.get("status") or {}), []
+
+
 from meson.workflow.cron import LABEL_CRONWORKFLOW, SCHEDULED_TIME_ANNOTATION, ChildWorkflow, plan_cron
 
 log = logging.getLogger("meson.scheduling")
-API_VERSION = "meson.dev/v1alpha1"
 # A cycle runs at least this often even when nothing happened, as a safety net for missed wake-ups.
 RESYNC_SECONDS = 30.0
 RETRY_KINDS = ("FailedExit", "NodeLost", "Evicted", "Timeout")
-# Above this many transitions of one workflow in one cycle, Normal events are summarised in one.
-EVENTS_PER_CYCLE = 30
-# Fault injection for the crash-safety e2e test: exit abruptly after creating this many pods.
-CRASH_AFTER_POD_CREATES = int(os.environ.get("MESON_TEST_CRASH_AFTER_POD_CREATES", "0"))
-
-
-_creates = itertools.count(1)
+# A refused pod create is retried after this backoff (doubling per refusal, capped).
+REFUSAL_BACKOFF = (2.0, 60.0)
+# The Queue condition saying whether it admits (False: its configuration is invalid, with the reason).
+ACTIVE = "Active"
 
 
 @dataclass
@@ -60,29 +73,62 @@ class CycleResult:
 
 
 @dataclass
+class _Refusal:
+    """The API server refused the pods of an admission: held back until ``until``."""
+
+    message: str
+    count: int
+    until: float
+
+
+@dataclass
+class _Inputs:
+    """What one cycle hands the core, built from the view (see :meth:`SchedulingLoop._plan`)."""
+
+    plans: dict[Key, Plan] = field(default_factory=dict)
+    requests: dict[str, tuple[Key, InstanceRequest]] = field(default_factory=dict)
+    pending: list[Workload] = field(default_factory=list)
+    admitted: list[AdmittedWorkload] = field(default_factory=list)
+    # Requests held back before the core (not counted in any queue), with the reason shown on the step.
+    held: dict[str, tuple[int, str]] = field(default_factory=dict)
+    wakes: list[float] = field(default_factory=list)
+    writes: list[Coroutine[Any, Any, None]] = field(default_factory=list)
+
+
+@dataclass
+class _OwnStatus:
+    """The last status this operator wrote (or verified) for a workflow, and the object's version then."""
+
+    uid: str
+    status: dict
+    resource_version: int  # -1: verified but never written by this process
+
+
+@dataclass
 class SchedulingLoop:
     store: Store
     clients: kube.Clients
     scheduler: Scheduler = field(default_factory=Scheduler)
     clock: Callable[[], float] = time.time
     workers: int = 16
-    _pool: ThreadPoolExecutor = field(init=False)
-    _events: ThreadPoolExecutor = field(init=False)
-    _written_status: dict[Key, dict] = field(default_factory=dict)
+    writer: Writer = field(init=False)
+    faults: Faults = field(init=False)
+    _own: dict[Key, _OwnStatus] = field(default_factory=dict)
     _ready_since: dict[str, float] = field(default_factory=dict)
-    _invalid: dict[tuple[str, int], list[str] | None] = field(default_factory=dict)
+    _checked: dict[tuple[str, str, int], list[str] | None] = field(default_factory=dict)
+    _refused: dict[str, _Refusal] = field(default_factory=dict)
     _queue_status: dict[str, dict] = field(default_factory=dict)
-    _event_loop: asyncio.AbstractEventLoop | None = None
+    _stopping: bool = False
 
     def __post_init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="meson-write")
-        self._events = ThreadPoolExecutor(max_workers=2, thread_name_prefix="meson-events")
+        self.writer = Writer(self.clients, self.store, self.workers)
+        self.faults = Faults(report=self._report_fault)
 
     # --- running ---------------------------------------------------------------------------------
     async def run(self) -> None:
-        self._event_loop = asyncio.get_running_loop()
+        self.writer.bind(asyncio.get_running_loop())
         wake_at: float | None = None
-        while True:
+        while not self._stopping:
             timeout = (
                 RESYNC_SECONDS if wake_at is None else max(0.0, min(RESYNC_SECONDS, wake_at - self.clock()))
             )
@@ -93,190 +139,135 @@ class SchedulingLoop:
             try:
                 result = await self.cycle()
                 wake_at = result.wake_at
-            except Exception:  # a bad cycle must not kill the loop; the next one starts from the view
+            except Exception:  # a bug in the loop itself; objects' own failures never get here
                 log.exception("scheduling cycle failed; retrying")
                 wake_at = self.clock() + 1.0
             metrics.CYCLE_SECONDS.observe(time.perf_counter() - started)
             # Let a burst of watch events coalesce into the next cycle.
             await asyncio.sleep(0.05)
 
-    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(*args))
+    def stop(self) -> None:
+        """Stop after the current cycle's writes; queued writes are abandoned (they are idempotent)."""
+        self._stopping = True
+        self.store.wake.set()
+        self.writer.shutdown()
 
     # --- one cycle ---------------------------------------------------------------------------------
     async def cycle(self) -> CycleResult:
         now = self.clock()
-        store = self.store
-        result = CycleResult()
-        wakes: list[float] = []
-
-        queues = [translate.queue_config(q) for q in store.queues.values()]
-        queue_errors = validate_queues(queues)
-        if queue_errors:
-            log.error("queue configuration is invalid, admitting nothing: %s", "; ".join(queue_errors))
-            queues = []
+        queues, disabled = self._queue_configs()
         limited = translate.quota_resources(queues)
-
-        plans: dict[Key, Plan] = {}
-        requests: dict[str, tuple[Key, InstanceRequest]] = {}
-        pending: list[Workload] = []
-        admitted: list[AdmittedWorkload] = []
-        blocked: dict[str, tuple[int, str]] = {}
-        node_names = set(store.nodes)
-        refusals = []
-        for key, wf in list(store.workflows.items()):
-            problems = self._problems(wf)
-            if problems is None and not store.workflow_pods.get(key):
-                continue  # its pod templates are being dry-run; nothing of it runs yet
-            refused = self._refusal(wf, problems or [])
-            if refused is not None:
-                if refused != (wf.get("status") or {}) and refused != self._written_status.get(key):
-                    refusals.append(self._patch_workflow_status(key, wf, refused, None))
-                continue
-            observations = store.observations(key)
-            p = plan(wf, observations, now, nodes=node_names)
-            plans[key] = p
-            if p.wake_at is not None:
-                wakes.append(p.wake_at)
-            spec = wf.get("spec") or {}
-            queue_name = spec.get("queue", "default")
-            priority = store.priority_of(spec.get("priorityClassName"))
-            queue_obj = store.queues.get(queue_name)
-            ns_ok = queue_obj is None or translate.namespace_allowed(
-                queue_obj, key[0], store.namespaces.get(key[0])
-            )
-            keep = limited.get(queue_name, frozenset())
-            started: dict[tuple[str, int], float] = {}
-            for obs in observations:
-                k = (obs.instance, obs.run)
-                started[k] = min(started.get(k, obs.created), obs.created)
-            for req in p.admitted:
-                # When its first pod was made: preemption picks the newest admissions first.
-                since = started.get((req.instance, req.run), now)
-                admitted.append(AdmittedWorkload(self._workload(req, queue_name, priority, keep), since))
-            for req in p.pending:
-                requests[req.key] = (key, req)
-                self._ready_since.setdefault(req.key, now)
-                if not ns_ok:
-                    blocked[req.key] = (0, f"namespace {key[0]} may not submit to queue {queue_name}")
-                    continue
-                pending.append(self._workload(req, queue_name, priority, keep))
-
+        inputs = _Inputs()
+        for key, wf in list(self.store.workflows.items()):
+            self.faults.guard("Workflow", key, "plan", self._plan, key, wf, now, limited, inputs)
         decisions = self.scheduler.cycle(
             Snapshot(
                 now=now,
                 queues=queues,
-                pending=pending,
-                admitted=admitted,
-                nodes=translate.node_capacities(store.nodes, store.node_usage()),
+                pending=inputs.pending,
+                admitted=inputs.admitted,
+                nodes=translate.node_capacities(self.store.nodes, self.store.node_usage()),
             )
         )
         if decisions.wake_at is not None:
-            wakes.append(decisions.wake_at)
-
-        # Admissions first: they are what users wait for.
-        creates = []
-        for adm in decisions.admit:
-            wf_key, req = requests[adm.key]
-            wf = store.workflows.get(wf_key)
-            if wf is None:
-                continue
-            creates.append(self._create_pods(wf, req.pods))
-            waited = now - self._ready_since.pop(adm.key, now)
-            metrics.ADMISSION_WAIT.labels(queue=adm.queue).observe(waited)
-            metrics.ADMISSIONS.labels(queue=adm.queue).inc()
-        result.admitted = len(creates)
-        for key, p in plans.items():
-            # Gang members of an admitted run never created (a crash mid-creation): finish the job.
-            if p.create_pods and key in store.workflows:
-                creates.append(self._create_pods(store.workflows[key], p.create_pods))
-        await asyncio.gather(*creates)
-
-        victims = {p.victim_key: p for p in decisions.preempt}
-        deletes = []
-        for key, p in plans.items():
-            for pod_name in p.delete_pods:
-                deletes.append(self._delete_pod(key[0], pod_name, None))
-            for req in p.admitted:
-                if req.key in victims:
-                    reason = victims[req.key].reason
-                    metrics.PREEMPTIONS.labels(
-                        queue=(store.workflows[key].get("spec") or {}).get("queue", "")
-                    ).inc()
-                    for pod_name in self._pods_of_run(key, req):
-                        deletes.append(self._delete_pod(key[0], pod_name, reason))
-        # Pods bound to a deleted node are lost; remove ours at once (as the pod garbage collector would,
-        # after its quarantine) so the engine retries them now and nothing reports a dead pod's success.
-        for (ns, name), rec in store.pods.items():
-            if rec.workflow is not None and rec.node in store.deleted_nodes and not rec.terminal:
-                deletes.append(self._delete_pod(ns, name, None))
-        result.preempted = len(victims)
-        await asyncio.gather(*deletes)
-
-        # Status, events, TTL.
-        writes = []
-        positions: dict[Key, dict[str, tuple[int, str]]] = defaultdict(dict)
-        for wkey, (key, req) in requests.items():
-            info = blocked.get(wkey)
-            if info is None and wkey in decisions.pending:
-                pi = decisions.pending[wkey]
-                info = (pi.position, pi.reason)
-            if info is not None:
-                positions[key][req.instance] = info
-        for key, p in plans.items():
-            wf = store.workflows.get(key)
-            if wf is None:
-                continue
-            if p.delete_workflow:
-                writes.append(self._delete_workflow(key))
-                continue
-            status = with_queue_positions(p.status, positions.get(key, {}))
-            if status != (wf.get("status") or {}) and status != self._written_status.get(key):
-                writes.append(self._patch_workflow_status(key, wf, status, p))
-        writes += self._queue_status_writes(queues, pending, admitted, decisions)
-        writes += self._cron_writes(now, wakes)
-        writes += refusals
-        result.writes = len(writes)
-        await asyncio.gather(*writes)
-
-        result.pending = len(pending)
-        phases = Counter(
-            (wf.get("status") or {}).get("phase") or "Pending" for wf in store.workflows.values()
-        )
-        for phase in ("Pending", "Running", "Suspended", "Succeeded", "Failed"):
-            metrics.WORKFLOWS.labels(phase=phase).set(phases.get(phase, 0))
-        self._forget_gone(requests)
-        result.wake_at = min(wakes) if wakes else None
+            inputs.wakes.append(decisions.wake_at)
+        result = CycleResult(pending=len(inputs.pending), preempted=len(decisions.preempt))
+        result.admitted = await self._admit(inputs, decisions, now)
+        await self._evict(inputs, decisions)
+        result.writes = await self._write_status(inputs, decisions, queues, disabled, now)
+        self._count_phases()
+        self._forget_gone(inputs.requests)
+        result.wake_at = min(inputs.wakes) if inputs.wakes else None
         return result
 
-    # --- helpers -----------------------------------------------------------------------------------
-    def _forget_gone(self, requests: dict) -> None:
-        """Drop bookkeeping of workflows and requests that no longer exist (a long-lived process)."""
-        live = self.store.workflows
-        for key in [k for k in self._written_status if k not in live]:
-            del self._written_status[key]
-        for key in [k for k in self._ready_since if k not in requests]:
-            del self._ready_since[key]
-        uids = {
-            (wf["metadata"].get("uid", ""), int(wf["metadata"].get("generation") or 0))
-            for wf in live.values()
-        }
-        for key in [k for k in self._invalid if k not in uids]:
-            del self._invalid[key]
+    # --- stage 1: plan -----------------------------------------------------------------------------
+    def _plan(self, key: Key, wf: dict, now: float, limited: dict, inputs: _Inputs) -> None:
+        """Plan one workflow and add what it needs to ``inputs`` (all at once: a failure adds nothing)."""
+        problems = self._problems(wf)
+        if problems is None and not self.store.workflow_pods.get(key):
+            return  # its pod templates are being dry-run; nothing of it runs yet
+        if problems:
+            refused = _refusal(wf, problems)
+            if refused != (wf.get("status") or {}):
+                inputs.writes.append(self._patch_workflow_status(key, wf, refused, None))
+            return
+        observations = self.store.observations(key)
+        p = plan(self._engine_view(key, wf, observations), observations, now, nodes=set(self.store.nodes))
+        spec = wf.get("spec") or {}
+        queue_name = spec.get("queue", "default")
+        priority_class = spec.get("priorityClassName")
+        priority = self.store.priority_of(priority_class)
+        keep = limited.get(queue_name, frozenset())
+        hold = self._hold_reason(key, queue_name, priority_class)
+        started: dict[tuple[str, int], float] = {}
+        for o in observations:
+            started[(o.instance, o.run)] = min(started.get((o.instance, o.run), o.created), o.created)
+        admitted = [
+            # When its first pod was made: preemption picks the newest admissions first.
+            AdmittedWorkload(
+                _workload(req, queue_name, priority, keep), started.get((req.instance, req.run), now)
+            )
+            for req in p.admitted
+        ]
+        pending, held = [], {}
+        for req in p.pending:
+            reason = hold or self._refusal_hold(req.key, now, inputs.wakes)
+            if reason is not None:
+                held[req.key] = (0, reason)
+            else:
+                pending.append(_workload(req, queue_name, priority, keep))
+        inputs.plans[key] = p
+        inputs.admitted += admitted
+        inputs.pending += pending
+        inputs.held.update(held)
+        for req in p.pending:
+            inputs.requests[req.key] = (key, req)
+            self._ready_since.setdefault(req.key, now)
+        if p.wake_at is not None:
+            inputs.wakes.append(p.wake_at)
 
-    @staticmethod
-    def _workload(req: InstanceRequest, queue: str, priority: int, limited: frozenset[str]) -> Workload:
-        # Resources a queue tree names no quota for are not limited by it (see the Queue API).
-        request = {k: v for k, v in req.pod_request.items() if k in limited}
-        return Workload(
-            key=req.key,
-            queue=queue,
-            priority=priority,
-            created=req.created,
-            pod_request=Resources(request),
-            pod_count=req.pod_count,
-            gang=req.gang,
+    def _hold_reason(self, key: Key, queue_name: str, priority_class: str | None) -> str | None:
+        """Why a workflow's pending steps cannot even be offered to the core (None: they can)."""
+        queue_obj = self.store.queues.get(queue_name)
+        if queue_obj is not None and not translate.namespace_allowed(
+            queue_obj, key[0], self.store.namespaces.get(key[0])
+        ):
+            return f"namespace {key[0]} may not submit to queue {queue_name}"
+        if priority_class and priority_class not in self.store.priorities:
+            return f'PriorityClass "{priority_class}" not found: create it or change spec.priorityClassName'
+        return None
+
+    def _refusal_hold(self, request_key: str, now: float, wakes: list[float]) -> str | None:
+        refusal = self._refused.get(request_key)
+        if refusal is None or now >= refusal.until:
+            return None
+        wakes.append(refusal.until)
+        return (
+            f"pod creation refused by the API server: {refusal.message} (retry in {refusal.until - now:.0f}s)"
         )
+
+    def _engine_view(self, key: Key, wf: dict, observations: list) -> dict:
+        """The workflow with the status the engine should trust: the one this operator last wrote, or
+        after a restart the observed one checked against the pods."""
+        uid = wf["metadata"].get("uid", "")
+        own = self._own.get(key)
+        observed = wf.get("status") or {}
+        if own is None or own.uid != uid:
+            status, corrections = verify_status(wf, observations)
+            own = self._own[key] = _OwnStatus(uid, status, -1 if corrections else resource_version(wf))
+            if corrections:
+                self._status_corrected(wf, "; ".join(corrections))
+        elif observed != own.status and resource_version(wf) > own.resource_version >= 0:
+            # Someone else wrote the status after our last write: keep ours, and write it back.
+            self._status_corrected(wf, "status was edited by someone other than the operator; restored")
+            own.resource_version = -1
+        return {**wf, "status": own.status}
+
+    def _status_corrected(self, wf: dict, message: str) -> None:
+        metrics.STATUS_CORRECTIONS.inc()
+        meta = wf["metadata"]
+        log.warning("workflow %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
+        self.writer.event(wf, "Warning", "StatusCorrected", message)
 
     def _problems(self, wf: dict) -> list[str] | None:
         """What is wrong with a workflow (empty: nothing), or None while its pods are being dry-run.
@@ -285,14 +276,14 @@ class SchedulingLoop:
         templates it never validated; so every new generation is checked here, once, before any pod is made:
         the pure checks, then a server-side dry-run create of each distinct pod template."""
         meta = wf["metadata"]
-        cache_key = (meta.get("uid", ""), int(meta.get("generation") or 0))
-        if cache_key in self._invalid:
-            return self._invalid[cache_key]
+        cache_key = ("Workflow", meta.get("uid", ""), int(meta.get("generation") or 0))
+        if cache_key in self._checked:
+            return self._checked[cache_key]
         problems = validate("Workflow", wf)
         if problems or (wf.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            self._invalid[cache_key] = problems
+            self._checked[cache_key] = problems
             return problems
-        self._invalid[cache_key] = None
+        self._checked[cache_key] = None
 
         def dry_run() -> None:
             try:
@@ -307,148 +298,231 @@ class SchedulingLoop:
                     "pod dry run of %s/%s failed; admitting it unchecked", meta.get("namespace"), meta["name"]
                 )
                 found = []
-            self._call_in_loop(self._checked, cache_key, found)
+            self.writer.in_loop(self._dry_run_done, cache_key, found)
 
-        self._pool.submit(dry_run)
+        self.writer.submit(dry_run)
         return None
 
-    def _checked(self, cache_key: tuple[str, int], problems: list[str]) -> None:
-        self._invalid[cache_key] = problems
+    def _dry_run_done(self, cache_key: tuple[str, str, int], problems: list[str]) -> None:
+        self._checked[cache_key] = problems
         self.store.wake.set()
 
-    def _refusal(self, wf: dict, messages: list[str]) -> dict | None:
-        """The status of a refused workflow: Failed, with a Valid=False condition; None if it is valid."""
-        meta = wf["metadata"]
-        if not messages:
-            return None
-        status = dict(wf.get("status") or {})
-        if status.get("phase") == "Failed" and any(
-            c.get("type") == "Valid" and c.get("status") == "False" for c in status.get("conditions") or []
-        ):
-            return status  # already refused; the condition's timestamp must not churn
-        status.update(phase="Failed", message="invalid: " + "; ".join(messages)[:900])
-        status["conditions"] = [invalid_condition(messages, generation=meta.get("generation"))]
-        return status
+    def _valid(self, kind: str, obj: dict) -> list[str]:
+        """The pure checks the webhook makes, once per generation (the webhook may be off)."""
+        meta = obj["metadata"]
+        cache_key = (kind, meta.get("uid", ""), int(meta.get("generation") or 0))
+        if cache_key not in self._checked:
+            self._checked[cache_key] = validate(kind, obj)
+        return self._checked[cache_key] or []
+
+    def _queue_configs(self) -> tuple[list, dict[str, str]]:
+        """Queue objects as the core's configs, and the queues left out with the reason why."""
+        configs, disabled = [], {}
+        for name, obj in list(self.store.queues.items()):
+            problems = self._valid("Queue", obj)
+            if problems:
+                disabled[name] = "; ".join(problems)
+                continue
+            config = self.faults.guard("Queue", name, "translate", translate.queue_config, obj)
+            if config is not None:
+                configs.append(config)
+        errors = validate_queues(configs)
+        if errors:
+            log.error("queue configuration is invalid, admitting nothing: %s", "; ".join(errors))
+            return [], disabled
+        return configs, disabled
+
+    # --- stage 2: admit ----------------------------------------------------------------------------
+    async def _admit(self, inputs: _Inputs, decisions, now: float) -> int:
+        """Create the pods of each admission; a refused create rolls that admission back."""
+        creates = []
+        for adm in decisions.admit:
+            wf_key, req = inputs.requests[adm.key]
+            wf = self.store.workflows.get(wf_key)
+            if wf is None:
+                continue
+            creates.append(self._admit_one(wf_key, wf, req, adm.queue, now))
+        admitted = len(creates)
+        for key, p in inputs.plans.items():
+            # Gang members of an admitted run never created (a crash mid-creation): finish the job.
+            if p.create_pods and key in self.store.workflows:
+                creates.append(self._guarded_write("Workflow", key, self._create(key, p.create_pods)))
+        await asyncio.gather(*creates)
+        return admitted
+
+    async def _admit_one(self, key: Key, wf: dict, req: InstanceRequest, queue: str, now: float) -> None:
+        refused = await self.writer.create_pods("Workflow", wf, req.pods)
+        if refused:
+            await self._roll_back(key, wf, req, queue, refused[0], now)
+            return
+        self._refused.pop(req.key, None)
+        waited = now - self._ready_since.pop(req.key, now)
+        metrics.ADMISSION_WAIT.labels(queue=queue).observe(waited)
+        metrics.ADMISSIONS.labels(queue=queue).inc()
+
+    async def _create(self, key: Key, pods: list[dict]) -> None:
+        wf = self.store.workflows.get(key)
+        if wf is not None:
+            refused = await self.writer.create_pods("Workflow", wf, pods)
+            if refused:
+                raise RuntimeError(f"pod creation refused: {refused[0]}")
+
+    async def _roll_back(
+        self, key: Key, wf: dict, req: InstanceRequest, queue: str, message: str, now: float
+    ) -> None:
+        """The API server refused a pod of this admission: undo it and hold the step back with backoff."""
+        previous = self._refused.get(req.key)
+        count = previous.count + 1 if previous else 1
+        backoff = min(REFUSAL_BACKOFF[1], REFUSAL_BACKOFF[0] * 2 ** (count - 1))
+        self._refused[req.key] = _Refusal(message[: faults.MESSAGE_MAX], count, now + backoff)
+        metrics.POD_CREATE_REFUSALS.labels(queue=queue).inc()
+        if count == 1:
+            self.writer.event(wf, "Warning", "PodCreateRefused", f"{req.instance}: {message}")
+        # Members of a gang that were created go too, marked as Meson's (no retry is used).
+        names = [p["metadata"]["name"] for p in req.pods]
+        deletes = [
+            self.writer.delete_pod(key[0], n, f"admission rolled back: {message}")
+            for n in names
+            if (key[0], n) in self.store.pods
+        ]
+        await asyncio.gather(*deletes, return_exceptions=True)
+        self.store.wake.set()
+
+    # --- stage 3: evict ----------------------------------------------------------------------------
+    async def _evict(self, inputs: _Inputs, decisions) -> None:
+        victims = {p.victim_key: p for p in decisions.preempt}
+        deletes = []
+        for key, p in inputs.plans.items():
+            deletes += [self.writer.delete_pod(key[0], name, None) for name in p.delete_pods]
+            for req in p.admitted:
+                victim = victims.get(req.key)
+                if victim is None:
+                    continue
+                queue = (self.store.workflows[key].get("spec") or {}).get("queue", "")
+                metrics.PREEMPTIONS.labels(queue=queue).inc()
+                deletes += [
+                    self.writer.delete_pod(key[0], name, victim.reason)
+                    for name in self._pods_of_run(key, req)
+                ]
+        # Pods bound to a deleted node are lost; remove ours at once (as the pod garbage collector would,
+        # after its quarantine) so the engine retries them now and nothing reports a dead pod's success.
+        for (ns, name), rec in self.store.pods.items():
+            if rec.workflow is not None and rec.node in self.store.deleted_nodes and not rec.terminal:
+                deletes.append(self.writer.delete_pod(ns, name, None))
+        for outcome in await asyncio.gather(*deletes, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.warning("pod deletion failed (retried next cycle): %s", faults.describe(outcome))
 
     def _pods_of_run(self, key: Key, req: InstanceRequest) -> list[str]:
-        names = []
-        for obs in self.store.observations(key):
-            if (
-                obs.instance == req.instance
-                and obs.run == req.run
-                and obs.phase not in ("Succeeded", "Failed", "Gone")
-            ):
-                names.append(obs.name)
-        return names
+        return [
+            o.name
+            for o in self.store.observations(key)
+            if o.instance == req.instance
+            and o.run == req.run
+            and o.phase not in ("Succeeded", "Failed", "Gone")
+        ]
 
-    async def _create_pods(self, wf: dict, pods: Sequence[dict]) -> None:
-        meta = wf["metadata"]
-        owner = _owner("Workflow", wf)
-        calls = []
-        for pod in pods:
-            body = {
-                **pod,
-                "metadata": {**pod["metadata"], "namespace": meta["namespace"], "ownerReferences": [owner]},
-            }
-            calls.append(self._write(self._create_pod, meta["namespace"], body))
-        await asyncio.gather(*calls)
+    # --- stage 4: write status ---------------------------------------------------------------------
+    async def _write_status(
+        self, inputs: _Inputs, decisions, queues: list, disabled: dict[str, str], now: float
+    ) -> int:
+        positions: dict[Key, dict[str, tuple[int, str]]] = defaultdict(dict)
+        for request_key, (key, req) in inputs.requests.items():
+            info = inputs.held.get(request_key)
+            if info is None and request_key in decisions.pending:
+                pi = decisions.pending[request_key]
+                info = (pi.position, pi.reason)
+            if info is not None:
+                positions[key][req.instance] = info
+        writes = inputs.writes
+        for key, p in inputs.plans.items():
+            wf = self.store.workflows.get(key)
+            if wf is None:
+                continue
+            if p.delete_workflow:
+                writes.append(self._guarded_write("Workflow", key, self.writer.delete_workflow(key)))
+                continue
+            status = with_queue_positions(p.status, positions.get(key, {}))
+            status = faults.without_condition(status, faults.RECONCILED)
+            if self._needs_write(key, wf, status):
+                writes.append(self._patch_workflow_status(key, wf, status, p))
+        for key, wf in self.store.workflows.items():
+            fault = self.faults.of("Workflow", key)
+            if fault is not None and fault.stage == "plan":
+                status = faults.with_condition(wf.get("status") or {}, faults.fault_condition(fault))
+                if status != (wf.get("status") or {}):
+                    writes.append(self._patch_workflow_status(key, wf, status, None))
+        writes += self._queue_status_writes(queues, disabled, inputs, decisions)
+        writes += self._cron_writes(now, inputs.wakes)
+        await asyncio.gather(*writes)
+        return len(writes)
 
-    def _create_pod(self, namespace: str, body: dict) -> None:
+    def _needs_write(self, key: Key, wf: dict, status: dict) -> bool:
+        if status == (wf.get("status") or {}):
+            own = self._own.get(key)
+            if own is not None and own.status == status:
+                own.resource_version = max(own.resource_version, resource_version(wf))
+            return False
+        own = self._own.get(key)
+        # The watch has not caught up with our own write yet: nothing to do.
+        return not (own is not None and own.status == status and resource_version(wf) <= own.resource_version)
+
+    async def _guarded_write(self, kind: str, key: Any, write: Coroutine[Any, Any, Any]) -> None:
         try:
-            # Raw JSON back: building and flattening V1Pod models costs more CPU than the request itself.
-            created = kube.create(
-                self.clients.core.create_namespaced_pod, namespace, body, _preload_content=False
-            )
-        except ApiException as e:
-            # A pod the API server refuses (a quota, an admission policy) is reported, not retried blindly.
-            log.error("creating pod %s/%s failed: %s", namespace, body["metadata"]["name"], e.reason)
-            return
-        if created is not None:
-            self._call_in_loop(self.store.on_pod, "ADDED", json.loads(created.data))
-        if CRASH_AFTER_POD_CREATES and next(_creates) >= CRASH_AFTER_POD_CREATES:
-            log.error("MESON_TEST_CRASH_AFTER_POD_CREATES reached: exiting mid-admission")
-            os._exit(137)
-
-    def _call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Writers run in worker threads; the view belongs to the event loop's thread."""
-        assert self._event_loop is not None
-        self._event_loop.call_soon_threadsafe(fn, *args)
-
-    async def _delete_pod(self, namespace: str, name: str, preempted_reason: str | None) -> None:
-        def run() -> None:
-            if preempted_reason is not None:
-                # Mark first, so the deletion is known to be Meson's preemption (no retry used), even
-                # if the operator restarts before it sees the pod go.
-                try:
-                    kube.call(
-                        self.clients.core.patch_namespaced_pod,
-                        name,
-                        namespace,
-                        {
-                            "metadata": {
-                                "annotations": {translate.PREEMPTED_ANNOTATION: preempted_reason[:256]}
-                            }
-                        },
-                    )
-                except ApiException as e:
-                    if e.status == 404:
-                        return
-                    raise
-            kube.delete(self.clients.core.delete_namespaced_pod, name, namespace, grace_period_seconds=0)
-
-        await self._write(run)
-
-    async def _delete_workflow(self, key: Key) -> None:
-        await self._write(
-            kube.delete,
-            self.clients.custom.delete_namespaced_custom_object,
-            kube.GROUP,
-            kube.VERSION,
-            key[0],
-            "workflows",
-            key[1],
-        )
+            await write
+        except Exception as exc:  # isolation: a write that fails is that object's fault only
+            self.faults.record(kind, key, "write", exc)
+        else:
+            self.faults.clear(kind, key, "write")
 
     async def _patch_workflow_status(self, key: Key, wf: dict, status: dict, p: Plan | None) -> None:
-        def run() -> None:
-            ok = kube.patch_status(
-                self.clients, "workflows", key[0], key[1], _replace_lists(status, wf.get("status"))
-            )
-            if ok and p is not None:
-                for ev in p.events:
-                    metrics.STEP_OUTCOMES.labels(reason=ev.reason).inc()
-                    if ev.reason == "StepRetrying":
-                        kind = next((k for k in RETRY_KINDS if k in ev.message), "other")
-                        metrics.RETRIES.labels(kind=kind).inc()
-                # Events are best-effort and must not slow the cycle down: posted in the background.
-                self._events.submit(self._post_events, wf, list(p.events))
-
-        await self._write(run)
-        # Only a write that went through is remembered: a failed one is simply recomputed next cycle.
-        self._written_status[key] = status
+        body = merge_patch(status, wf.get("status"))
+        try:
+            rv = await self.writer.patch_status("workflows", key[0], key[1], body)
+        except ApiException as exc:
+            self.faults.record("Workflow", key, "write", exc)
+            await self._write_fallback_status(key, wf, exc)
+            return
+        self.faults.clear("Workflow", key, "write")
+        if rv is None:
+            return  # the workflow is gone
+        if p is not None:
+            self._count_outcomes(p)
+            self.writer.workflow_events(wf, list(p.events))
+        self._own[key] = _OwnStatus(wf["metadata"].get("uid", ""), status, rv)
         current = self.store.workflows.get(key)
         if current is not None:
-            # Record our own write at once (resourceVersion unchanged: the watch event will supersede it).
+            # Our own write, at once (resourceVersion unchanged: the watch event will supersede it).
             self.store.workflows[key] = {**current, "status": status}
 
-    def _post_events(self, wf: dict, evs: list) -> None:
-        """Post a workflow's events; a huge fan-out is summarised rather than flooding the API server."""
-        shown = evs
-        if len(evs) > EVENTS_PER_CYCLE:
-            shown = [e for e in evs if e.type == "Warning"][:EVENTS_PER_CYCLE]
-        for ev in shown:
-            events.post(self.clients, wf, ev.type, ev.reason, ev.message, api_version=API_VERSION)
-        if len(shown) < len(evs):
-            counts = Counter(e.reason for e in evs if e not in shown)
-            summary = ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
-            events.post(self.clients, wf, "Normal", "StepTransitions", summary, api_version=API_VERSION)
+    async def _write_fallback_status(self, key: Key, wf: dict, exc: ApiException) -> None:
+        """A status the API server refused (too large, say): say so on the object with a small write."""
+        fault = self.faults.of("Workflow", key)
+        if fault is None:
+            return
+        old = wf.get("status") or {}
+        status = faults.with_condition(old, faults.fault_condition(fault))
+        if status == old:
+            return
+        with contextlib.suppress(ApiException):
+            await self.writer.patch_status("workflows", key[0], key[1], {"conditions": status["conditions"]})
 
-    def _queue_status_writes(self, queues, pending, admitted, decisions) -> list:
-        by_queue_pending = Counter(w.queue for w in pending)
-        by_queue_admitted = Counter(a.queue for a in admitted)
+    @staticmethod
+    def _count_outcomes(p: Plan) -> None:
+        for ev in p.events:
+            metrics.STEP_OUTCOMES.labels(reason=ev.reason).inc()
+            if ev.reason == "StepRetrying":
+                kind = next((k for k in RETRY_KINDS if k in ev.message), "other")
+                metrics.RETRIES.labels(kind=kind).inc()
+
+    def _queue_status_writes(
+        self, queues: list, disabled: dict[str, str], inputs: _Inputs, decisions
+    ) -> list:
+        by_queue_pending = Counter(w.queue for w in inputs.pending)
+        by_queue_admitted = Counter(a.queue for a in inputs.admitted)
         usage: dict[str, Resources] = defaultdict(Resources)
         parents = {q.name: q.parent for q in queues}
-        for a in admitted:
+        for a in inputs.admitted:
             q: str | None = a.queue
             while q is not None:
                 usage[q] = usage[q] + a.total
@@ -466,99 +540,195 @@ class SchedulingLoop:
             }
             metrics.PENDING.labels(queue=q.name).set(status["pending"])
             metrics.ADMITTED.labels(queue=q.name).set(status["admitted"])
-            if self._queue_status.get(q.name) != status:
-                old = (self.store.queues.get(q.name) or {}).get("status") or {}
-                writes.append(self._patch_queue_status(q.name, status, _replace_lists(status, old)))
+            writes += self._queue_status_write(q.name, status, None)
+        for name, reason in disabled.items():
+            writes += self._queue_status_write(name, {"pending": 0, "admitted": 0}, reason)
         return writes
 
+    def _queue_status_write(self, name: str, status: dict, disabled: str | None) -> list:
+        """The write of one queue's status, with its Active condition (none if nothing changed)."""
+        old = (self.store.queues.get(name) or {}).get("status") or {}
+        active = next((c for c in old.get("conditions") or [] if c.get("type") == ACTIVE), None)
+        if disabled is None:
+            cond = faults.condition(ACTIVE, True, "Ready", "admitting workloads")
+        else:
+            cond = faults.condition(ACTIVE, False, "InvalidConfiguration", disabled)
+            self._report_disabled(name, disabled)
+        same = active is not None and all(
+            active.get(k) == cond.get(k) for k in ("status", "reason", "message")
+        )
+        status = {**status, "conditions": [active if same else cond]}
+        if self._queue_status.get(name) == status:
+            return []
+        return [self._patch_queue_status(name, status, merge_patch(status, old))]
+
+    def _report_disabled(self, name: str, reason: str) -> None:
+        obj = self.store.queues.get(name)
+        previous = next(
+            (c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c.get("type") == ACTIVE),
+            None,
+        )
+        if obj is not None and (previous is None or previous.get("message") != reason):
+            self.writer.event(obj, "Warning", "QueueDisabled", reason)
+
     async def _patch_queue_status(self, name: str, status: dict, body: dict) -> None:
-        await self._write(kube.patch_status, self.clients, "queues", None, name, body)
+        try:
+            await self.writer.patch_status("queues", None, name, body)
+        except Exception as exc:  # isolation
+            self.faults.record("Queue", name, "write", exc)
+            return
         self._queue_status[name] = status
 
+    # --- cron --------------------------------------------------------------------------------------
     def _cron_writes(self, now: float, wakes: list[float]) -> list:
-        writes = []
+        writes: list = []
+        children = self._cron_children(now)
+        for key, cron in list(self.store.cronworkflows.items()):
+            self.faults.guard(
+                "CronWorkflow",
+                key,
+                "plan",
+                self._plan_cron,
+                key,
+                cron,
+                children.get(key, []),
+                now,
+                wakes,
+                writes,
+            )
+        return writes
+
+    def _cron_children(self, now: float) -> dict[Key, list[ChildWorkflow]]:
         children: dict[Key, list[ChildWorkflow]] = defaultdict(list)
         for (ns, name), wf in self.store.workflows.items():
             cron = (wf["metadata"].get("labels") or {}).get(LABEL_CRONWORKFLOW)
-            if cron:
-                st = wf.get("status") or {}
-                scheduled = translate.epoch(
-                    (wf["metadata"].get("annotations") or {}).get(SCHEDULED_TIME_ANNOTATION)
-                )
-                children[(ns, cron)].append(
-                    ChildWorkflow(
-                        name=name,
-                        scheduled=scheduled
-                        or translate.epoch(wf["metadata"].get("creationTimestamp"))
-                        or now,
-                        phase=st.get("phase") or "Pending",
-                        finished=translate.epoch(st.get("finishedAt")),
-                    )
-                )
-        for key, cron in list(self.store.cronworkflows.items()):
-            cp = plan_cron(cron, now, children.get(key, []))
-            if cp.wake_at is not None:
-                wakes.append(cp.wake_at)
-            owner = _owner("CronWorkflow", cron)
-            for name in cp.delete:
-                writes.append(self._delete_workflow((key[0], name)))
-            for name, manifest in cp.create:
-                body = {
-                    **manifest,
-                    "metadata": {**manifest["metadata"], "namespace": key[0], "ownerReferences": [owner]},
-                }
-                writes.append(self._write(self._create_workflow, key, name, body, cron))
-            if cp.status != (cron.get("status") or {}):
-                writes.append(
-                    self._write(
-                        kube.patch_status,
-                        self.clients,
-                        "cronworkflows",
-                        key[0],
-                        key[1],
-                        _replace_lists(cp.status, cron.get("status")),
-                    )
-                )
-        return writes
-
-    def _create_workflow(self, cron_key: Key, name: str, body: dict, cron: dict) -> None:
-        created = kube.create(
-            self.clients.custom.create_namespaced_custom_object,
-            kube.GROUP,
-            kube.VERSION,
-            cron_key[0],
-            "workflows",
-            body,
-        )
-        if created is not None:
-            self._call_in_loop(self.store.on_workflow, "ADDED", created)
-            events.post(
-                self.clients,
-                cron,
-                "Normal",
-                "WorkflowCreated",
-                f"created workflow {name}",
-                api_version=API_VERSION,
+            if not cron:
+                continue
+            st = wf.get("status") or {}
+            scheduled = translate.epoch(
+                (wf["metadata"].get("annotations") or {}).get(SCHEDULED_TIME_ANNOTATION)
             )
+            children[(ns, cron)].append(
+                ChildWorkflow(
+                    name=name,
+                    scheduled=scheduled or translate.epoch(wf["metadata"].get("creationTimestamp")) or now,
+                    phase=st.get("phase") or "Pending",
+                    finished=translate.epoch(st.get("finishedAt")),
+                )
+            )
+        return children
+
+    def _plan_cron(
+        self,
+        key: Key,
+        cron: dict,
+        children: list[ChildWorkflow],
+        now: float,
+        wakes: list[float],
+        writes: list,
+    ) -> None:
+        old = cron.get("status") or {}
+        problems = self._valid("CronWorkflow", cron)
+        if problems:
+            status = faults.with_condition(
+                old, invalid_condition(problems, generation=cron["metadata"].get("generation"))
+            )
+            if status != old:
+                self.writer.event(cron, "Warning", "InvalidSpec", "; ".join(problems))
+                writes.append(self._patch_cron_status(key, status, old))
+            return
+        cp = plan_cron(cron, now, children)
+        if cp.wake_at is not None:
+            wakes.append(cp.wake_at)
+        owner = owner_reference("CronWorkflow", cron)
+        for name in cp.delete:
+            writes.append(
+                self._guarded_write("CronWorkflow", key, self.writer.delete_workflow((key[0], name)))
+            )
+        for name, manifest in cp.create:
+            body = {
+                **manifest,
+                "metadata": {**manifest["metadata"], "namespace": key[0], "ownerReferences": [owner]},
+            }
+            writes.append(
+                self._guarded_write(
+                    "CronWorkflow", key, self.writer.run(self.writer.create_workflow, key, name, body, cron)
+                )
+            )
+        if cp.status != old:
+            writes.append(self._patch_cron_status(key, cp.status, old))
+
+    def _patch_cron_status(self, key: Key, status: dict, old: dict) -> Coroutine[Any, Any, None]:
+        return self._guarded_write(
+            "CronWorkflow",
+            key,
+            self.writer.patch_status("cronworkflows", key[0], key[1], merge_patch(status, old)),
+        )
+
+    # --- faults ------------------------------------------------------------------------------------
+    def _report_fault(self, fault: faults.Fault, key: Any) -> None:
+        obj = self._object(fault.kind, key)
+        if obj is not None:
+            self.writer.event(obj, "Warning", fault.reason, f"{fault.stage} failed: {fault.message}")
+
+    def _object(self, kind: str, key: Any) -> dict | None:
+        table = {
+            "Workflow": self.store.workflows,
+            "CronWorkflow": self.store.cronworkflows,
+            "Queue": self.store.queues,
+        }
+        return table.get(kind, {}).get(key)
+
+    # --- bookkeeping -------------------------------------------------------------------------------
+    def _count_phases(self) -> None:
+        phases = Counter(
+            (wf.get("status") or {}).get("phase") or "Pending" for wf in self.store.workflows.values()
+        )
+        for phase in ("Pending", "Running", "Suspended", "Succeeded", "Failed"):
+            metrics.WORKFLOWS.labels(phase=phase).set(phases.get(phase, 0))
+
+    def _forget_gone(self, requests: dict) -> None:
+        """Drop bookkeeping of objects and requests that no longer exist (a long-lived process)."""
+        live = self.store.workflows
+        for key in [k for k in self._own if k not in live]:
+            del self._own[key]
+        for key in [k for k in self._ready_since if k not in requests]:
+            del self._ready_since[key]
+        for key in [k for k in self._refused if k not in requests]:
+            del self._refused[key]
+        uids = {
+            (kind, obj["metadata"].get("uid", ""), int(obj["metadata"].get("generation") or 0))
+            for kind, table in (
+                ("Workflow", live), ("CronWorkflow", self.store.cronworkflows), ("Queue", self.store.queues)
+            )
+            for obj in table.values()
+        }  # fmt: skip
+        for key in [k for k in self._checked if k not in uids]:
+            del self._checked[key]
+        self.faults.forget(lambda kind, key: self._object(kind, key) is not None)
 
 
-def _owner(kind: str, obj: dict) -> dict:
-    """The controller ownerReference that lets the garbage collector delete what Meson made."""
-    meta = obj["metadata"]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": kind,
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+def _workload(req: InstanceRequest, queue: str, priority: int, limited: frozenset[str]) -> Workload:
+    # Resources a queue tree names no quota for are not limited by it (see the Queue API).
+    request = {k: v for k, v in req.pod_request.items() if k in limited}
+    return Workload(
+        key=req.key,
+        queue=queue,
+        priority=priority,
+        created=req.created,
+        pod_request=Resources(request),
+        pod_count=req.pod_count,
+        gang=req.gang,
+    )
 
 
-def _replace_lists(new: dict, old: dict | None) -> dict:
-    """A merge patch that also removes keys the new status dropped (merge patch keeps unnamed keys)."""
-    body = dict(new)
-    for k in old or {}:
-        if k not in body:
-            body[k] = None
-    return body
+def _refusal(wf: dict, messages: list[str]) -> dict:
+    """The status of a refused workflow: Failed, with a Valid=False condition."""
+    status = dict(wf.get("status") or {})
+    if status.get("phase") == "Failed" and any(
+        c.get("type") == "Valid" and c.get("status") == "False" for c in status.get("conditions") or []
+    ):
+        return status  # already refused; the condition's timestamp must not churn
+    status.update(phase="Failed", message="invalid: " + "; ".join(messages)[:900])
+    status["conditions"] = [invalid_condition(messages, generation=wf["metadata"].get("generation"))]
+    return status

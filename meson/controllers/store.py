@@ -19,7 +19,7 @@ from meson.workflow import LABEL_WORKFLOW, PodObservation
 Key = tuple[str, str]  # (namespace, name)
 
 
-def _rv(obj: dict) -> int:
+def resource_version(obj: dict) -> int:
     try:
         return int(obj.get("metadata", {}).get("resourceVersion") or 0)
     except ValueError:
@@ -27,7 +27,7 @@ def _rv(obj: dict) -> int:
 
 
 def _newer(old: dict | None, new: dict) -> bool:
-    return old is None or _rv(new) >= _rv(old) or _rv(new) == 0
+    return old is None or resource_version(new) >= resource_version(old) or resource_version(new) == 0
 
 
 @dataclass
@@ -149,7 +149,7 @@ class Store:
                 self.wake.set()
             return
         old = self.pods.get(key)
-        if old is not None and _rv(obj) and _rv(obj) < old.resource_version:
+        if old is not None and resource_version(obj) and resource_version(obj) < old.resource_version:
             return
         phase = (obj.get("status") or {}).get("phase")
         record = PodRecord(
@@ -158,7 +158,7 @@ class Store:
             terminal=phase in translate.TERMINAL,
             workflow=wf_key,
             observation=translate.pod_observation(obj) if wf_key else None,
-            resource_version=_rv(obj),
+            resource_version=resource_version(obj),
         )
         self.pods[key] = record
         if wf_key is not None:

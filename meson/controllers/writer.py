@@ -1,0 +1,194 @@
+"""The loop's writes to the API server: pods, status patches, deletions, Events.
+
+Every call goes through :mod:`meson.adapters.kube` (retries with backoff) on a pool of worker threads,
+so a cycle's writes run concurrently. The in-memory view belongs to the event loop's thread: results are
+handed back to it with ``call_soon_threadsafe``, never written from a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from meson.adapters import events, kube
+from meson.controllers import translate
+from meson.controllers.store import Key, Store
+
+log = logging.getLogger("meson.writer")
+API_VERSION = f"{kube.GROUP}/{kube.VERSION}"
+# Above this many transitions of one workflow in one cycle, Normal events are summarised in one.
+EVENTS_PER_CYCLE = 30
+# Fault injection for the crash-safety e2e test: exit abruptly after creating this many pods.
+CRASH_AFTER_POD_CREATES = int(os.environ.get("MESON_TEST_CRASH_AFTER_POD_CREATES", "0"))
+_creates = itertools.count(1)
+
+
+class Writer:
+    def __init__(self, clients: kube.Clients, store: Store, workers: int = 16) -> None:
+        self.clients = clients
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meson-write")
+        self._events = ThreadPoolExecutor(max_workers=2, thread_name_prefix="meson-events")
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def shutdown(self) -> None:
+        """Abandon queued writes (they are idempotent and recomputed after a restart)."""
+        kube.stop_retrying()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._events.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(*args))
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Fire and forget on the write pool (a background check, for instance)."""
+        self._pool.submit(fn, *args)
+
+    def in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Writers run in worker threads; the view belongs to the event loop's thread."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(fn, *args)
+
+    # --- pods ------------------------------------------------------------------------------------
+    async def create_pods(self, kind: str, owner: dict, pods: Sequence[dict]) -> list[str]:
+        """Create ``pods`` owned by ``owner``; the API server's messages for those it refused."""
+        meta = owner["metadata"]
+        ref = owner_reference(kind, owner)
+        calls = []
+        for pod in pods:
+            body = {
+                **pod,
+                "metadata": {**pod["metadata"], "namespace": meta["namespace"], "ownerReferences": [ref]},
+            }
+            calls.append(self.run(self._create_pod, meta["namespace"], body))
+        return [m for m in await asyncio.gather(*calls) if m]
+
+    def _create_pod(self, namespace: str, body: dict) -> str | None:
+        try:
+            # Raw JSON back: building and flattening V1Pod models costs more CPU than the request itself.
+            created = kube.create(
+                self.clients.core.create_namespaced_pod, namespace, body, _preload_content=False
+            )
+        except ApiException as e:
+            message = _server_message(e)
+            log.warning("pod %s/%s refused: %s", namespace, body["metadata"]["name"], message)
+            return message or str(e.reason)
+        if created is not None:
+            self.in_loop(self.store.on_pod, "ADDED", json.loads(created.data))
+        if CRASH_AFTER_POD_CREATES and next(_creates) >= CRASH_AFTER_POD_CREATES:
+            log.error("MESON_TEST_CRASH_AFTER_POD_CREATES reached: exiting mid-admission")
+            os._exit(137)
+        return None
+
+    async def delete_pod(self, namespace: str, name: str, preempted_reason: str | None) -> None:
+        def run() -> None:
+            if preempted_reason is not None:
+                # Mark first, so the deletion is known to be Meson's (no retry used), even if the
+                # operator restarts before it sees the pod go.
+                patch = {
+                    "metadata": {"annotations": {translate.PREEMPTED_ANNOTATION: preempted_reason[:256]}}
+                }
+                try:
+                    kube.call(self.clients.core.patch_namespaced_pod, name, namespace, patch)
+                except ApiException as e:
+                    if e.status == 404:
+                        return
+                    raise
+            kube.delete(self.clients.core.delete_namespaced_pod, name, namespace, grace_period_seconds=0)
+
+        await self.run(run)
+
+    # --- Meson objects ---------------------------------------------------------------------------
+    async def delete_workflow(self, key: Key) -> None:
+        await self.run(
+            kube.delete,
+            self.clients.custom.delete_namespaced_custom_object,
+            kube.GROUP,
+            kube.VERSION,
+            key[0],
+            "workflows",
+            key[1],
+        )
+
+    async def patch_status(self, plural: str, namespace: str | None, name: str, body: dict) -> int | None:
+        """The object's resourceVersion after the write, or None if it is gone."""
+        return await self.run(kube.patch_status, self.clients, plural, namespace, name, body)
+
+    def create_workflow(self, cron_key: Key, name: str, body: dict, cron: dict) -> None:
+        created = kube.create(
+            self.clients.custom.create_namespaced_custom_object,
+            kube.GROUP,
+            kube.VERSION,
+            cron_key[0],
+            "workflows",
+            body,
+        )
+        if created is not None:
+            self.in_loop(self.store.on_workflow, "ADDED", created)
+            events.post(
+                self.clients, cron, "Normal", "WorkflowCreated", f"created workflow {name}",
+                api_version=API_VERSION,
+            )  # fmt: skip
+
+    # --- events ----------------------------------------------------------------------------------
+    def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
+        """Best-effort and off the cycle's critical path."""
+        self._events.submit(events.post, self.clients, obj, type_, reason, message, api_version=API_VERSION)
+
+    def workflow_events(self, wf: dict, evs: list) -> None:
+        self._events.submit(self._post_events, wf, list(evs))
+
+    def _post_events(self, wf: dict, evs: list) -> None:
+        """Post a workflow's events; a huge fan-out is summarised rather than flooding the API server."""
+        shown = evs
+        if len(evs) > EVENTS_PER_CYCLE:
+            shown = [e for e in evs if e.type == "Warning"][:EVENTS_PER_CYCLE]
+        for ev in shown:
+            events.post(self.clients, wf, ev.type, ev.reason, ev.message, api_version=API_VERSION)
+        if len(shown) < len(evs):
+            counts = Counter(e.reason for e in evs if e not in shown)
+            summary = ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
+            events.post(self.clients, wf, "Normal", "StepTransitions", summary, api_version=API_VERSION)
+
+
+def owner_reference(kind: str, obj: dict) -> dict:
+    """The controller ownerReference that lets the garbage collector delete what Meson made."""
+    meta = obj["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def merge_patch(new: dict, old: dict | None) -> dict:
+    """A merge patch turning ``old`` into ``new``: keys ``new`` dropped are set to null (a merge patch
+    keeps keys it does not name)."""
+    body = dict(new)
+    for k in old or {}:
+        if k not in body:
+            body[k] = None
+    return body
+
+
+def _server_message(exc: ApiException) -> str:
+    """The API server's own words (the Status message), e.g. 'pods "x" is forbidden: no PriorityClass…'."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.body or exc.reason)
