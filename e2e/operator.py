@@ -31,11 +31,15 @@ class OperatorProcess:
         webhook: str = "off",
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        launcher: tuple[str, ...] = ("-m", "meson.cli"),
     ) -> None:
+        """``launcher``: the Python module (and its leading arguments) that runs `meson` (a test-only
+        wrapper such as e2e.crashing_operator may inject faults)."""
         self.kubeconfig = kubeconfig
         self.env = {**os.environ, **(env or {})}
         self.webhook = webhook
         self.extra_args = extra_args
+        self.launcher = launcher
         self.metrics_port = free_port()
         self.log_path = Path(tempfile.mkdtemp(prefix="meson-operator-")) / "operator.log"
         self.proc: subprocess.Popen | None = None
@@ -44,7 +48,7 @@ class OperatorProcess:
     def start(self, wait: bool = True) -> None:
         assert self.proc is None or self.proc.poll() is not None, "operator already running"
         args = [
-            sys.executable, "-m", "meson.cli", "operator",
+            sys.executable, *self.launcher, "operator",
             "--kubeconfig", str(self.kubeconfig),
             "--metrics-port", str(self.metrics_port),
             "--webhook", self.webhook,
@@ -54,9 +58,7 @@ class OperatorProcess:
         log = self.log_path.open("a")
         log.write(f"\n===== start {self.starts} =====\n")
         log.flush()
-        self.proc = subprocess.Popen(
-            args, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
+        self.proc = subprocess.Popen(args, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.starts += 1
         if not wait:
             return

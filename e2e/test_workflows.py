@@ -426,7 +426,7 @@ def test_crash_in_the_middle_of_admitting_a_gang_is_repaired_on_restart(
         apply(cluster, queue(q, cpu=64))
         steps = [step("gang", parallelism=40, cpu="100m", duration="1s"), step("after", deps=["gang"])]
         apply(cluster, workflow("halfway", q, steps), namespace=namespace)
-        crasher = OperatorProcess(cluster.kubeconfig, env={"MESON_TEST_CRASH_AFTER_POD_CREATES": "5"})
+        crasher = OperatorProcess(cluster.kubeconfig, launcher=("-m", "e2e.crashing_operator", "5"))
         crasher.start(wait=False)
         assert crasher.proc is not None
         assert crasher.proc.wait(90) == 137, crasher.log()[-3000:]

@@ -645,25 +645,30 @@ class SchedulingLoop:
             writes.append(
                 self._guarded_write("CronWorkflow", key, self.writer.delete_workflow((key[0], name)))
             )
-        for name, manifest in cp.create:
+        for _name, manifest in cp.create:
             body = {
                 **manifest,
                 "metadata": {**manifest["metadata"], "namespace": key[0], "ownerReferences": [owner]},
             }
             writes.append(
                 self._guarded_write(
-                    "CronWorkflow", key, self.writer.run(self.writer.create_workflow, key, name, body, cron)
+                    "CronWorkflow", key, self.writer.run(self.writer.create_workflow, key, body)
                 )
             )
         if cp.status != old:
-            writes.append(self._patch_cron_status(key, cp.status, old))
+            # The planner's events (StartedRun, SkippedRun, MissedSchedule...) belong to this new decision.
+            writes.append(self._patch_cron_status(key, cp.status, old, cron, cp.events))
 
-    def _patch_cron_status(self, key: Key, status: dict, old: dict) -> Coroutine[Any, Any, None]:
-        return self._guarded_write(
-            "CronWorkflow",
-            key,
-            self.writer.patch_status("cronworkflows", key[0], key[1], merge_patch(status, old)),
+    async def _patch_cron_status(
+        self, key: Key, status: dict, old: dict, cron: dict | None = None, evs: list | None = None
+    ) -> None:
+        body = merge_patch(status, old)
+        await self._guarded_write(
+            "CronWorkflow", key, self.writer.patch_status("cronworkflows", key[0], key[1], body)
         )
+        if cron is not None and evs and self.faults.of("CronWorkflow", key) is None:
+            for ev in evs:
+                self.writer.event(cron, ev.type, ev.reason, ev.message)
 
     # --- faults ------------------------------------------------------------------------------------
     def _report_fault(self, fault: faults.Fault, key: Any) -> None:

@@ -8,10 +8,8 @@ handed back to it with ``call_soon_threadsafe``, never written from a worker.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,9 +25,6 @@ log = logging.getLogger("meson.writer")
 API_VERSION = f"{kube.GROUP}/{kube.VERSION}"
 # Above this many transitions of one workflow in one cycle, Normal events are summarised in one.
 EVENTS_PER_CYCLE = 30
-# Fault injection for the crash-safety e2e test: exit abruptly after creating this many pods.
-CRASH_AFTER_POD_CREATES = int(os.environ.get("MESON_TEST_CRASH_AFTER_POD_CREATES", "0"))
-_creates = itertools.count(1)
 
 
 class Writer:
@@ -87,9 +82,6 @@ class Writer:
             return message or str(e.reason)
         if created is not None:
             self.in_loop(self.store.on_pod, "ADDED", json.loads(created.data))
-        if CRASH_AFTER_POD_CREATES and next(_creates) >= CRASH_AFTER_POD_CREATES:
-            log.error("MESON_TEST_CRASH_AFTER_POD_CREATES reached: exiting mid-admission")
-            os._exit(137)
         return None
 
     async def delete_pod(self, namespace: str, name: str, preempted_reason: str | None) -> None:
@@ -126,7 +118,7 @@ class Writer:
         """The object's resourceVersion after the write, or None if it is gone."""
         return await self.run(kube.patch_status, self.clients, plural, namespace, name, body)
 
-    def create_workflow(self, cron_key: Key, name: str, body: dict, cron: dict) -> None:
+    def create_workflow(self, cron_key: Key, body: dict) -> None:
         created = kube.create(
             self.clients.custom.create_namespaced_custom_object,
             kube.GROUP,
@@ -137,10 +129,6 @@ class Writer:
         )
         if created is not None:
             self.in_loop(self.store.on_workflow, "ADDED", created)
-            events.post(
-                self.clients, cron, "Normal", "WorkflowCreated", f"created workflow {name}",
-                api_version=API_VERSION,
-            )  # fmt: skip
 
     # --- events ----------------------------------------------------------------------------------
     def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
