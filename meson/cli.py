@@ -52,18 +52,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def workflow_operation(operation: str, name: str, namespace: str) -> int:
-    from kubernetes import client, config
+    from meson.adapters import kube
 
-    config.load_kube_config()
-    api = client.CustomObjectsApi()
-    if operation == "restart":
-        wf = api.get_namespaced_custom_object("meson.dev", "v1alpha1", namespace, "workflows", name)
-        body = {"spec": {"restarts": int(wf["spec"].get("restarts", 0)) + 1, "shutdown": None}}
-    else:
-        body = OPERATIONS[operation][1]
-    api.patch_namespaced_custom_object("meson.dev", "v1alpha1", namespace, "workflows", name, body)
-    print(f"workflow.meson.dev/{name} {operation}")
-    return 0
+    clients = kube.Clients.from_config(kube.load_client_config())
+    path = (kube.GROUP, kube.VERSION, namespace, "workflows", name)
+    for _ in range(10):
+        if operation == "restart":
+            # Read, then write with the version read: a concurrent restart is a 409, and we read again.
+            wf = kube.call(clients.custom.get_namespaced_custom_object, *path)
+            body = {
+                "metadata": {"resourceVersion": wf["metadata"]["resourceVersion"]},
+                "spec": {"restarts": int(wf["spec"].get("restarts", 0)) + 1, "shutdown": None},
+            }
+        else:
+            body = OPERATIONS[operation][1]
+        try:
+            kube.call(clients.custom.patch_namespaced_custom_object, *path, body)
+        except kube.ApiException as e:
+            if e.status == 409:
+                continue
+            if e.status == 404:
+                print(f"error: workflow {name} not found in namespace {namespace}", file=sys.stderr)
+                return 1
+            raise
+        print(f"workflow.meson.dev/{name} {operation}")
+        return 0
+    print(f"error: workflow {name} kept changing; {operation} not applied", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:

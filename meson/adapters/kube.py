@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import urllib3
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from kubernetes.client.exceptions import ApiException  # re-exported: callers need not import kubernetes
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -30,6 +30,7 @@ from meson.adapters import metrics
 
 log = logging.getLogger("meson.api")
 T = TypeVar("T")
+__all__ = ["ApiException", "Clients", "call", "create", "delete", "load_client_config", "patch_status"]
 
 GROUP = "meson.dev"
 VERSION = "v1alpha1"
@@ -50,15 +51,24 @@ def load_client_config(kubeconfig: str | None = None) -> client.Configuration:
 
 @dataclass
 class Clients:
+    """The typed API groups Meson uses, sharing one connection pool."""
+
     api: client.ApiClient
     core: client.CoreV1Api
     custom: client.CustomObjectsApi
-    events: client.EventsV1Api
+    scheduling: client.SchedulingV1Api
+    admissionregistration: client.AdmissionregistrationV1Api
 
     @classmethod
     def from_config(cls, cfg: client.Configuration) -> Clients:
         api = client.ApiClient(cfg)
-        return cls(api, client.CoreV1Api(api), client.CustomObjectsApi(api), client.EventsV1Api(api))
+        return cls(
+            api,
+            client.CoreV1Api(api),
+            client.CustomObjectsApi(api),
+            client.SchedulingV1Api(api),
+            client.AdmissionregistrationV1Api(api),
+        )
 
 
 def too_large(exc: BaseException) -> bool:
@@ -144,9 +154,7 @@ def delete(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
         raise
 
 
-def patch_status(
-    clients: Clients, plural: str, namespace: str | None, name: str, status: dict
-) -> int | None:
+def patch_status(clients: Clients, plural: str, namespace: str | None, name: str, status: dict) -> int | None:
     """Merge-patch the status subresource of a Meson object. Returns the object's resourceVersion after
     the write (0 if the server did not say), or None when the object is gone."""
     body = {"status": status}

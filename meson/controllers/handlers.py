@@ -58,7 +58,7 @@ def prime(view: Store, clients: kube.Clients) -> None:
     for kind, items in (
         ("node", _list_raw(clients.core.list_node)),
         ("namespace", _list_raw(clients.core.list_namespace)),
-        ("priority_class", _list_raw(clients_scheduling(clients).list_priority_class)),
+        ("priority_class", _list_raw(clients.scheduling.list_priority_class)),
         ("queue", _list_raw(custom.list_cluster_custom_object, GROUP, kube.VERSION, "queues")),
         ("workflow", _list_raw(custom.list_cluster_custom_object, GROUP, kube.VERSION, "workflows")),
         ("cronworkflow", _list_raw(custom.list_cluster_custom_object, GROUP, kube.VERSION, "cronworkflows")),
@@ -66,12 +66,6 @@ def prime(view: Store, clients: kube.Clients) -> None:
     ):
         for obj in items:
             getattr(view, f"on_{kind}")("ADDED", obj)
-
-
-def clients_scheduling(clients: kube.Clients):
-    from kubernetes import client
-
-    return client.SchedulingV1Api(clients.api)
 
 
 @kopf.on.login()
@@ -126,11 +120,9 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 def _unregister_webhook(clients: kube.Clients) -> None:
     """kopf registers a Validating and a Mutating WebhookConfiguration of that name; remove both."""
-    from kubernetes import client
-
     from meson.controllers.admission import WEBHOOK_CONFIGURATION
 
-    api = client.AdmissionregistrationV1Api(clients.api)
+    api = clients.admissionregistration
     for delete in (api.delete_validating_webhook_configuration, api.delete_mutating_webhook_configuration):
         try:
             delete(WEBHOOK_CONFIGURATION, _request_timeout=5)

@@ -31,8 +31,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from meson.adapters import dryrun, kube, metrics
 from meson.api.validation import invalid_condition, validate
 from meson.controllers import faults, translate
@@ -479,7 +477,7 @@ class SchedulingLoop:
         body = merge_patch(status, wf.get("status"))
         try:
             rv = await self.writer.patch_status("workflows", key[0], key[1], body)
-        except ApiException as exc:
+        except kube.ApiException as exc:
             self.faults.record("Workflow", key, "write", exc)
             await self._write_fallback_status(key, wf, exc)
             return
@@ -495,7 +493,7 @@ class SchedulingLoop:
             # Our own write, at once (resourceVersion unchanged: the watch event will supersede it).
             self.store.workflows[key] = {**current, "status": status}
 
-    async def _write_fallback_status(self, key: Key, wf: dict, exc: ApiException) -> None:
+    async def _write_fallback_status(self, key: Key, wf: dict, exc: kube.ApiException) -> None:
         """A status the API server refused (too large, say): say so on the object with a small write."""
         fault = self.faults.of("Workflow", key)
         if fault is None:
@@ -504,7 +502,7 @@ class SchedulingLoop:
         status = faults.with_condition(old, faults.fault_condition(fault))
         if status == old:
             return
-        with contextlib.suppress(ApiException):
+        with contextlib.suppress(kube.ApiException):
             await self.writer.patch_status("workflows", key[0], key[1], {"conditions": status["conditions"]})
 
     @staticmethod

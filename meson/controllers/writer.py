@@ -15,8 +15,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from meson.adapters import events, kube
 from meson.controllers import translate
 from meson.controllers.store import Key, Store
@@ -76,7 +74,7 @@ class Writer:
             created = kube.create(
                 self.clients.core.create_namespaced_pod, namespace, body, _preload_content=False
             )
-        except ApiException as e:
+        except kube.ApiException as e:
             message = _server_message(e)
             log.warning("pod %s/%s refused: %s", namespace, body["metadata"]["name"], message)
             return message or str(e.reason)
@@ -94,7 +92,7 @@ class Writer:
                 }
                 try:
                     kube.call(self.clients.core.patch_namespaced_pod, name, namespace, patch)
-                except ApiException as e:
+                except kube.ApiException as e:
                     if e.status == 404:
                         return
                     raise
@@ -174,7 +172,7 @@ def merge_patch(new: dict, old: dict | None) -> dict:
     return body
 
 
-def _server_message(exc: ApiException) -> str:
+def _server_message(exc: kube.ApiException) -> str:
     """The API server's own words (the Status message), e.g. 'pods "x" is forbidden: no PriorityClass…'."""
     try:
         return str(json.loads(exc.body or "{}").get("message") or exc.reason)
