@@ -18,9 +18,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY meson ./meson
-RUN pip install . && rm -rf /src
+# The locked, hashed dependency set; then Meson itself without resolving again.
+RUN pip install --require-hashes -r requirements.lock && pip install --no-deps . && rm -rf /src
 
 # A fixed numeric uid/gid, so that the pod's runAsNonRoot check can verify it without /etc/passwd lookups.
 RUN groupadd --system --gid 10001 meson \

@@ -5,21 +5,37 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 
-.PHONY: venv test unit e2e lint demo bench-core bench-operator crds cluster-up cluster-down
+.PHONY: venv test unit e2e lint lock lock-check demo bench-core bench-operator crds cluster-up cluster-down
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# Exactly the locked, hashed versions (requirements-dev.lock), then Meson itself without resolving again.
+$(VENV)/.installed: pyproject.toml requirements-dev.lock | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 venv: $(VENV)/.installed
 
-lint: venv
+lint: venv lock-check
 	$(BIN)/ruff check meson tests e2e bench
 	$(BIN)/lint-imports
+
+# Lock files: the runtime set (the image) and runtime + dev (CI, the venv). Existing pins are kept unless
+# pyproject.toml no longer allows them, so `lock-check` fails only when the locks do not match pyproject.
+LOCK = $(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes --no-header --quiet
+lock: venv
+	$(LOCK) -o requirements.lock
+	$(LOCK) --extra dev -o requirements-dev.lock
+
+lock-check: venv
+	@tmp=$$(mktemp -d) && cp requirements.lock requirements-dev.lock $$tmp/ \
+	  && $(LOCK) -o $$tmp/requirements.lock && $(LOCK) --extra dev -o $$tmp/requirements-dev.lock \
+	  && diff -q requirements.lock $$tmp/requirements.lock >/dev/null \
+	  && diff -q requirements-dev.lock $$tmp/requirements-dev.lock >/dev/null \
+	  || { echo "requirements*.lock do not match pyproject.toml: run 'make lock'"; exit 1; }
 
 unit: venv
 	$(PYTHON) -m pytest -q tests
