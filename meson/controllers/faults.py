@@ -11,7 +11,7 @@ A fault clears itself when the same object goes through the same stage cleanly.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -67,6 +67,15 @@ class Faults:
             return None
         self.clear(kind, key, stage)
         return result
+
+    async def guard_write(self, kind: str, key: Hashable, write: Awaitable[Any]) -> None:
+        """Await a write; on an exception record the fault (the object's alone) instead of raising."""
+        try:
+            await write
+        except Exception as exc:  # isolation: a write that fails is that object's fault only
+            self.record(kind, key, "write", exc)
+        else:
+            self.clear(kind, key, "write")
 
     def record(self, kind: str, key: Hashable, stage: str, exc: BaseException) -> Fault:
         fault = Fault(kind, stage, describe(exc))

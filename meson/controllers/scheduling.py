@@ -31,12 +31,14 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from meson.adapters import dryrun, kube, metrics
-from meson.api.validation import invalid_condition, validate
+from meson.adapters import kube, metrics
+from meson.api.validation import invalid_condition
 from meson.controllers import faults, translate
+from meson.controllers.checks import SpecChecks
+from meson.controllers.cronworkflows import CronWorkflows
 from meson.controllers.faults import Faults
 from meson.controllers.store import Key, Store, resource_version
-from meson.controllers.writer import Writer, merge_patch, owner_reference
+from meson.controllers.writer import Writer, merge_patch
 from meson.core import AdmittedWorkload, Resources, Scheduler, Snapshot, Workload, validate_queues
 from meson.core.resources import format_quantity
 from meson.workflow import InstanceRequest, Plan, plan, with_queue_positions
@@ -48,8 +50,6 @@ except ImportError:
     def verify_status(wf, pods):  # type: ignore[no-redef]
         return dict(wf.get("status") or {}), []
 
-
-from meson.workflow.cron import LABEL_CRONWORKFLOW, SCHEDULED_TIME_ANNOTATION, ChildWorkflow, plan_cron
 
 log = logging.getLogger("meson.scheduling")
 # A cycle runs at least this often even when nothing happened, as a safety net for missed wake-ups.
@@ -111,9 +111,10 @@ class SchedulingLoop:
     workers: int = 16
     writer: Writer = field(init=False)
     faults: Faults = field(init=False)
+    checks: SpecChecks = field(init=False)
+    crons: CronWorkflows = field(init=False)
     _own: dict[Key, _OwnStatus] = field(default_factory=dict)
     _ready_since: dict[str, float] = field(default_factory=dict)
-    _checked: dict[tuple[str, str, int], list[str] | None] = field(default_factory=dict)
     _refused: dict[str, _Refusal] = field(default_factory=dict)
     _queue_status: dict[str, dict] = field(default_factory=dict)
     _stopping: bool = False
@@ -121,6 +122,8 @@ class SchedulingLoop:
     def __post_init__(self) -> None:
         self.writer = Writer(self.clients, self.store, self.workers)
         self.faults = Faults(report=self._report_fault)
+        self.checks = SpecChecks(self.writer, self.store.wake.set)
+        self.crons = CronWorkflows(self.store, self.writer, self.checks, self.faults)
 
     # --- running ---------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -181,7 +184,7 @@ class SchedulingLoop:
     # --- stage 1: plan -----------------------------------------------------------------------------
     def _plan(self, key: Key, wf: dict, now: float, limited: dict, inputs: _Inputs) -> None:
         """Plan one workflow and add what it needs to ``inputs`` (all at once: a failure adds nothing)."""
-        problems = self._problems(wf)
+        problems = self.checks.workflow_problems(wf)
         if problems is None and not self.store.workflow_pods.get(key):
             return  # its pod templates are being dry-run; nothing of it runs yet
         if problems:
@@ -267,57 +270,11 @@ class SchedulingLoop:
         log.warning("workflow %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
         self.writer.event(wf, "Warning", "StatusCorrected", message)
 
-    def _problems(self, wf: dict) -> list[str] | None:
-        """What is wrong with a workflow (empty: nothing), or None while its pods are being dry-run.
-
-        Without the webhook, the API server accepts what only Meson can check (a dependency cycle) and pod
-        templates it never validated; so every new generation is checked here, once, before any pod is made:
-        the pure checks, then a server-side dry-run create of each distinct pod template."""
-        meta = wf["metadata"]
-        cache_key = ("Workflow", meta.get("uid", ""), int(meta.get("generation") or 0))
-        if cache_key in self._checked:
-            return self._checked[cache_key]
-        problems = validate("Workflow", wf)
-        if problems or (wf.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            self._checked[cache_key] = problems
-            return problems
-        self._checked[cache_key] = None
-
-        def dry_run() -> None:
-            try:
-                found = dryrun.dry_run_pods(
-                    "Workflow",
-                    wf,
-                    meta.get("namespace"),
-                    lambda ns, pod: dryrun.pod_dry_run(self.clients.api, ns, pod),
-                )
-            except Exception:  # an unreachable server says nothing about the template
-                log.exception(
-                    "pod dry run of %s/%s failed; admitting it unchecked", meta.get("namespace"), meta["name"]
-                )
-                found = []
-            self.writer.in_loop(self._dry_run_done, cache_key, found)
-
-        self.writer.submit(dry_run)
-        return None
-
-    def _dry_run_done(self, cache_key: tuple[str, str, int], problems: list[str]) -> None:
-        self._checked[cache_key] = problems
-        self.store.wake.set()
-
-    def _valid(self, kind: str, obj: dict) -> list[str]:
-        """The pure checks the webhook makes, once per generation (the webhook may be off)."""
-        meta = obj["metadata"]
-        cache_key = (kind, meta.get("uid", ""), int(meta.get("generation") or 0))
-        if cache_key not in self._checked:
-            self._checked[cache_key] = validate(kind, obj)
-        return self._checked[cache_key] or []
-
     def _queue_configs(self) -> tuple[list, dict[str, str]]:
         """Queue objects as the core's configs, and the queues left out with the reason why."""
         configs, disabled = [], {}
         for name, obj in list(self.store.queues.items()):
-            problems = self._valid("Queue", obj)
+            problems = self.checks.problems("Queue", obj)
             if problems:
                 disabled[name] = "; ".join(problems)
                 continue
@@ -344,7 +301,7 @@ class SchedulingLoop:
         for key, p in inputs.plans.items():
             # Gang members of an admitted run never created (a crash mid-creation): finish the job.
             if p.create_pods and key in self.store.workflows:
-                creates.append(self._guarded_write("Workflow", key, self._create(key, p.create_pods)))
+                creates.append(self.faults.guard_write("Workflow", key, self._create(key, p.create_pods)))
         await asyncio.gather(*creates)
         return admitted
 
@@ -438,7 +395,7 @@ class SchedulingLoop:
             if wf is None:
                 continue
             if p.delete_workflow:
-                writes.append(self._guarded_write("Workflow", key, self.writer.delete_workflow(key)))
+                writes.append(self.faults.guard_write("Workflow", key, self.writer.delete_workflow(key)))
                 continue
             status = with_queue_positions(p.status, positions.get(key, {}))
             status = faults.without_condition(status, faults.RECONCILED)
@@ -451,7 +408,7 @@ class SchedulingLoop:
                 if status != (wf.get("status") or {}):
                     writes.append(self._patch_workflow_status(key, wf, status, None))
         writes += self._queue_status_writes(queues, disabled, inputs, decisions)
-        writes += self._cron_writes(now, inputs.wakes)
+        writes += self.crons.writes(now, inputs.wakes)
         await asyncio.gather(*writes)
         return len(writes)
 
@@ -464,14 +421,6 @@ class SchedulingLoop:
         own = self._own.get(key)
         # The watch has not caught up with our own write yet: nothing to do.
         return not (own is not None and own.status == status and resource_version(wf) <= own.resource_version)
-
-    async def _guarded_write(self, kind: str, key: Any, write: Coroutine[Any, Any, Any]) -> None:
-        try:
-            await write
-        except Exception as exc:  # isolation: a write that fails is that object's fault only
-            self.faults.record(kind, key, "write", exc)
-        else:
-            self.faults.clear(kind, key, "write")
 
     async def _patch_workflow_status(self, key: Key, wf: dict, status: dict, p: Plan | None) -> None:
         body = merge_patch(status, wf.get("status"))
@@ -577,97 +526,6 @@ class SchedulingLoop:
             return
         self._queue_status[name] = status
 
-    # --- cron --------------------------------------------------------------------------------------
-    def _cron_writes(self, now: float, wakes: list[float]) -> list:
-        writes: list = []
-        children = self._cron_children(now)
-        for key, cron in list(self.store.cronworkflows.items()):
-            self.faults.guard(
-                "CronWorkflow",
-                key,
-                "plan",
-                self._plan_cron,
-                key,
-                cron,
-                children.get(key, []),
-                now,
-                wakes,
-                writes,
-            )
-        return writes
-
-    def _cron_children(self, now: float) -> dict[Key, list[ChildWorkflow]]:
-        children: dict[Key, list[ChildWorkflow]] = defaultdict(list)
-        for (ns, name), wf in self.store.workflows.items():
-            cron = (wf["metadata"].get("labels") or {}).get(LABEL_CRONWORKFLOW)
-            if not cron:
-                continue
-            st = wf.get("status") or {}
-            scheduled = translate.epoch(
-                (wf["metadata"].get("annotations") or {}).get(SCHEDULED_TIME_ANNOTATION)
-            )
-            children[(ns, cron)].append(
-                ChildWorkflow(
-                    name=name,
-                    scheduled=scheduled or translate.epoch(wf["metadata"].get("creationTimestamp")) or now,
-                    phase=st.get("phase") or "Pending",
-                    finished=translate.epoch(st.get("finishedAt")),
-                )
-            )
-        return children
-
-    def _plan_cron(
-        self,
-        key: Key,
-        cron: dict,
-        children: list[ChildWorkflow],
-        now: float,
-        wakes: list[float],
-        writes: list,
-    ) -> None:
-        old = cron.get("status") or {}
-        problems = self._valid("CronWorkflow", cron)
-        if problems:
-            status = faults.with_condition(
-                old, invalid_condition(problems, generation=cron["metadata"].get("generation"))
-            )
-            if status != old:
-                self.writer.event(cron, "Warning", "InvalidSpec", "; ".join(problems))
-                writes.append(self._patch_cron_status(key, status, old))
-            return
-        cp = plan_cron(cron, now, children)
-        if cp.wake_at is not None:
-            wakes.append(cp.wake_at)
-        owner = owner_reference("CronWorkflow", cron)
-        for name in cp.delete:
-            writes.append(
-                self._guarded_write("CronWorkflow", key, self.writer.delete_workflow((key[0], name)))
-            )
-        for _name, manifest in cp.create:
-            body = {
-                **manifest,
-                "metadata": {**manifest["metadata"], "namespace": key[0], "ownerReferences": [owner]},
-            }
-            writes.append(
-                self._guarded_write(
-                    "CronWorkflow", key, self.writer.run(self.writer.create_workflow, key, body)
-                )
-            )
-        if cp.status != old:
-            # The planner's events (StartedRun, SkippedRun, MissedSchedule...) belong to this new decision.
-            writes.append(self._patch_cron_status(key, cp.status, old, cron, cp.events))
-
-    async def _patch_cron_status(
-        self, key: Key, status: dict, old: dict, cron: dict | None = None, evs: list | None = None
-    ) -> None:
-        body = merge_patch(status, old)
-        await self._guarded_write(
-            "CronWorkflow", key, self.writer.patch_status("cronworkflows", key[0], key[1], body)
-        )
-        if cron is not None and evs and self.faults.of("CronWorkflow", key) is None:
-            for ev in evs:
-                self.writer.event(cron, ev.type, ev.reason, ev.message)
-
     # --- faults ------------------------------------------------------------------------------------
     def _report_fault(self, fault: faults.Fault, key: Any) -> None:
         obj = self._object(fault.kind, key)
@@ -699,15 +557,13 @@ class SchedulingLoop:
             del self._ready_since[key]
         for key in [k for k in self._refused if k not in requests]:
             del self._refused[key]
-        uids = {
-            (kind, obj["metadata"].get("uid", ""), int(obj["metadata"].get("generation") or 0))
+        self.checks.forget({
+            SpecChecks.key(kind, obj)
             for kind, table in (
                 ("Workflow", live), ("CronWorkflow", self.store.cronworkflows), ("Queue", self.store.queues)
             )
             for obj in table.values()
-        }  # fmt: skip
-        for key in [k for k in self._checked if k not in uids]:
-            del self._checked[key]
+        })  # fmt: skip
         self.faults.forget(lambda kind, key: self._object(kind, key) is not None)
 
 
