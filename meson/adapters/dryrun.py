@@ -2,6 +2,10 @@
 
 Shared by the admission webhook (at apply time) and the scheduling loop (before the first pod of a
 workflow is made, which is what protects a cluster whose webhook is off).
+
+The dry runs use strict field validation (``fieldValidation=Strict``): by default the API server drops an
+unknown field of a pod with only a warning, so a misspelt ``resorces`` would make a pod that requests
+nothing (and escapes its queue's quota) instead of an error naming the field.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ logger = logging.getLogger("meson.dryrun")
 #: (namespace, pod manifest) -> the API server's message when the pod is invalid, else None.
 PodDryRun = Callable[[str, dict[str, Any]], str | None]
 
+_CANNOT_HANDLE = " cannot be handled as a "
+#: dryRun: nothing is persisted; fieldValidation: an unknown or duplicate field is an error, not a warning.
+_QUERY = (("dryRun", "All"), ("fieldValidation", "Strict"))
+
 
 def _api_message(exc: ApiException) -> str:
     return _body_message(exc.body, exc.reason)
@@ -34,11 +42,18 @@ def _body_message(body: str | bytes | None, reason: Any) -> str:
     # 'Pod "wf-step-" is invalid: spec.containers[0]...' -> 'spec.containers[0]...'
     if " is invalid: " in message:
         message = message.split(" is invalid: ", 1)[1]
+    # 'Pod in version "v1" cannot be handled as a Pod: strict decoding error: unknown field "spec.x"'
+    # -> 'strict decoding error: unknown field "spec.x"'
+    elif _CANNOT_HANDLE in message:
+        message = message.split(_CANNOT_HANDLE, 1)[1].split(": ", 1)[-1]
     return message
 
 
 def pod_dry_run(api: client.ApiClient, namespace: str, pod: dict[str, Any]) -> str | None:
     """Server-side dry-run create of ``pod``; the API server's message when it is invalid.
+
+    Unknown fields are errors (strict field validation), named by their path in the pod, e.g.
+    ``strict decoding error: unknown field "spec.containers[0].resorces"``.
 
     Only a definite verdict on the pod itself counts (422 Invalid, 400 BadRequest); other failures (a
     missing ServiceAccount, a full ResourceQuota, an unreachable server) are logged and let through, since
@@ -49,7 +64,7 @@ def pod_dry_run(api: client.ApiClient, namespace: str, pod: dict[str, Any]) -> s
         "POST",
         "/api/v1/namespaces/{namespace}/pods",
         path_params={"namespace": namespace},
-        query_params=[("dryRun", "All")],
+        query_params=list(_QUERY),
         header_params={"Content-Type": "application/json", "Accept": "application/json"},
         body=pod,
         auth_settings=["BearerToken"],

@@ -6,15 +6,22 @@ webhook by setting the condition built by :func:`invalid_condition` (type ``Vali
 reason ``InvalidSpec``) and creating no pod.
 
 Every message starts with the path of the offending field (``spec.steps[2].when: ...``).
+
+Parsing is strict: a field the schema does not declare (``spec.steps[0].template.spek``) is an error, never
+silently dropped by a typed model. Inside a pod spec (free-form here) unknown fields are found by the API
+server's strict dry run (:mod:`meson.adapters.dryrun`).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
+import time
+import types
 import zoneinfo
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, tzinfo
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -30,6 +37,7 @@ __all__ = [
     "invalid_condition",
     "parse",
     "sample_pods",
+    "unknown_fields",
     "validate",
     "validate_condition",
     "validate_cronworkflow",
@@ -53,6 +61,11 @@ _PARAM_REF = re.compile(r"\bparams\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)|\bparams\s*\[
 _STEP_REF = re.compile(r"\bsteps\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)|\bsteps\s*\[\s*['\"]([^'\"]+)['\"]\s*\]")
 _UNDECLARED = re.compile(r"undeclared reference to '([^']+)'")
 _STEP_RESULT_SAMPLE = {"phase": "Succeeded", "exitCode": 0, "result": ""}
+# Kubernetes qualified names (label and annotation keys) and label values.
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+_MAX_ANNOTATIONS_BYTES = 256 * 1024
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -65,15 +78,70 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def _models_in(annotation: Any) -> tuple[str, type[BaseModel]] | None:
+    """Where ``annotation`` holds an API model: ("one" | "list" | "dict", model); None for free-form JSON."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _models_in(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):  # X | None
+        return next((found for arg in get_args(annotation) if (found := _models_in(arg))), None)
+    if origin in (list, dict):
+        inner = _models_in(get_args(annotation)[-1])
+        return ("list" if origin is list else "dict", inner[1]) if inner and inner[0] == "one" else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "one", annotation
+    return None
+
+
+def unknown_fields(model: type[BaseModel], raw: Any, path: str) -> list[str]:
+    """A message for every key of ``raw`` (a wire object) that ``model`` does not declare, at any depth.
+
+    The models ignore unknown keys; the API server prunes them (or, with kubectl's strict field validation,
+    refuses them). This makes the pure checks as strict as the server, so a misspelt field is reported with
+    its path instead of being dropped. Free-form nodes (a pod spec, a parameter value) are not walked."""
+    if not isinstance(raw, Mapping) or model.model_config.get("extra") == "allow":
+        return []
+    fields = {info.alias or name: info for name, info in model.model_fields.items()}
+    problems: list[str] = []
+    for key, value in raw.items():
+        info = fields.get(key)
+        if info is None:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f'did you mean "{close[0]}"?' if close else f"known fields: {', '.join(fields)}"
+            problems.append(f'{path}: unknown field "{key}" ({hint})')
+            continue
+        found = _models_in(info.annotation)
+        if found is None:
+            continue
+        shape, inner = found
+        where = f"{path}.{key}"
+        if shape == "one":
+            problems += unknown_fields(inner, value, where)
+        elif shape == "list" and isinstance(value, list):
+            for index, item in enumerate(value):
+                problems += unknown_fields(inner, item, f"{where}[{index}]")
+        elif shape == "dict" and isinstance(value, Mapping):
+            for name, item in value.items():
+                problems += unknown_fields(inner, item, f"{where}.{name}")
+    return problems
+
+
 def parse(kind: str, obj: Mapping[str, Any]) -> tuple[BaseModel | None, list[str]]:
-    """The typed model of ``obj`` and, when it does not parse, the messages saying why."""
+    """The typed model of ``obj`` and, when it does not parse, the messages saying why.
+
+    Strict about ``spec``: an undeclared field there makes the object unparsable (see :func:`unknown_fields`).
+    """
     model = KIND_MODELS.get(kind)
     if model is None:
         return None, [f"kind: unknown kind {kind!r} (expected one of {', '.join(KIND_MODELS)})"]
     try:
-        return model.model_validate(dict(obj)), []
+        parsed = model.model_validate(dict(obj))
     except ValidationError as exc:
         return None, [f"{_loc(err['loc'])}: {err['msg']}" for err in exc.errors()]
+    spec_model = _models_in(model.model_fields["spec"].annotation)
+    assert spec_model is not None
+    problems = unknown_fields(spec_model[1], obj.get("spec"), "spec")
+    return (None, problems) if problems else (parsed, [])
 
 
 def find_cycle(graph: Mapping[str, list[str]]) -> list[str] | None:
@@ -242,26 +310,138 @@ def validate_workflow(obj: Mapping[str, Any]) -> list[str]:
     return validate_workflow_spec(model.spec)
 
 
-def validate_cronworkflow(obj: Mapping[str, Any]) -> list[str]:
-    """Schedule and time zone really parse; the workflow template is a valid Workflow spec."""
-    from croniter import croniter  # local: only admission needs it
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+# (name, lowest, highest, names) of the five cron fields, as croniter reads them (7 is Sunday too).
+_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, {m: i for i, m in enumerate(_MONTHS, 1)}),
+    ("day of week", 0, 7, {d: i for i, d in enumerate(_WEEKDAYS)}),
+)
+_CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+#: A CronWorkflow's name is the value of the label meson.dev/cronworkflow on each run's Workflow.
+MAX_CRONWORKFLOW_NAME = 63
 
+
+def _cron_field_problem(schedule: str) -> str | None:
+    """The first value out of its field's range, or step of 0, in words; None leaves the rest to croniter."""
+    fields = schedule.split()
+    if len(fields) != len(_CRON_FIELDS):
+        return None
+    for text, (field, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for part in text.split(","):
+            base, _, step = part.partition("/")
+            if step.isdigit() and int(step) == 0:
+                return f"{field} step must be at least 1, got {part!r}"
+            for bound in base.split("-") if base not in ("*", "?") else ():
+                value = int(bound) if bound.isdigit() else names.get(bound.lower())
+                if value is not None and not low <= value <= high:
+                    return f"{field} {bound} is out of range {low}-{high}"
+    return None
+
+
+def _schedule_problems(schedule: str, tz: tzinfo) -> list[str]:
+    """What plan_cron would fail on: croniter's previous and next run from now, in the schedule's zone."""
+    from croniter import CroniterBadDateError, croniter  # local: only cron checks need it
+
+    where = f"spec.schedule: invalid cron schedule {schedule!r}"
+    problem = _cron_field_problem(schedule)
+    if problem:
+        return [f"{where}: {problem}"]
+    now = datetime.now(tz)
+    try:
+        croniter(schedule, now).get_prev(datetime)
+        croniter(schedule, now).get_next(datetime)
+    except CroniterBadDateError:
+        return [f"{where}: it never matches a real date (e.g. 30 February)"]
+    except Exception as exc:  # croniter raises several error types for what it cannot parse
+        return [f"{where}: {exc}"]
+    return []
+
+
+def _time_zone(name: str | None) -> tuple[tzinfo, list[str]]:
+    """The zone plan_cron would use for ``name`` (UTC when unset or unusable) and what is wrong with it."""
+    if name is None:
+        return UTC, []
+    if not name:
+        return UTC, ["spec.timeZone: must not be empty (leave it out for UTC)"]
+    if name.lower() in ("local", "localtime"):  # the operator's machine's zone, not the tenant's
+        return UTC, [f"spec.timeZone: {name!r} is not allowed (use an IANA name such as Europe/Paris)"]
+    try:
+        return zoneinfo.ZoneInfo(name), []
+    except Exception:  # ZoneInfoNotFoundError, ValueError, and OSError for a directory such as "Europe"
+        return UTC, [f"spec.timeZone: unknown time zone {name!r} (use an IANA name such as UTC)"]
+
+
+def _qualified_name_problem(key: str) -> str | None:
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return f"{key!r}: the prefix before '/' must be a DNS subdomain such as example.com"
+    if not _QUALIFIED_NAME.match(name):
+        return (
+            f"{key!r}: the name must be 1-63 characters: alphanumerics, '-', '_' or '.', "
+            "starting and ending with an alphanumeric"
+        )
+    return None
+
+
+def _metadata_problems(meta: Mapping[str, Any], path: str) -> list[str]:
+    """Labels and annotations the API server would refuse on the objects made with them."""
+    problems: list[str] = []
+    for key, value in (meta.get("labels") or {}).items():
+        problem = _qualified_name_problem(key)
+        if problem:
+            problems.append(f"{path}.labels: invalid label key {problem}")
+        elif not _LABEL_VALUE.match(value):
+            problems.append(
+                f"{path}.labels.{key}: invalid label value {value!r}: at most 63 characters: alphanumerics, "
+                "'-', '_' or '.', starting and ending with an alphanumeric"
+            )
+    annotations = meta.get("annotations") or {}
+    for key in annotations:
+        problem = _qualified_name_problem(key)
+        if problem:
+            problems.append(f"{path}.annotations: invalid annotation key {problem}")
+    size = sum(len(k) + len(v) for k, v in annotations.items())
+    if size > _MAX_ANNOTATIONS_BYTES:
+        problems.append(f"{path}.annotations: {size} bytes, more than the {_MAX_ANNOTATIONS_BYTES} allowed")
+    return problems
+
+
+def _clearer_schedule_message(problem: str, schedule: Any) -> str:
+    """The schema's pattern error for spec.schedule, said in words."""
+    if not problem.startswith("spec.schedule: String should match pattern"):
+        return problem
+    return (
+        f"spec.schedule: invalid cron schedule {schedule!r}: expected five fields (minute hour "
+        f"day-of-month month day-of-week) or one of {', '.join(_CRON_MACROS)}"
+    )
+
+
+def validate_cronworkflow(obj: Mapping[str, Any]) -> list[str]:
+    """Everything :func:`meson.workflow.cron.plan_cron` and the Workflows it creates depend on: the schedule
+    gives a previous and a next run in the time zone, the zone exists, each run's Workflow can be made
+    (name length, labels, annotations), and the workflow template is a valid Workflow spec."""
     model, problems = parse("CronWorkflow", obj)
     if model is None:
-        return problems
+        schedule = (obj.get("spec") or {}).get("schedule")
+        return [_clearer_schedule_message(problem, schedule) for problem in problems]
     assert isinstance(model, CronWorkflow)
     spec = model.spec
-    try:
-        croniter(spec.schedule, datetime.now(UTC)).get_next(datetime)
-    except Exception as exc:  # croniter raises several error types
-        problems.append(f"spec.schedule: invalid cron schedule {spec.schedule!r}: {exc}")
-    if spec.time_zone is not None:
-        try:
-            zoneinfo.ZoneInfo(spec.time_zone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            problems.append(
-                f"spec.timeZone: unknown time zone {spec.time_zone!r} (use an IANA name such as UTC)"
-            )
+    tz, problems = _time_zone(spec.time_zone)
+    problems = _schedule_problems(spec.schedule, tz) + problems
+    name = model.metadata.name or ""
+    if len(name) > MAX_CRONWORKFLOW_NAME:
+        problems.append(
+            f"metadata.name: {len(name)} characters, more than the {MAX_CRONWORKFLOW_NAME} allowed for a "
+            "CronWorkflow (it is the value of the label meson.dev/cronworkflow on each run's Workflow)"
+        )
+    if spec.workflow_template.metadata is not None:
+        problems += _metadata_problems(
+            spec.workflow_template.metadata.model_dump(), "spec.workflowTemplate.metadata"
+        )
     return problems + validate_workflow_spec(spec.workflow_template.spec, "spec.workflowTemplate.spec")
 
 
@@ -280,7 +460,10 @@ def validate_streamjob(obj: Mapping[str, Any]) -> list[str]:
 
 
 def validate_queue(obj: Mapping[str, Any], parents: Mapping[str, str | None] | None = None) -> list[str]:
-    """Resource names are valid and the parent chain (``parents``: queue → parent) has no cycle."""
+    """Resource names are valid and the parent chain (``parents``: every other existing queue → its parent)
+    has no cycle. A parent that does not exist (yet) is allowed, like a Kueue cohort: the queue waits,
+    disabled, until it appears; and since the chain is read from the existing queues, a cycle built in two
+    steps is refused at its second step. Without ``parents``, only being one's own parent is a cycle."""
     model, problems = parse("Queue", obj)
     if model is None:
         return problems
@@ -291,12 +474,13 @@ def validate_queue(obj: Mapping[str, Any], parents: Mapping[str, str | None] | N
                 f"spec.quota: {resource!r} is not a valid resource name (e.g. cpu, memory, nvidia.com/gpu)"
             )
     name = model.metadata.name
-    if name and model.spec.parent and parents is not None:
+    if name and model.spec.parent:
+        parents = parents or {}
         chain = [name]
         current: str | None = model.spec.parent
         while current is not None and current not in chain:
             chain.append(current)
-            current = parents.get(current) if current != name else None
+            current = parents.get(current)
         if current is not None:
             chain.append(current)
             problems.append(f"spec.parent: queue hierarchy cycle: {' -> '.join(chain)}")
@@ -387,9 +571,9 @@ def sample_pods(kind: str, obj: Mapping[str, Any]) -> list[tuple[str, dict[str, 
     if isinstance(model, Workflow):
         return _workflow_pods(model.spec, "spec", meta, namespace)
     if isinstance(model, CronWorkflow):
-        return _workflow_pods(
-            model.spec.workflow_template.spec, "spec.workflowTemplate.spec", meta, namespace
-        )
+        # The pods belong to each run's Workflow, named like meson.workflow.cron.child_name: {cron}-{minute}.
+        run = {**meta, "name": f"{meta.get('name') or 'cron'}-{int(time.time()) // 60}", "uid": None}
+        return _workflow_pods(model.spec.workflow_template.spec, "spec.workflowTemplate.spec", run, namespace)
     if isinstance(model, StreamJob):
         template = model.spec.template.model_dump(by_alias=True, exclude_none=True)
         return [("spec.template", _pod(meta.get("name") or "streamjob", namespace, template))]

@@ -4,7 +4,11 @@ What the CRD schema and its CEL rules cannot check is checked here, at ``kubectl
 dependency cycles, foreach/condition/placeholder references, CEL conditions that do not compile, cron
 schedules and time zones, queue hierarchy cycles (see :mod:`meson.api.validation`), and every pod template
 against the real Kubernetes pod rules by a server-side dry-run Pod create (``dryRun=All``: nothing is
-persisted, but the API server's defaulting, validation and admission plugins all run).
+persisted, but the API server's defaulting, validation and admission plugins all run; and
+``fieldValidation=Strict``: a misspelt pod field is refused with its path, not silently dropped).
+
+A Queue whose parent does not exist yet is allowed (it waits, disabled, like a Kueue cohort); its parent
+chain is read from the existing queues, so a cycle built one queue at a time is refused at its last step.
 
 Using it from the operator entry point::
 
