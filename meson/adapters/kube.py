@@ -27,13 +27,12 @@ from tenacity import (
 )
 
 from meson.adapters import metrics
+from meson.api.common import API_VERSION, GROUP, VERSION  # noqa: F401 - re-exported for the controllers
 
 log = logging.getLogger("meson.api")
 T = TypeVar("T")
 __all__ = ["ApiException", "Clients", "call", "create", "delete", "load_client_config", "patch_status"]
 
-GROUP = "meson.dev"
-VERSION = "v1alpha1"
 RETRIABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from meson.api.common import ApiModel, Condition, ObjectMeta, PodTemplateMetadata
+from meson.api.common import API_VERSION, ApiModel, Condition, ObjectMeta, PodTemplateMetadata
 from meson.api.workflow import WorkflowSpec
 
 __all__ = ["SCHEDULE_PATTERN", "CronWorkflow", "CronWorkflowSpec", "CronWorkflowStatus", "WorkflowTemplate"]
@@ -89,7 +89,7 @@ class CronWorkflow(ApiModel):
     """A CronWorkflow starts a Workflow from its template on a cron schedule in a time zone, with a
     concurrency policy, a starting deadline and history limits."""
 
-    api_version: str = Field(default="meson.dev/v1alpha1", description="meson.dev/v1alpha1")
+    api_version: str = Field(default=API_VERSION, description=API_VERSION)
     kind: str = Field(default="CronWorkflow", description="CronWorkflow")
     metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard object metadata.")
     spec: CronWorkflowSpec = Field(description="Schedule and template.")

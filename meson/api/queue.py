@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from meson.api.common import (
+    API_VERSION,
     DNS_LABEL,
     ApiModel,
     Condition,
@@ -187,7 +188,7 @@ class Queue(ApiModel):
     queues under a parent, fair-share weight, a cap on admitted workloads, an admission rate, the queueing
     and preemption strategies, the namespaces allowed to submit, and a stop policy."""
 
-    api_version: str = Field(default="meson.dev/v1alpha1", description="meson.dev/v1alpha1")
+    api_version: str = Field(default=API_VERSION, description=API_VERSION)
     kind: str = Field(default="Queue", description="Queue")
     metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard object metadata.")
     spec: QueueSpec = Field(default_factory=QueueSpec, description="Desired configuration of the queue.")

@@ -6,7 +6,15 @@ from typing import Annotated, Literal
 
 from pydantic import Field, WithJsonSchema
 
-from meson.api.common import DNS_LABEL, ApiModel, Condition, ObjectMeta, PodTemplate, x_validation
+from meson.api.common import (
+    API_VERSION,
+    DNS_LABEL,
+    ApiModel,
+    Condition,
+    ObjectMeta,
+    PodTemplate,
+    x_validation,
+)
 
 __all__ = ["IntOrPercent", "RestartBudget", "StreamJob", "StreamJobSpec", "StreamJobStatus", "UpdateStrategy"]
 
@@ -122,7 +130,7 @@ class StreamJob(ApiModel):
     rolled out with surge and unavailability bounds, rolled back when an update misses its progress
     deadline, and failed when it restarts more than its budget allows. Scalable with kubectl scale and HPA."""
 
-    api_version: str = Field(default="meson.dev/v1alpha1", description="meson.dev/v1alpha1")
+    api_version: str = Field(default=API_VERSION, description=API_VERSION)
     kind: str = Field(default="StreamJob", description="StreamJob")
     metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard object metadata.")
     spec: StreamJobSpec = Field(description="Desired processor.")

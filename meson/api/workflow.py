@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints
 
 from meson.api.common import (
+    API_VERSION,
     DNS_LABEL,
     IDENTIFIER,
     ApiModel,
@@ -351,7 +352,7 @@ class Workflow(ApiModel):
     """A Workflow is a DAG of steps, each a Kubernetes pod template, admitted through a Meson Queue: with
     dependencies, gangs, foreach fan-out, CEL conditions, retries, timeouts, an exit step and parameters."""
 
-    api_version: str = Field(default="meson.dev/v1alpha1", description="meson.dev/v1alpha1")
+    api_version: str = Field(default=API_VERSION, description=API_VERSION)
     kind: str = Field(default="Workflow", description="Workflow")
     metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard object metadata.")
     spec: WorkflowSpec = Field(description="Desired run.")

@@ -20,7 +20,7 @@ from meson.controllers import translate
 from meson.controllers.store import Key, Store
 
 log = logging.getLogger("meson.writer")
-API_VERSION = f"{kube.GROUP}/{kube.VERSION}"
+API_VERSION = kube.API_VERSION
 # Above this many transitions of one workflow in one cycle, Normal events are summarised in one.
 EVENTS_PER_CYCLE = 30
 
