@@ -33,11 +33,13 @@ from meson.core.model import (
     NodeCapacity,
     PendingInfo,
     Preemption,
+    QueueAccounting,
     QueueConfig,
     Snapshot,
     Workload,
 )
-from meson.core.quota import QueueTree, validate_queues
+from meson.core.queuecheck import QueueCheck, check_queues, validate_queues
+from meson.core.quota import QueueTree
 from meson.core.resources import ZERO, Resources
 from meson.core.scheduler import Scheduler
 
@@ -49,11 +51,14 @@ __all__ = [
     "NodeCapacity",
     "PendingInfo",
     "Preemption",
+    "QueueAccounting",
+    "QueueCheck",
     "QueueConfig",
     "QueueTree",
     "Resources",
     "Scheduler",
     "Snapshot",
     "Workload",
+    "check_queues",
     "validate_queues",
 ]

@@ -31,9 +31,15 @@ class PendingView(Mapping[str, PendingInfo]):
 
     __slots__ = ("_admitted", "_cursors", "_done", "_fixed", "_notes", "_owner", "_size", "_stop_all")
 
-    def __init__(self, fixed: dict[str, PendingInfo], cursors: dict[str, QueueCursor],
-                 owner: Mapping[str, Workload], notes: dict[str, tuple[str, bool]],
-                 admitted: set[str], stop_all: str) -> None:
+    def __init__(
+        self,
+        fixed: dict[str, PendingInfo],
+        cursors: dict[str, QueueCursor],
+        owner: Mapping[str, Workload],
+        notes: dict[str, tuple[str, bool]],
+        admitted: set[str],
+        stop_all: str,
+    ) -> None:
         self._fixed = fixed
         self._cursors = cursors
         self._owner = owner  # key -> workload, for every pending workload in a leaf queue
@@ -73,8 +79,11 @@ class PendingView(Mapping[str, PendingInfo]):
                 out[key] = PendingInfo(key, note[0], position, note[1])
                 continue
             if cur.stopped:
-                reason = cur.stop_reason if not cur.stop_is_behind else behind_reason(
-                    position - 1, higher, leaf, cur.stop_reason)
+                reason = (
+                    cur.stop_reason
+                    if not cur.stop_is_behind
+                    else behind_reason(position - 1, higher, leaf, cur.stop_reason)
+                )
             elif self._stop_all:
                 reason = self._stop_all
             else:

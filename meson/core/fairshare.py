@@ -25,8 +25,9 @@ from collections.abc import Mapping
 from meson.core.quota import QuotaState
 
 
-def weighted_dominant_share(used: Mapping[str, int], guaranteed: Mapping[str, int],
-                            pool: Mapping[str, int], weight: float) -> float:
+def weighted_dominant_share(
+    used: Mapping[str, int], guaranteed: Mapping[str, int], pool: Mapping[str, int], weight: float
+) -> float:
     """Weighted dominant share of usage above the guarantee, relative to the shared pool."""
     best = 0.0
     for k, v in used.items():

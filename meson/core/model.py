@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from meson.core.resources import ZERO, Resources
+from meson.core.resources import PODS, ZERO, Resources
 
 Strategy = Literal["StrictFIFO", "BestEffortFIFO"]
 WithinQueuePreemption = Literal["Never", "LowerPriority"]
@@ -28,6 +28,13 @@ class QueueConfig:
     no guarantee of its own is a pure container (like a Kueue cohort): its pool is the sum of its
     children's guarantees. Workloads name leaf queues. ``max_admitted``, ``admission_rate`` and
     ``stop_policy`` on a parent apply to its whole subtree.
+
+    Which resources a quota covers ("a resource not listed is not limited", the Queue API's rule):
+    a resource no queue of a tree names is not counted by that tree at all. ``listed`` is what this
+    queue lists a quota for (the Queue API's ``quota`` keys, even at 0): ``limit`` caps only those,
+    any other resource is capped only by the ancestors. ``listed=None`` (the default for callers
+    that build configs directly) means the limit covers every resource the tree names, a missing
+    one counting as 0.
     """
 
     name: str
@@ -42,11 +49,17 @@ class QueueConfig:
     preempt_within_queue: WithinQueuePreemption = "Never"
     reclaim_borrowed: bool = True
     stop_policy: StopPolicy = "None"
+    listed: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
+        if self.listed is not None:  # what has an amount is listed, whatever the caller said
+            names = frozenset(self.listed).union(self.guaranteed, self.limit or ())
+            object.__setattr__(self, "listed", names)
         if self.limit is not None and not self.guaranteed.fits_in(self.limit):
-            raise ValueError(f"queue {self.name}: limit {self.limit.describe()} is below its guarantee "
-                             f"{self.guaranteed.describe()}")
+            raise ValueError(
+                f"queue {self.name}: limit {self.limit.describe()} is below its guarantee "
+                f"{self.guaranteed.describe()}"
+            )
         if self.weight <= 0:
             raise ValueError(f"queue {self.name}: weight must be positive")
         if self.admission_rate is not None and self.admission_rate <= 0:
@@ -54,10 +67,21 @@ class QueueConfig:
         if self.admission_burst < 1:
             raise ValueError(f"queue {self.name}: admission_burst must be at least 1")
 
+    @property
+    def quota_names(self) -> frozenset[str]:
+        """The resources this queue names a quota for (its tree counts the union of these)."""
+        if self.listed is not None:
+            return self.listed
+        return frozenset(self.guaranteed).union(self.limit or ())
+
 
 @dataclass(frozen=True, slots=True)
 class Workload:
     """A unit of admission: ``pod_count`` pods each requesting ``pod_request``.
+
+    ``pod_request`` is the pod's *full* request (every resource, whether a quota names it or not):
+    node fit uses all of it, quota only what the queue's tree names. It always holds ``pods: 1``
+    (added if missing), so a ``pods`` quota and the nodes' allocatable ``pods`` count every pod.
 
     ``gang`` workloads need every pod to fit on the observed nodes at once; other workloads need at
     least one pod to fit now (their pods are independent, kube-scheduler starts the rest as room
@@ -82,15 +106,29 @@ class Workload:
     def __post_init__(self) -> None:
         if self.pod_count < 1:
             raise ValueError(f"workload {self.key}: pod_count must be at least 1")
+        object.__setattr__(self, "pod_request", _per_pod(self.pod_request))
         object.__setattr__(self, "total", self.pod_request * self.pod_count)
         object.__setattr__(self, "order_key", (-self.priority, self.created, self.key))
         shape = (tuple(sorted(self.pod_request.items())), self.pod_count, self.gang, self.preemptible)
         object.__setattr__(self, "shape", _SHAPES.setdefault(shape, shape))
 
 
-# Distinct workload shapes seen by this process. Real clusters have few (workloads come from a
-# handful of templates), so this stays small; it only ever saves memory and comparisons.
+# Distinct workload shapes and pod requests seen by this process. Real clusters have few
+# (workloads come from a handful of templates), so these stay small; they only ever save memory
+# and comparisons.
 _SHAPES: dict[tuple, tuple] = {}
+_REQUESTS: dict[Resources, Resources] = {}
+
+
+def _per_pod(request: Mapping[str, int]) -> Resources:
+    """``request`` with ``pods: 1``, interned. Callers (and the workflow engine) may leave ``pods``
+    out; without it a ``pods`` quota would charge nothing and never hold anything back."""
+    req = request if isinstance(request, Resources) else Resources(request)
+    known = _REQUESTS.get(req)
+    if known is None:
+        known = req if req.get(PODS) == 1 else req + {PODS: 1 - req.get(PODS)}
+        _REQUESTS[req] = known
+    return known
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +170,10 @@ class Snapshot:
 
     ``nodes=None`` means cluster capacity is not observed (quota-only admission, as in Kueue's
     benchmark); an empty tuple means there are no schedulable nodes, so nothing fits.
+
+    ``queues`` may contain invalid queues (a missing parent, a parent cycle, a limit below the
+    guarantees under it): the cycle disables exactly those and the queues below them (see
+    ``queuecheck``) and schedules the rest as if they did not exist.
     """
 
     now: float
@@ -141,6 +183,9 @@ class Snapshot:
     nodes: Sequence[NodeCapacity] | None = None
     global_rate: float | None = None
     global_burst: int = 1
+    # Queues the caller already knows are broken (an object it could not read), with the reason:
+    # their workloads and the queues below them are disabled with it, like any invalid queue.
+    disabled: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +216,22 @@ class PendingInfo(NamedTuple):
     never_fits: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class QueueAccounting:
+    """A valid queue after a cycle's admissions and preemptions; a parent counts its whole subtree.
+
+    ``usage`` covers admitted workloads, this cycle's admissions included and its preemption
+    victims excluded, in the resources the queue's tree names (what its quota counts).
+    ``borrowed`` is the part of ``usage`` above the queue's entitlement (its guarantee, or for a
+    parent what its children are guaranteed if that is more; see ``quota``).
+    """
+
+    pending: int
+    admitted: int
+    usage: Resources
+    borrowed: Resources
+
+
 @dataclass(slots=True)
 class Decisions:
     admit: list[Admission] = field(default_factory=list)
@@ -181,3 +242,7 @@ class Decisions:
     # Earliest time a new cycle could change something without any new event (token refill,
     # a starvation guard kicking in). None: only an event (arrival, exit, config change) can.
     wake_at: float | None = None
+    # Every valid queue's accounting, by name (sorted).
+    queues: dict[str, QueueAccounting] = field(default_factory=dict)
+    # Every disabled queue (invalid, or below an invalid one) with the reason, by name (sorted).
+    disabled: dict[str, str] = field(default_factory=dict)

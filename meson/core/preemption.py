@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from meson.core.model import AdmittedWorkload, Workload
 from meson.core.quota import QuotaState
+from meson.core.resources import Resources
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +58,12 @@ def _borrowing_below(state: QuotaState, queue: str, stop_at: frozenset[str]) -> 
     return False
 
 
-def choose_victims(state: QuotaState, preemptor: Workload,
-                   admitted_by_leaf: Mapping[str, Sequence[AdmittedWorkload]],
-                   excluded: Callable[[AdmittedWorkload], bool]) -> VictimChoice | None:
+def choose_victims(
+    state: QuotaState,
+    preemptor: Workload,
+    admitted_by_leaf: Mapping[str, Sequence[AdmittedWorkload]],
+    excluded: Callable[[AdmittedWorkload], bool],
+) -> VictimChoice | None:
     """A minimal set of admitted workloads whose eviction lets ``preemptor`` fit its quota.
 
     ``excluded(victim)`` lets the scheduler rule out victims already being evicted and pairs that
@@ -68,15 +72,21 @@ def choose_victims(state: QuotaState, preemptor: Workload,
     tree = state.tree
     leaf = preemptor.queue
     cfg = tree.config[leaf]
-    within_guarantee = state.within_guarantee(leaf, preemptor.total)
+    need = tree.charged(leaf, preemptor.total)  # quota counts only what the tree names
+    within_guarantee = state.within_guarantee(leaf, need)
 
     candidates: list[tuple[AdmittedWorkload, str]] = []
     if cfg.preempt_within_queue == "LowerPriority":
         for a in admitted_by_leaf.get(leaf, ()):
             if a.workload.preemptible and a.workload.priority < preemptor.priority and not excluded(a):
-                candidates.append((a, f"preempted by higher-priority {preemptor.key} "
-                                      f"(priority {preemptor.priority} > {a.workload.priority}) "
-                                      f"in queue {leaf}"))
+                candidates.append(
+                    (
+                        a,
+                        f"preempted by higher-priority {preemptor.key} "
+                        f"(priority {preemptor.priority} > {a.workload.priority}) "
+                        f"in queue {leaf}",
+                    )
+                )
     if cfg.reclaim_borrowed and within_guarantee:
         my_path = frozenset(tree.path[leaf])
         root = tree.path[leaf][-1]
@@ -87,8 +97,13 @@ def choose_victims(state: QuotaState, preemptor: Workload,
                 continue
             for a in running:
                 if a.workload.preemptible and not excluded(a):
-                    candidates.append((a, f"queue {leaf} reclaims guaranteed capacity lent to queue "
-                                          f"{other}, for {preemptor.key}"))
+                    candidates.append(
+                        (
+                            a,
+                            f"queue {leaf} reclaims guaranteed capacity lent to queue "
+                            f"{other}, for {preemptor.key}",
+                        )
+                    )
     if not candidates:
         return None
     candidates.sort(key=lambda c: _victim_order(c[0]))
@@ -96,29 +111,33 @@ def choose_victims(state: QuotaState, preemptor: Workload,
     borrowing = not within_guarantee
     removed: list[tuple[AdmittedWorkload, str]] = []
     fits = False
+
+    def usage(a: AdmittedWorkload) -> Resources:
+        return tree.charged(a.workload.queue, a.workload.total)
+
     for a, why in candidates:
         q = a.workload.queue
         if q != leaf and not _borrowing_below(state, q, frozenset(tree.path[leaf])):
             continue  # that queue is back within its entitlement: the rest of it is guaranteed
-        state.release(q, a.workload.total)
+        state.release(q, usage(a))
         removed.append((a, why))
-        if state.check(leaf, preemptor.total, borrowing) is None:
+        if state.check(leaf, need, borrowing) is None:
             fits = True
             break
     if not fits:
         for a, _ in removed:
-            state.charge(a.workload.queue, a.workload.total)
+            state.charge(a.workload.queue, usage(a))
         return None
 
     # Put back every victim that turns out not to be needed, most valuable first.
     kept: list[tuple[AdmittedWorkload, str]] = []
     for a, why in reversed(removed):
-        state.charge(a.workload.queue, a.workload.total)
-        if state.check(leaf, preemptor.total, borrowing) is None:
+        state.charge(a.workload.queue, usage(a))
+        if state.check(leaf, need, borrowing) is None:
             continue  # spared
-        state.release(a.workload.queue, a.workload.total)
+        state.release(a.workload.queue, usage(a))
         kept.append((a, why))
     for a, _ in kept:
-        state.charge(a.workload.queue, a.workload.total)
+        state.charge(a.workload.queue, usage(a))
     kept.sort(key=lambda c: _victim_order(c[0]))
     return VictimChoice(tuple(a for a, _ in kept), tuple(w for _, w in kept))

@@ -17,14 +17,20 @@ Model (the rules every other module relies on):
   (see ``preemption``). Lending is safe because only preemptible workloads may borrow.
 
 Top-level queues do not share with each other: each is its own pool, as separate Kueue cohorts are.
+
+What is counted: only the resources a tree names a quota for (any of its queues lists them); a
+request's other resources are not limited by quota at all ("not listed = not limited"), though
+node fit still needs them (see ``capacity``). Within a tree, a queue's limit caps the resources it
+lists (see ``QueueConfig.listed``) and the top-level queue caps every named one at its pool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from meson.core.model import QueueConfig
+from meson.core.queuecheck import validate_queues
 from meson.core.resources import ZERO, Resources, format_quantity
 
 # Mutable per-queue vectors used inside one cycle (dicts are much cheaper to update than
@@ -46,19 +52,38 @@ class QuotaBlock:
     def describe(self) -> str:
         r = self.resource
         what = "limit" if self.kind == "limit" else "guaranteed pool"
-        return (f"needs {r} {format_quantity(r, self.need)}, queue {self.queue} has "
-                f"{format_quantity(r, max(self.free, 0))} free of {what} {format_quantity(r, self.cap)}")
+        return (
+            f"needs {r} {format_quantity(r, self.need)}, queue {self.queue} has "
+            f"{format_quantity(r, max(self.free, 0))} free of {what} {format_quantity(r, self.cap)}"
+        )
 
 
 class QueueTree:
-    """Immutable, precomputed view of the queue forest (rebuilt only when the queues change)."""
+    """Immutable, precomputed view of a valid queue forest (rebuilt only when the queues change).
 
-    __slots__ = ("cap", "cap_raw", "ceiling", "children", "config", "entitlement", "guaranteed_raw", "leaves",
-                 "names", "path", "pool", "rank")
+    Only the resources a tree names (``named``, see ``QueueConfig.quota_names``) are counted in
+    it: ``charged`` strips the rest from a request before any quota arithmetic.
+    """
+
+    __slots__ = (
+        "_charged",
+        "cap",
+        "ceiling",
+        "children",
+        "config",
+        "entitlement",
+        "guaranteed_raw",
+        "leaves",
+        "named",
+        "names",
+        "path",
+        "pool",
+        "rank",
+    )
 
     def __init__(self, queues: Sequence[QueueConfig]) -> None:
         errors = validate_queues(queues)
-        if errors:
+        if errors:  # the scheduler builds trees of valid queues only (see ``queuecheck``)
             raise ValueError("; ".join(errors))
         self.config: dict[str, QueueConfig] = {q.name: q for q in sorted(queues, key=lambda q: q.name)}
         self.names: list[str] = list(self.config)
@@ -79,6 +104,14 @@ class QueueTree:
                 cur = self.config[cur].parent
             self.path[n] = tuple(p)
 
+        # named[q]: the resources q's whole tree names a quota for; nothing else is counted in it.
+        by_root: dict[str, frozenset[str]] = {}
+        for n, q in self.config.items():
+            root = self.path[n][-1]
+            by_root[root] = by_root.get(root, frozenset()) | q.quota_names
+        self.named: dict[str, frozenset[str]] = {n: by_root[self.path[n][-1]] for n in self.names}
+        self._charged: dict[tuple[str, Resources], Resources] = {}
+
         self.entitlement: dict[str, Resources] = {}
         for n in sorted(self.names, key=lambda n: -len(self.path[n])):  # deepest first
             kids = self.children[n]
@@ -90,13 +123,10 @@ class QueueTree:
                 own = own.max(pooled)
             self.entitlement[n] = own
 
-        # cap[q]: hard ceiling on q's subtree usage (None = unlimited at this level).
-        self.cap: dict[str, Resources | None] = {}
-        for n, q in self.config.items():
-            cap = q.limit
-            if q.parent is None:
-                cap = self.entitlement[n] if cap is None else cap.min(self.entitlement[n])
-            self.cap[n] = cap
+        # cap[q]: hard ceiling on q's subtree usage, for the resources capped at q's level (None:
+        # none). A limit caps what its queue lists; a top-level queue also caps every resource its
+        # tree names at its entitlement (top-level queues share nothing). Zeros are kept: "0 allowed".
+        self.cap: dict[str, dict[str, int] | None] = {n: self._cap(n) for n in self.names}
 
         # pool[q]: the capacity q competes for with its siblings (its parent's entitlement).
         self.pool: dict[str, Resources] = {
@@ -104,68 +134,58 @@ class QueueTree:
         }
 
         # ceiling[q]: the most a single workload in q could ever get (min of caps along the path).
-        self.ceiling: dict[str, Resources] = {}
+        self.ceiling: dict[str, dict[str, int]] = {}
         for n in self.names:
-            c: Resources | None = None
+            c: dict[str, int] = {}
             for a in self.path[n]:
-                cap = self.cap[a]
-                if cap is not None:
-                    c = cap if c is None else c.min(cap)
-            self.ceiling[n] = c if c is not None else ZERO
+                for k, v in (self.cap[a] or {}).items():
+                    c[k] = min(c.get(k, v), v)
+            self.ceiling[n] = c
 
-        # Plain-dict views for the hot loops (no method call per lookup).
-        self.cap_raw: dict[str, dict[str, int] | None] = {
-            n: (None if c is None else c.as_dict()) for n, c in self.cap.items()}
+        # Plain-dict view for the hot loops (no method call per lookup).
         self.guaranteed_raw: dict[str, dict[str, int]] = {
-            n: q.guaranteed.as_dict() for n, q in self.config.items()}
+            n: q.guaranteed.as_dict() for n, q in self.config.items()
+        }
+
+    def _cap(self, name: str) -> dict[str, int] | None:
+        q = self.config[name]
+        limit = q.limit
+        capped: dict[str, int] = {}
+        if limit is not None:
+            for k in q.listed if q.listed is not None else self.named[name]:
+                capped[k] = limit.get(k, 0)
+        elif q.parent is not None:
+            return None
+        if q.parent is None:
+            pool = self.entitlement[name]
+            for k in self.named[name]:
+                capped[k] = min(capped.get(k, pool.get(k, 0)), pool.get(k, 0))
+        return capped
+
+    def charged(self, queue: str, amount: Resources) -> Resources:
+        """The part of ``amount`` that ``queue``'s tree counts: the resources it names a quota for."""
+        key = (self.path[queue][-1], amount)
+        got = self._charged.get(key)
+        if got is None:
+            named = self.named[queue]
+            if all(k in named for k in amount):
+                got = amount
+            else:
+                got = Resources({k: v for k, v in amount.items() if k in named})
+            self._charged[key] = got
+        return got
+
+    def is_pool(self, queue: str, resource: str, cap: int) -> bool:
+        """Is a top-level ``queue``'s cap of ``cap`` on ``resource`` its pool rather than its limit?"""
+        q = self.config[queue]
+        if q.parent is not None:
+            return False
+        if q.limit is None or (q.listed is not None and resource not in q.listed):
+            return True
+        return q.limit.get(resource, 0) > cap
 
     def __contains__(self, name: object) -> bool:
         return name in self.config
-
-
-def validate_queues(queues: Iterable[QueueConfig]) -> list[str]:
-    """Configuration errors the operator should surface on the Queue objects (empty = valid)."""
-    errors: list[str] = []
-    by_name: dict[str, QueueConfig] = {}
-    for q in queues:
-        if q.name in by_name:
-            errors.append(f"duplicate queue {q.name}")
-        by_name[q.name] = q
-    for q in by_name.values():
-        if q.parent is not None and q.parent not in by_name:
-            errors.append(f"queue {q.name}: parent {q.parent} does not exist")
-    for q in by_name.values():
-        seen = {q.name}
-        cur = q.parent
-        while cur is not None and cur in by_name:
-            if cur in seen:
-                errors.append(f"queue {q.name}: parent chain has a cycle")
-                break
-            seen.add(cur)
-            cur = by_name[cur].parent
-    if errors:
-        return errors
-    # A limit below the children's pooled guarantees would make those guarantees unkeepable.
-    tree_children: dict[str, list[str]] = {n: [] for n in by_name}
-    for q in by_name.values():
-        if q.parent is not None:
-            tree_children[q.parent].append(q.name)
-    ent: dict[str, Resources] = {}
-
-    def entitlement(n: str) -> Resources:
-        if n not in ent:
-            pooled = ZERO
-            for c in tree_children[n]:
-                pooled = pooled + entitlement(c)
-            ent[n] = by_name[n].guaranteed.max(pooled) if tree_children[n] else by_name[n].guaranteed
-        return ent[n]
-
-    for n in sorted(by_name):
-        lim = by_name[n].limit
-        if lim is not None and not entitlement(n).fits_in(lim):
-            errors.append(f"queue {n}: limit {lim.describe()} is below the guarantees it must honour "
-                          f"({entitlement(n).describe()})")
-    return errors
 
 
 class QuotaState:
@@ -224,24 +244,25 @@ class QuotaState:
         tree = self.tree
         held = self.held
         guard = self.guard
-        cap_raw = tree.cap_raw
+        caps = tree.cap
         for a in tree.path[leaf]:
-            cap = cap_raw[a]
-            if cap is None:
+            cap = caps[a]
+            if not cap:
                 continue
             used = self.used[a]
             h = held.get(a)
             g = guard.get(a) if borrowing else None
             for k, v in amount.items():
-                c = cap.get(k, 0)
+                c = cap.get(k)
+                if c is None:
+                    continue  # not capped at this level
                 taken = used.get(k, 0)
                 if h:
                     taken += h.get(k, 0)
                 if g:
                     taken += g.get(k, 0)
                 if taken + v > c:
-                    kind = "pool" if tree.config[a].parent is None and (
-                        tree.config[a].limit is None or tree.config[a].limit.get(k, 0) > c) else "limit"
+                    kind = "pool" if tree.is_pool(a, k, c) else "limit"
                     return QuotaBlock(a, k, v, c - taken, c, kind)
         return None
 
@@ -253,6 +274,8 @@ class QuotaState:
             if v > c:
                 if c == 0:
                     return f"queue {leaf} has no quota for {k}"
-                return (f"needs {k} {format_quantity(k, v)}, more than queue {leaf} can ever get "
-                        f"({format_quantity(k, c)})")
+                return (
+                    f"needs {k} {format_quantity(k, v)}, more than queue {leaf} can ever get "
+                    f"({format_quantity(k, c)})"
+                )
         return None

@@ -30,8 +30,9 @@ class Resources(Mapping[str, int]):
     _d: dict[str, int]
     _hash: int | None
 
-    def __init__(self, values: Mapping[str, int] | Iterable[tuple[str, int]] | None = None, /,
-                 **kw: int) -> None:
+    def __init__(
+        self, values: Mapping[str, int] | Iterable[tuple[str, int]] | None = None, /, **kw: int
+    ) -> None:
         d: dict[str, int] = {}
         if values is not None:
             items = values.items() if isinstance(values, Mapping) else values
@@ -182,6 +183,9 @@ class Resources(Mapping[str, int]):
 
 
 ZERO = Resources()
+
+# Every pod takes one of these: a node's allocatable ``pods`` and a queue's ``pods`` quota count it.
+PODS = "pods"
 
 
 def format_quantity(name: str, value: int) -> str:

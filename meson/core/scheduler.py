@@ -7,6 +7,8 @@ always in a sorted order. Same snapshot sequence, same decisions.
 
 A cycle:
 
+0. Check the queues (see ``queuecheck``): an invalid queue and the queues below it are disabled,
+   with a reason; their workloads wait with it, and the rest is scheduled as if they did not exist.
 1. Derive usage per queue from the admitted workloads; build the cluster-capacity view.
 2. Emit evictions for queues set to ``HoldAndDrain`` (repeated every cycle until the victims are
    gone, so the operator may apply them idempotently).
@@ -21,15 +23,17 @@ A cycle:
    ``quota``), node capacity (see ``capacity``). A quota failure may trigger preemption (see
    ``preemption``): the victims are evicted and the preemptor is admitted in a *later* cycle, once
    they are gone from the snapshot.
-6. Every workload left pending gets a reason and its position in its queue.
+6. Every workload left pending gets a reason and its position in its queue, and every queue its
+   accounting after the cycle (``Decisions.queues``).
 
-Non-preemptible workloads may not borrow: everything lent can therefore be reclaimed.
+Quota sees only the part of a request its queue's tree names (``QueueTree.charged``); node fit and
+never-fits see the whole request. Non-preemptible workloads may not borrow: everything lent can
+therefore be reclaimed.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -43,12 +47,13 @@ from meson.core.model import (
     Decisions,
     PendingInfo,
     Preemption,
-    QueueConfig,
+    QueueAccounting,
     Snapshot,
     Workload,
 )
 from meson.core.ordering import PendingIndex, QueueCursor
 from meson.core.preemption import choose_victims
+from meson.core.queuecheck import check_queues
 from meson.core.quota import QueueTree, QuotaBlock, QuotaState
 from meson.core.resources import Resources
 
@@ -71,8 +76,9 @@ _ADMITTED, _SKIP, _SKIP_SHAPE, _STOP, _STOP_ALL = range(5)
 class Scheduler:
     """Stateful across cycles only for flow control and preemption bookkeeping."""
 
-    def __init__(self, reserve_after: float = 60.0, preempt_after: float = 0.0,
-                 preemption_memory: float = 3600.0) -> None:
+    def __init__(
+        self, reserve_after: float = 60.0, preempt_after: float = 0.0, preemption_memory: float = 3600.0
+    ) -> None:
         # reserve_after: seconds a blocked head may be overtaken (BestEffortFIFO) or outbid for
         # borrowed capacity before it reserves what it needs: the anti-starvation guard.
         self.reserve_after = reserve_after
@@ -84,18 +90,22 @@ class Scheduler:
         self._global_bucket: TokenBucket | None = None
         self._nominated: dict[str, _Nomination] = {}
         self._history: dict[tuple[str, str], float] = {}  # (preemptor, victim) -> when
-        self._tree_key: tuple[QueueConfig, ...] | None = None
+        self._tree_key: tuple | None = None
         self._tree: QueueTree | None = None
+        self._disabled: dict[str, str] = {}
         self._index: PendingIndex | None = None
         self._index_tree: QueueTree | None = None
 
     # --- state that lives across cycles -------------------------------------------------------
-    def _tree_for(self, queues: Sequence[QueueConfig]) -> QueueTree:
-        key = tuple(queues)
+    def _tree_for(self, snap: Snapshot) -> tuple[QueueTree, dict[str, str]]:
+        """The tree of the valid queues and the disabled ones (checked only when the queues change)."""
+        key = (tuple(snap.queues), tuple(sorted(snap.disabled.items())))
         if self._tree is None or key != self._tree_key:
-            self._tree = QueueTree(key)
+            check = check_queues(snap.queues, snap.disabled)
+            self._tree = QueueTree(check.valid)
+            self._disabled = check.disabled
             self._tree_key = key
-        return self._tree
+        return self._tree, self._disabled
 
     def _buckets(self, snap: Snapshot, tree: QueueTree) -> None:
         now = snap.now
@@ -126,248 +136,188 @@ class Scheduler:
 
     # --- the cycle ----------------------------------------------------------------------------
     def cycle(self, snap: Snapshot) -> Decisions:
-        now = snap.now
-        tree = self._tree_for(snap.queues)
+        tree, disabled = self._tree_for(snap)
         self._buckets(snap, tree)
         if self._history:
-            horizon = now - self.preemption_memory
+            horizon = snap.now - self.preemption_memory
             self._history = {k: t for k, t in self._history.items() if t >= horizon}
-
-        decisions = Decisions()
-        fixed: dict[str, PendingInfo] = {}  # pending workloads whose queue is missing or not a leaf
-        state = QuotaState(tree)
-        capacity = ClusterCapacity(snap.nodes)
-
-        admitted_keys: set[str] = set()
-        admitted_by_leaf: dict[str, list[AdmittedWorkload]] = {}
-        count: dict[str, int] = dict.fromkeys(tree.names, 0)
-        for a in snap.admitted:
-            w = a.workload
-            admitted_keys.add(w.key)
-            if w.queue not in tree.config:
-                continue  # its queue was deleted; it keeps running but is nobody's usage
-            state.charge(w.queue, w.total)
-            admitted_by_leaf.setdefault(w.queue, []).append(a)
-            for q in tree.path[w.queue]:
-                count[q] += 1
-        for running in admitted_by_leaf.values():
-            running.sort(key=lambda a: a.workload.key)
-
-        # Hold / drain apply to a queue's whole subtree.
-        stop_by: dict[str, tuple[str, str]] = {}
-        for leaf in tree.names:
-            for q in tree.path[leaf]:
-                policy = tree.config[q].stop_policy
-                if policy != "None":
-                    stop_by[leaf] = (q, policy)
-                    break
-        for leaf in sorted(admitted_by_leaf):
-            held = stop_by.get(leaf)
-            if held is not None and held[1] == "HoldAndDrain":
-                for a in admitted_by_leaf[leaf]:
-                    if a.workload.preemptible:
-                        decisions.preempt.append(Preemption(
-                            a.workload.key, None, f"queue {held[0]} is on hold and draining"))
-
         # Pending workloads grouped by leaf queue and sorted (incrementally, see PendingIndex).
         if self._index is None or self._index_tree is not tree:
             self._index = PendingIndex(tree.leaves)
             self._index_tree = tree
-        index = self._index
-        index.update(snap.pending)
-        by_leaf = index.by_leaf
-        pending_keys = index.by_key
-        for key in sorted(index.other):
-            w = index.other[key]
-            if w.queue not in tree.config:
-                fixed[key] = PendingInfo(key, f"queue {w.queue} does not exist", 0, True)
-            else:
-                fixed[key] = PendingInfo(
-                    key, f"queue {w.queue} is a parent queue; submit to one of its leaf queues", 0, True)
-        # Pending and admitted at once (the operator's view lagging): usage already covers it.
-        admitted_now: set[str] = admitted_keys & pending_keys.keys()
+        self._index.update(snap.pending)
+        return _Cycle(self, snap, tree, self._index, disabled).run()
 
-        # Preemptors: forget the withdrawn, hold capacity for the waiting, release the ready.
-        waiting: dict[str, str] = {}
+
+class _Cycle:
+    """The working state of one cycle; built and thrown away by ``Scheduler.cycle``."""
+
+    def __init__(
+        self, sched: Scheduler, snap: Snapshot, tree: QueueTree, index: PendingIndex, disabled: dict[str, str]
+    ) -> None:
+        self.sched = sched
+        self.snap = snap
+        self.now = snap.now
+        self.tree = tree
+        self.index = index
+        self.pending_keys = index.by_key
+        self.decisions = Decisions(disabled=dict(disabled))
+        self.state = QuotaState(tree)
+        self.capacity = ClusterCapacity(snap.nodes)
+        self.fixed: dict[str, PendingInfo] = {}  # pending workloads whose queue is not a valid leaf
         # Reason and never-fits flag per examined workload; positions are added at the end.
-        notes: dict[str, tuple[str, bool]] = {}
+        self.notes: dict[str, tuple[str, bool]] = {}
+        self.waiting: dict[str, str] = {}  # preemptor still waiting for its victims -> reason
+        self.in_flight: set[str] = set()  # victims already being evicted
+        self.wake: list[float] = []
+        self.reason_cache: dict[QuotaBlock, str] = {}
+        self.cursors: dict[str, QueueCursor] = {}
+        self.stop_all = ""
+        self.admitted_keys: set[str] = set()
+        self.admitted_by_leaf: dict[str, list[AdmittedWorkload]] = {}
+        self.count: dict[str, int] = dict.fromkeys(tree.names, 0)  # admitted per queue (subtree)
+        self.stop_by: dict[str, tuple[str, str]] = {}  # leaf -> (queue on hold, its policy)
+        self.admitted_now: set[str] = set()  # pending keys that are admitted (now, or already)
+
+    def run(self) -> Decisions:
+        self._charge_admitted()
+        self._holds()
+        self._explain_misplaced()
+        ready = self._nominations()
+        self._admit_ready(ready)
+        self._pass()
+        d = self.decisions
+        d.pending = PendingView(
+            self.fixed, self.cursors, self.pending_keys, self.notes, self.admitted_now, self.stop_all
+        )
+        future = [t for t in self.wake if t > self.now]
+        d.wake_at = min(future) if future else None
+        d.queues = self._accounting()
+        return d
+
+    # --- before the pass ----------------------------------------------------------------------
+    def _charge_admitted(self) -> None:
+        tree, state, count = self.tree, self.state, self.count
+        for a in self.snap.admitted:
+            w = a.workload
+            self.admitted_keys.add(w.key)
+            if w.queue not in tree.config:
+                continue  # its queue was deleted or disabled; it keeps running but is nobody's usage
+            state.charge(w.queue, tree.charged(w.queue, w.total))
+            self.admitted_by_leaf.setdefault(w.queue, []).append(a)
+            for q in tree.path[w.queue]:
+                count[q] += 1
+        for running in self.admitted_by_leaf.values():
+            running.sort(key=lambda a: a.workload.key)
+        # Pending and admitted at once (the operator's view lagging): usage already covers it.
+        leaves = tree.leaves
+        self.admitted_now = {
+            k for k in self.admitted_keys & self.pending_keys.keys() if self.pending_keys[k].queue in leaves
+        }
+
+    def _holds(self) -> None:
+        """Hold / drain apply to a queue's whole subtree; draining evicts its preemptible workloads."""
+        tree = self.tree
+        for leaf in tree.names:
+            for q in tree.path[leaf]:
+                policy = tree.config[q].stop_policy
+                if policy != "None":
+                    self.stop_by[leaf] = (q, policy)
+                    break
+        for leaf in sorted(self.admitted_by_leaf):
+            held = self.stop_by.get(leaf)
+            if held is not None and held[1] == "HoldAndDrain":
+                for a in self.admitted_by_leaf[leaf]:
+                    if a.workload.preemptible:
+                        self.decisions.preempt.append(
+                            Preemption(a.workload.key, None, f"queue {held[0]} is on hold and draining")
+                        )
+
+    def _explain_misplaced(self) -> None:
+        """Reasons for pending workloads whose queue is missing, disabled or not a leaf."""
+        tree, disabled, other = self.tree, self.decisions.disabled, self.index.other
+        for key in sorted(other):
+            q = other[key].queue
+            if q in disabled:
+                self.fixed[key] = PendingInfo(key, f"queue {q} is disabled: {disabled[q]}", 0, False)
+            elif q not in tree.config:
+                self.fixed[key] = PendingInfo(key, f"queue {q} does not exist", 0, True)
+            else:
+                self.fixed[key] = PendingInfo(
+                    key, f"queue {q} is a parent queue; submit to one of its leaf queues", 0, True
+                )
+
+    def _nominations(self) -> list[Workload]:
+        """Preemptors: forget the withdrawn, hold capacity for the waiting; returns the ready ones."""
+        nominated, tree = self.sched._nominated, self.tree
         ready: list[Workload] = []
-        in_flight: set[str] = set()
-        for key in sorted(self._nominated):
-            nom = self._nominated[key]
-            w = pending_keys.get(key)
+        for key in sorted(nominated):
+            nom = nominated[key]
+            w = self.pending_keys.get(key)
             if w is None or w.queue != nom.queue or w.queue not in tree.leaves:
-                del self._nominated[key]
+                del nominated[key]
                 continue
-            alive = sorted(v for v in nom.victims if v in admitted_keys)
+            alive = sorted(v for v in nom.victims if v in self.admitted_keys)
             if alive:
-                in_flight.update(alive)
-                state.hold(w.queue, w.total)
+                self.in_flight.update(alive)
+                self.state.hold(w.queue, tree.charged(w.queue, w.total))
                 names = ", ".join(alive[:3]) + (", ..." if len(alive) > 3 else "")
                 plural = "s" if len(alive) != 1 else ""
-                waiting[key] = f"waiting for {len(alive)} preempted workload{plural} to exit ({names})"
+                self.waiting[key] = f"waiting for {len(alive)} preempted workload{plural} to exit ({names})"
             else:
                 ready.append(w)
+        return ready
 
-        # Everything that can stop a candidate, as closures over this cycle's state.
-        global_bucket = self._global_bucket
-        buckets = self._queue_buckets
-        wake: list[float] = []
-        reason_cache: dict[QuotaBlock, str] = {}
-
-        def excluded(a: AdmittedWorkload, preemptor: Workload) -> bool:
-            return a.workload.key in in_flight or (a.workload.key, preemptor.key) in self._history
-
-        def examine(w: Workload, cur: QueueCursor | None, allow_preempt: bool) -> int:
-            leaf = w.queue
-            cfg = tree.config[leaf]
-            total = w.total
-            never = state.ceiling_block(leaf, total) or capacity.never_fits(w)
-            if never is None and not w.preemptible and not total.fits_in(cfg.guaranteed):
-                never = (f"never fits: not preemptible, so it may only use queue {leaf}'s guarantee "
-                         f"({cfg.guaranteed.describe()}), and it needs {total.describe()}")
-            if never is not None:
-                notes[w.key] = (never, True)
-                return _SKIP_SHAPE  # never blocks a queue: it would block it forever
-            if w.key in waiting:
-                notes[w.key] = (waiting[w.key], False)
-                return _STOP if cfg.strategy == "StrictFIFO" else _SKIP
-            for q in tree.path[leaf]:
-                cap = tree.config[q].max_admitted
-                if cap is not None and count[q] >= cap:
-                    if cur is not None:
-                        cur.stop(f"queue {q} is at its cap of {cap} admitted workloads", False)
-                    return _STOP
-            path_buckets = [(q, buckets[q]) for q in tree.path[leaf] if q in buckets] if buckets else ()
-            for q, bucket in path_buckets:
-                if not bucket.can_take(w.pod_count):
-                    wake.append(bucket.ready_at(w.pod_count))
-                    if cur is not None:
-                        cur.stop(f"throttled: queue {q} admission rate {format_rate(bucket.rate)}", False)
-                    return _STOP
-            if global_bucket is not None and not global_bucket.can_take(w.pod_count):
-                wake.append(global_bucket.ready_at(w.pod_count))
-                return _STOP_ALL
-            borrowing = not state.within_guarantee(leaf, total)
-            aged = now - w.created >= self.reserve_after
-            strict = cfg.strategy == "StrictFIFO"
-            if borrowing and not w.preemptible:
-                g = cfg.guaranteed
-                used = state.used[leaf]
-                free = {k: max(g.get(k, 0) - used.get(k, 0), 0) for k in total}
-                notes[w.key] = (f"not preemptible, so it may only use queue {leaf}'s guarantee: needs "
-                                f"{total.describe()}, {_describe(free)} of it free", False)
-                return _STOP if strict else _SKIP_SHAPE
-            block = state.check(leaf, total, borrowing)
-            if block is not None:
-                reason = reason_cache.get(block)
-                if reason is None:
-                    reason = reason_cache[block] = block.describe()
-                if allow_preempt and now - w.created >= self.preempt_after and (
-                        cfg.preempt_within_queue != "Never" or cfg.reclaim_borrowed):
-                    choice = choose_victims(state, w, admitted_by_leaf, lambda a: excluded(a, w))
-                    if choice is not None:
-                        for victim, why in zip(choice.victims, choice.reasons, strict=True):
-                            decisions.preempt.append(Preemption(victim.workload.key, w.key, why))
-                            self._history[(w.key, victim.workload.key)] = now
-                            in_flight.add(victim.workload.key)
-                        self._nominated[w.key] = _Nomination(
-                            leaf, frozenset(v.workload.key for v in choice.victims), now)
-                        state.hold(leaf, total)
-                        n = len(choice.victims)
-                        notes[w.key] = (f"preempting {n} workload{'s' if n != 1 else ''}: {reason}", False)
-                        return _STOP if strict else _SKIP
-                if not borrowing or aged:
-                    # Reserve: borrowers may not take what this one is waiting for.
-                    state.reserve(leaf, total)
-                elif not strict:
-                    wake.append(w.created + self.reserve_after)
-                notes[w.key] = (reason, False)
-                return _STOP if strict or aged else _SKIP_SHAPE
-            node_reason = capacity.blocked(w)
-            if node_reason is not None:
-                notes[w.key] = (node_reason, False)
-                if aged:
-                    capacity.place(w)  # hold what free room there is for it
-                elif not strict:
-                    wake.append(w.created + self.reserve_after)
-                return _STOP if strict or aged else _SKIP_SHAPE
-            # Admit.
-            state.charge(leaf, total)
-            capacity.place(w)
-            for _, bucket in path_buckets:
-                bucket.take(w.pod_count)
-            if global_bucket is not None:
-                global_bucket.take(w.pod_count)
-            for q in tree.path[leaf]:
-                count[q] += 1
-            decisions.admit.append(Admission(w.key, leaf))
-            admitted_now.add(w.key)
-            return _ADMITTED
-
-        stop_all = ""
-        # Ready preemptors go first: the capacity was freed for them.
+    def _admit_ready(self, ready: list[Workload]) -> None:
+        """Ready preemptors go first: the capacity was freed for them."""
         for w in sorted(ready, key=lambda w: w.order_key):
-            del self._nominated[w.key]
-            if stop_by.get(w.queue) is None:
-                outcome = examine(w, None, allow_preempt=False)
+            del self.sched._nominated[w.key]
+            if self.stop_by.get(w.queue) is None:
+                outcome = self._examine(w, None, allow_preempt=False)
                 if outcome == _STOP_ALL:
-                    stop_all = f"throttled: global admission rate {format_rate(snap.global_rate or 0)}"
+                    self.stop_all = self._throttled_globally()
                     break
                 if outcome != _ADMITTED:
-                    notes.pop(w.key, None)  # examined again below, in its queue's turn
+                    self.notes.pop(w.key, None)  # examined again in its queue's turn
 
-        cursors: dict[str, QueueCursor] = {}
+    def _throttled_globally(self) -> str:
+        return f"throttled: global admission rate {format_rate(self.snap.global_rate or 0)}"
+
+    # --- the pass -----------------------------------------------------------------------------
+    def _pass(self) -> None:
+        """Take candidates from every leaf queue in (guarantee, fair share, order) order."""
+        tree, state, cursors = self.tree, self.state, self.cursors
         heap: list[tuple[tuple, int, str]] = []
         seq = 0
+        charged = tree.charged
 
         def key_for(cur: QueueCursor) -> tuple:
             w = cur.items[cur.idx]
-            if state.within_guarantee(cur.name, w.total):
+            if state.within_guarantee(cur.name, charged(cur.name, w.total)):
                 return (0, (), w.order_key)
             return (1, share_path(state, cur.name), w.order_key)
 
-        shape_of = attrgetter("shape")
-
-        def skip_done(cur: QueueCursor) -> bool:
-            # Move past workloads already settled this cycle, or certain to fail like an earlier
-            # one of the same shape (their reason is filled in lazily); True if one is left.
-            items = cur.items
-            failed = cur.failed
-            n = len(items)
-            if failed and not cur.waiting:
-                if cur.n_shapes == 0:
-                    cur.n_shapes = len(set(map(shape_of, items)))
-                if len(failed) >= cur.n_shapes:
-                    cur.idx = n  # every shape in this queue has failed: nothing else can fit
-                    return False
-            while cur.idx < n:
-                w = items[cur.idx]
-                if w.key in admitted_now or (w.shape in failed and w.key not in waiting):
-                    cur.idx += 1
-                    continue
-                break
-            return cur.idx < n
-
-        waiting_leaves = {pending_keys[k].queue for k in waiting}
-        for leaf, items in by_leaf.items():  # sorted by name
+        waiting_leaves = {self.pending_keys[k].queue for k in self.waiting}
+        for leaf, items in self.index.by_leaf.items():  # sorted by name
             if not items:
                 continue
-            cur = QueueCursor(leaf, items, tree.config[leaf].strategy == "StrictFIFO",
-                              waiting=leaf in waiting_leaves)
+            cur = QueueCursor(
+                leaf, items, tree.config[leaf].strategy == "StrictFIFO", waiting=leaf in waiting_leaves
+            )
             cursors[leaf] = cur
-            held = stop_by.get(leaf)
+            held = self.stop_by.get(leaf)
             if held is not None:
                 draining = " and draining" if held[1] == "HoldAndDrain" else ""
                 cur.stop(f"queue {held[0]} is on hold{draining}", False)
                 continue
-            if stop_all:
+            if self.stop_all:
                 continue
-            if skip_done(cur):
+            if self._skip_done(cur):
                 heapq.heappush(heap, (key_for(cur), seq, leaf))
                 seq += 1
 
-        while heap and not stop_all:
+        notes = self.notes
+        while heap and not self.stop_all:
             k, _, leaf = heapq.heappop(heap)
             cur = cursors[leaf]
             fresh = key_for(cur)
@@ -376,9 +326,9 @@ class Scheduler:
                 seq += 1
                 continue
             w = cur.items[cur.idx]
-            outcome = examine(w, cur, allow_preempt=True)
+            outcome = self._examine(w, cur, allow_preempt=True)
             if outcome == _STOP_ALL:
-                stop_all = f"throttled: global admission rate {format_rate(snap.global_rate or 0)}"
+                self.stop_all = self._throttled_globally()
                 break
             if outcome == _SKIP_SHAPE:
                 cur.failed[w.shape] = notes[w.key]
@@ -390,14 +340,180 @@ class Scheduler:
                 cur.advance()
                 continue
             cur.advance()
-            if skip_done(cur):
+            if self._skip_done(cur):
                 heapq.heappush(heap, (key_for(cur), seq, leaf))
                 seq += 1
 
-        decisions.pending = PendingView(fixed, cursors, pending_keys, notes, admitted_now, stop_all)
-        future = [t for t in wake if t > now]
-        decisions.wake_at = min(future) if future else None
-        return decisions
+    def _skip_done(self, cur: QueueCursor) -> bool:
+        """Move past workloads already settled this cycle, or certain to fail like an earlier one
+        of the same shape (their reason is filled in lazily); True if one is left."""
+        items = cur.items
+        failed = cur.failed
+        n = len(items)
+        if failed and not cur.waiting:
+            if cur.n_shapes == 0:
+                cur.n_shapes = len(set(map(_shape_of, items)))
+            if len(failed) >= cur.n_shapes:
+                cur.idx = n  # every shape in this queue has failed: nothing else can fit
+                return False
+        admitted_now, waiting = self.admitted_now, self.waiting
+        while cur.idx < n:
+            w = items[cur.idx]
+            if w.key in admitted_now or (w.shape in failed and w.key not in waiting):
+                cur.idx += 1
+                continue
+            break
+        return cur.idx < n
+
+    def _examine(self, w: Workload, cur: QueueCursor | None, allow_preempt: bool) -> int:
+        """The gates before quota: never-fits, a pending preemption, admission caps, rates."""
+        leaf = w.queue
+        tree = self.tree
+        cfg = tree.config[leaf]
+        total = tree.charged(leaf, w.total)  # what quota counts; nodes see the whole request
+        never = self.state.ceiling_block(leaf, total) or self.capacity.never_fits(w)
+        if never is None and not w.preemptible and not total.fits_in(cfg.guaranteed):
+            never = (
+                f"never fits: not preemptible, so it may only use queue {leaf}'s guarantee "
+                f"({cfg.guaranteed.describe()}), and it needs {total.describe()}"
+            )
+        if never is not None:
+            self.notes[w.key] = (never, True)
+            return _SKIP_SHAPE  # never blocks a queue: it would block it forever
+        if w.key in self.waiting:
+            self.notes[w.key] = (self.waiting[w.key], False)
+            return _STOP if cfg.strategy == "StrictFIFO" else _SKIP
+        count = self.count
+        for q in tree.path[leaf]:
+            cap = tree.config[q].max_admitted
+            if cap is not None and count[q] >= cap:
+                if cur is not None:
+                    cur.stop(f"queue {q} is at its cap of {cap} admitted workloads", False)
+                return _STOP
+        buckets = self.sched._queue_buckets
+        path_buckets = [(q, buckets[q]) for q in tree.path[leaf] if q in buckets] if buckets else []
+        for q, bucket in path_buckets:
+            if not bucket.can_take(w.pod_count):
+                self.wake.append(bucket.ready_at(w.pod_count))
+                if cur is not None:
+                    cur.stop(f"throttled: queue {q} admission rate {format_rate(bucket.rate)}", False)
+                return _STOP
+        global_bucket = self.sched._global_bucket
+        if global_bucket is not None and not global_bucket.can_take(w.pod_count):
+            self.wake.append(global_bucket.ready_at(w.pod_count))
+            return _STOP_ALL
+        outcome = self._quota_and_nodes(w, total, allow_preempt)
+        if outcome == _ADMITTED:
+            for _, bucket in path_buckets:
+                bucket.take(w.pod_count)
+            if global_bucket is not None:
+                global_bucket.take(w.pod_count)
+        return outcome
+
+    def _quota_and_nodes(self, w: Workload, total: Resources, allow_preempt: bool) -> int:
+        """Quota (maybe preempting for it), then node capacity, then admit."""
+        leaf, state, now = w.queue, self.state, self.now
+        cfg = self.tree.config[leaf]
+        borrowing = not state.within_guarantee(leaf, total)
+        aged = now - w.created >= self.sched.reserve_after
+        strict = cfg.strategy == "StrictFIFO"
+        if borrowing and not w.preemptible:
+            g = cfg.guaranteed
+            used = state.used[leaf]
+            free = {k: max(g.get(k, 0) - used.get(k, 0), 0) for k in total}
+            self.notes[w.key] = (
+                f"not preemptible, so it may only use queue {leaf}'s guarantee: needs "
+                f"{total.describe()}, {_describe(free)} of it free",
+                False,
+            )
+            return _STOP if strict else _SKIP_SHAPE
+        block = state.check(leaf, total, borrowing)
+        if block is not None:
+            reason = self.reason_cache.get(block)
+            if reason is None:
+                reason = self.reason_cache[block] = block.describe()
+            if (
+                allow_preempt
+                and now - w.created >= self.sched.preempt_after
+                and (cfg.preempt_within_queue != "Never" or cfg.reclaim_borrowed)
+                and self._preempt_for(w, total, reason)
+            ):
+                return _STOP if strict else _SKIP
+            if not borrowing or aged:
+                # Reserve: borrowers may not take what this one is waiting for.
+                state.reserve(leaf, total)
+            elif not strict:
+                self.wake.append(w.created + self.sched.reserve_after)
+            self.notes[w.key] = (reason, False)
+            return _STOP if strict or aged else _SKIP_SHAPE
+        node_reason = self.capacity.blocked(w)
+        if node_reason is not None:
+            self.notes[w.key] = (node_reason, False)
+            if aged:
+                self.capacity.place(w)  # hold what free room there is for it
+            elif not strict:
+                self.wake.append(w.created + self.sched.reserve_after)
+            return _STOP if strict or aged else _SKIP_SHAPE
+        state.charge(leaf, total)
+        self.capacity.place(w)
+        for q in self.tree.path[leaf]:
+            self.count[q] += 1
+        self.decisions.admit.append(Admission(w.key, leaf))
+        self.admitted_now.add(w.key)
+        return _ADMITTED
+
+    def _preempt_for(self, w: Workload, total: Resources, reason: str) -> bool:
+        """Evict victims so ``w`` fits later (it waits for them, its capacity held); False if none."""
+        sched, now = self.sched, self.now
+
+        def excluded(a: AdmittedWorkload) -> bool:
+            return a.workload.key in self.in_flight or (a.workload.key, w.key) in sched._history
+
+        choice = choose_victims(self.state, w, self.admitted_by_leaf, excluded)
+        if choice is None:
+            return False
+        for victim, why in zip(choice.victims, choice.reasons, strict=True):
+            self.decisions.preempt.append(Preemption(victim.workload.key, w.key, why))
+            sched._history[(w.key, victim.workload.key)] = now
+            self.in_flight.add(victim.workload.key)
+        sched._nominated[w.key] = _Nomination(w.queue, frozenset(v.workload.key for v in choice.victims), now)
+        self.state.hold(w.queue, total)
+        n = len(choice.victims)
+        self.notes[w.key] = (f"preempting {n} workload{'s' if n != 1 else ''}: {reason}", False)
+        return True
+
+    # --- after the pass -----------------------------------------------------------------------
+    def _accounting(self) -> dict[str, QueueAccounting]:
+        """Per queue (subtree): pending and admitted counts, usage and borrowing after the cycle:
+        this cycle's admissions count, its preemption victims do not."""
+        tree, state = self.tree, self.state
+        count = dict(self.count)
+        running = {a.workload.key: a for lst in self.admitted_by_leaf.values() for a in lst}
+        gone: set[str] = set()
+        for p in self.decisions.preempt:
+            a = running.get(p.victim_key)
+            if a is None or p.victim_key in gone:
+                continue
+            gone.add(p.victim_key)
+            state.release(a.queue, tree.charged(a.queue, a.workload.total))  # the pass is over
+            for q in tree.path[a.queue]:
+                count[q] -= 1
+        pending = dict.fromkeys(tree.names, 0)
+        for leaf, items in self.index.by_leaf.items():
+            for q in tree.path[leaf]:
+                pending[q] += len(items)
+        for key in self.admitted_now:
+            for q in tree.path[self.pending_keys[key].queue]:
+                pending[q] -= 1
+        out: dict[str, QueueAccounting] = {}
+        for n in tree.names:
+            usage = Resources(state.used[n])
+            borrowed = (usage - tree.entitlement[n]).positive()
+            out[n] = QueueAccounting(pending[n], count[n], usage, borrowed)
+        return out
+
+
+_shape_of = attrgetter("shape")
 
 
 def _describe(vec: dict[str, int]) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from meson.core.model import AdmittedWorkload, Decisions, NodeCapacity, QueueConfig, Snapshot, Workload
-from meson.core.resources import Resources
+from meson.core.resources import PODS, Resources
 from meson.core.scheduler import Scheduler
 
 
@@ -71,10 +71,18 @@ _ARRIVE, _EVICT, _FINISH, _WAKE = range(4)  # order of processing at equal times
 
 
 class Simulator:
-    def __init__(self, queues: Sequence[QueueConfig], trace: Sequence[TraceItem], *,
-                 scheduler: Scheduler | None = None, nodes: Sequence[NodeCapacity] | None = None,
-                 global_rate: float | None = None, global_burst: int = 1, eviction_delay: float = 0.0,
-                 on_cycle: Callable[[Snapshot, Decisions], None] | None = None) -> None:
+    def __init__(
+        self,
+        queues: Sequence[QueueConfig],
+        trace: Sequence[TraceItem],
+        *,
+        scheduler: Scheduler | None = None,
+        nodes: Sequence[NodeCapacity] | None = None,
+        global_rate: float | None = None,
+        global_burst: int = 1,
+        eviction_delay: float = 0.0,
+        on_cycle: Callable[[Snapshot, Decisions], None] | None = None,
+    ) -> None:
         self.queues = tuple(queues)
         self.trace = sorted(trace, key=lambda t: (t.workload.created, t.workload.key))
         self.scheduler = scheduler or Scheduler()
@@ -86,8 +94,9 @@ class Simulator:
 
     def run(self, until: float = math.inf, max_cycles: int = 10_000_000) -> SimResult:
         items = {t.workload.key: t for t in self.trace}
-        records = {k: WorkloadRecord(k, t.workload.queue, t.cls, t.workload.created)
-                   for k, t in items.items()}
+        records = {
+            k: WorkloadRecord(k, t.workload.queue, t.cls, t.workload.created) for k, t in items.items()
+        }
         events: list[tuple[float, int, int, str, int]] = []
         seq = 0
         for t in self.trace:
@@ -119,8 +128,17 @@ class Simulator:
         def node_snapshot() -> list[NodeCapacity] | None:
             if self.nodes is None:
                 return None
-            return [NodeCapacity(n.name, n.allocatable, n.allocatable - used)
-                    for n, used in zip(self.nodes, node_used, strict=True)]
+            return [
+                NodeCapacity(n.name, n.allocatable, n.allocatable - used)
+                for n, used in zip(self.nodes, node_used, strict=True)
+            ]
+
+        # Pod slots count only if the nodes report them (as in ``capacity``).
+        count_pods = any(PODS in n.allocatable for n in self.nodes or ())
+
+        def node_request(w: Workload) -> Resources:
+            req = w.pod_request
+            return req if count_pods else Resources({k: v for k, v in req.items() if k != PODS})
 
         def launch(key: str, pods: int, now: float) -> int:
             """Start as many of ``pods`` as fit now; returns how many are left waiting."""
@@ -128,11 +146,12 @@ class Simulator:
             w = items[key].workload
             placed: list[int] = []
             if self.nodes is not None:
-                req = w.pod_request
+                req = node_request(w)
                 for i, n in enumerate(self.nodes):
                     used = node_used[i]
                     while len(placed) < pods and all(
-                            used.get(k, 0) + v <= n.allocatable.get(k, 0) for k, v in req.items()):
+                        used.get(k, 0) + v <= n.allocatable.get(k, 0) for k, v in req.items()
+                    ):
                         for k, v in req.items():
                             used[k] = used.get(k, 0) + v
                         placed.append(i)
@@ -155,7 +174,7 @@ class Simulator:
         def stop_batch(bid: int) -> tuple[str, int]:
             key, count, placed = batches.pop(bid)
             live[key].discard(bid)
-            req = items[key].workload.pod_request
+            req = node_request(items[key].workload)
             for i in placed:
                 for k, v in req.items():
                     node_used[i][k] -= v
@@ -217,8 +236,15 @@ class Simulator:
                 else:
                     wakes.discard(now)
 
-            snap = Snapshot(now, self.queues, list(pending.values()), list(running.values()),
-                            node_snapshot(), self.global_rate, self.global_burst)
+            snap = Snapshot(
+                now,
+                self.queues,
+                list(pending.values()),
+                list(running.values()),
+                node_snapshot(),
+                self.global_rate,
+                self.global_burst,
+            )
             t0 = time.process_time_ns()
             d = self.scheduler.cycle(snap)
             cpu = time.process_time_ns() - t0

@@ -89,6 +89,7 @@ def test_each_slice_goes_to_the_lowest_weighted_share_that_can_use_it(demands, w
     weight = {q.name: q.weight for q in qs}
     pending = {q: [Workload(f"{q}-{i}", q, 0, float(i), d) for i in range(60)]
                for q, d in zip(names, demands, strict=True)}
+    dem = dict(zip(names, demands, strict=True))  # what quota counts (pod_request also has pods: 1)
     used = {q: Resources() for q in names}
     running: list[AdmittedWorkload] = []
     sched = Scheduler()
@@ -100,9 +101,9 @@ def test_each_slice_goes_to_the_lowest_weighted_share_that_can_use_it(demands, w
             break
         (adm,) = d.admit
         total = sum(used.values(), Resources())
-        fits = [q for q in names if pending[q] and (total + pending[q][0].pod_request).fits_in(pool)]
+        fits = [q for q in names if pending[q] and (total + dem[q]).fits_in(pool)]
         share = {q: weighted_dominant_share(used[q], {}, pool, weight[q]) for q in fits}
         assert share[adm.queue] == min(share.values())
         w = pending[adm.queue].pop(0)
-        used[adm.queue] = used[adm.queue] + w.pod_request
+        used[adm.queue] = used[adm.queue] + dem[adm.queue]
         running.append(AdmittedWorkload(w, float(step)))

@@ -62,8 +62,10 @@ def scenarios(draw):
     nodes = None
     if draw(st.booleans()):
         sizes = draw(st.lists(st.integers(2, 16), min_size=1, max_size=3))
-        nodes = [NodeCapacity(f"n{i}", Resources(cpu=c * 1000, memory=64 * GIB),
-                              Resources(cpu=c * 1000, memory=64 * GIB)) for i, c in enumerate(sizes)]
+        slots = draw(st.sampled_from([0, 3, 110]))  # pod slots per node; 0: not reported
+        nodes = [NodeCapacity(f"n{i}", Resources(cpu=c * 1000, memory=64 * GIB, pods=slots),
+                              Resources(cpu=c * 1000, memory=64 * GIB, pods=slots))
+                 for i, c in enumerate(sizes)]
     return queues, trace, nodes, draw(st.sampled_from([None, 5.0]))
 
 
@@ -84,23 +86,25 @@ class Checker:
         admitted_now = [pending[a.key] for a in d.admit]  # KeyError = admitted something not pending
         assert len({w.key for w in admitted_now}) == len(admitted_now)
 
-        # 1. No queue past its limit (or a top-level queue past its pool).
+        # 1. No queue past its limit (or a top-level queue past its pool), in what quota counts.
         used: dict[str, Resources] = {q: Resources() for q in tree.names}
         for w in [a.workload for a in snap.admitted] + admitted_now:
             for q in tree.path[w.queue]:
-                used[q] = used[q] + w.total
+                used[q] = used[q] + tree.charged(q, w.total)
         for q in tree.names:
-            cap = tree.cap[q]
-            assert cap is None or used[q].fits_in(cap), (q, used[q], cap)
+            cap = tree.cap[q] or {}
+            assert all(used[q][k] <= c for k, c in cap.items()), (q, used[q], cap)
 
         # 2. Gangs all-or-nothing on the observed free capacity; others at least one pod.
         if snap.nodes is not None:
             free = [dict(n.free.items()) for n in sorted(snap.nodes, key=lambda n: n.name)]
+            slots = any("pods" in n.allocatable for n in snap.nodes)  # counted only if reported
             for w in admitted_now:
                 left = w.pod_count
+                req = {k: v for k, v in w.pod_request.items() if slots or k != "pods"}
                 for f in free:
-                    while left and all(f.get(k, 0) >= v for k, v in w.pod_request.items()):
-                        for k, v in w.pod_request.items():
+                    while left and all(f.get(k, 0) >= v for k, v in req.items()):
+                        for k, v in req.items():
                             f[k] -= v
                         left -= 1
                 assert left == 0 if w.gang else left < w.pod_count, w

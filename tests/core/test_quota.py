@@ -52,10 +52,20 @@ def test_usage_of_running_workloads_counts():
 
 def test_a_workload_bigger_than_the_queue_could_ever_get_never_fits():
     gpu = Workload("gpu", "a", 0, 1.0, Resources({"nvidia.com/gpu": 1}))
-    d = cycle(cohort(), [wl("huge", "a", cores=7), gpu])
+    # Queue a lists a gpu quota of 0 ("listed": a zero amount is still a quota).
+    a = queue("a", "co", g=4, limit=6, listed={"cpu", "nvidia.com/gpu"})
+    qs = [queue("co"), a, queue("b", "co", g=4)]
+    d = cycle(qs, [wl("huge", "a", cores=7), gpu])
     assert d.pending["huge"].never_fits and "can ever get" in d.pending["huge"].reason
     assert d.pending["gpu"].never_fits
     assert d.pending["gpu"].reason == "queue a has no quota for nvidia.com/gpu"
+
+
+def test_a_resource_no_queue_of_the_tree_names_is_not_limited_by_quota():
+    gpu = Workload("gpu", "a", 0, 1.0, Resources({"nvidia.com/gpu": 1}))
+    d = cycle(cohort(), [gpu])
+    assert admitted_keys(d) == ["gpu"]
+    assert d.queues["a"].usage == Resources()  # nothing the tree counts
 
 
 def test_workloads_naming_missing_or_parent_queues_are_explained():
