@@ -31,8 +31,10 @@ from meson.api.common import (
 
 __all__ = [
     "MAX_DEPENDENCIES",
+    "MAX_FOREACH_ITEMS",
     "MAX_PARAMETERS",
     "MAX_STEPS",
+    "MAX_WORKFLOW_INSTANCES",
     "Backoff",
     "ExitStep",
     "Foreach",
@@ -50,7 +52,11 @@ __all__ = [
 MAX_STEPS = 150
 MAX_DEPENDENCIES = 16
 MAX_PARAMETERS = 64
+#: Elements of one foreach (inline items or a list parameter).
 MAX_FOREACH_ITEMS = 10000
+#: Step instances of one workflow (foreach elements of all steps, plus the other steps): keeps the status,
+#: which records every instance, within its budget (see meson.workflow.status).
+MAX_WORKFLOW_INSTANCES = 50000
 
 FailureMode = Literal["StopScheduling", "FailFast", "Continue"]
 RetryOn = Literal["FailedExit", "NodeLost", "Evicted", "Timeout"]
@@ -276,11 +282,17 @@ class WorkflowSpec(ApiModel):
 
 
 class StepStatus(ApiModel):
-    """Compact state of one step instance (one entry per foreach element; a gang is one entry)."""
+    """Compact state of one step instance (one entry per foreach element; a gang is one entry), or of the
+    instances of a large foreach step that share a state (``indexes``)."""
 
     name: str = Field(description="Step name.")
     index: int | None = Field(
         default=None, description="Foreach index of this instance; absent without foreach."
+    )
+    indexes: str | None = Field(
+        default=None,
+        description="Foreach indexes of the instances this entry stands for, as ranges (e.g. 0-4999,5001): "
+        "large fan-outs are recorded one entry per state, not one per instance.",
     )
     phase: StepPhase = Field(
         description="Waiting (for dependencies), Pending (in the queue), Running, Retrying (backing off), "
@@ -333,7 +345,11 @@ class WorkflowStatus(ApiModel):
     )
     finished_at: str | None = Field(default=None, description="When the workflow finished (RFC 3339).")
     counts: StepCounts | None = Field(default=None, description="Step instances per phase.")
-    steps: list[StepStatus] | None = Field(default=None, description="State of every step instance.")
+    steps: list[StepStatus] | None = Field(
+        default=None,
+        description="State of every step instance; a foreach step of more than 100 instances is recorded "
+        "one entry per state (indexes), and only the first 100 pending instances show their position.",
+    )
     conditions: list[Condition] | None = Field(
         default=None,
         description="Conditions: Valid, Admitted, Completed.",

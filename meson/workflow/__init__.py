@@ -13,7 +13,7 @@ from meson.workflow.cron import (
     child_name,
     plan_cron,
 )
-from meson.workflow.engine import parse_time, plan, rfc3339, with_queue_positions
+from meson.workflow.engine import parse_time, plan, rfc3339
 from meson.workflow.pods import (
     LABEL_ATTEMPT,
     LABEL_INSTANCE,
@@ -24,6 +24,7 @@ from meson.workflow.pods import (
     pod_name,
     pod_request,
 )
+from meson.workflow.status import STATUS_BUDGET_BYTES, instance_entries, with_queue_positions
 from meson.workflow.types import (
     LIVE_POD_PHASES,
     FailureKind,
@@ -43,6 +44,7 @@ __all__ = [
     "LABEL_WORKFLOW",
     "LIVE_POD_PHASES",
     "SCHEDULED_TIME_ANNOTATION",
+    "STATUS_BUDGET_BYTES",
     "ChildWorkflow",
     "CronPlan",
     "CronRun",
@@ -52,6 +54,7 @@ __all__ = [
     "PodObservation",
     "WorkflowEvent",
     "child_name",
+    "instance_entries",
     "parse_time",
     "plan",
     "plan_cron",

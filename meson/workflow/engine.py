@@ -54,13 +54,34 @@ from pydantic import ValidationError
 
 from meson.api.template import MissingValue, render
 from meson.api.validation import validate_workflow_spec
-from meson.api.workflow import Backoff, RetryPolicy, Workflow, WorkflowSpec
+from meson.api.workflow import (
+    MAX_FOREACH_ITEMS,
+    MAX_WORKFLOW_INSTANCES,
+    Backoff,
+    RetryPolicy,
+    Workflow,
+    WorkflowSpec,
+)
 from meson.workflow.pods import finish_spec, pod_manifest, pod_name, pod_request
+from meson.workflow.status import (
+    COMPACT_ABOVE,
+    MAX_CONDITIONS,
+    OVERFLOW_REASON,
+    PLAN_BUDGET_BYTES,
+    WORKFLOW_MESSAGE_MAX_BYTES,
+    cap_message,
+    json_size,
+    parse_ranges,
+    range_entries,
+    with_queue_positions,
+)
 from meson.workflow.types import LIVE_POD_PHASES, InstanceRequest, Plan, PodObservation, WorkflowEvent
 
 __all__ = ["parse_time", "plan", "rfc3339", "with_queue_positions"]
 
 TERMINAL = frozenset({"Succeeded", "Failed", "Skipped", "Omitted"})
+_PHASES = TERMINAL | {"Waiting", "Pending", "Running", "Retrying"}
+_REASONS = frozenset({"FailedExit", "NodeLost", "Evicted", "Timeout", "Preempted"})
 _DONE_OK = frozenset({"Succeeded", "Skipped"})
 _ACTIVE = frozenset({"Pending", "Running", "Retrying"})
 _KILLED = "stopped: "
@@ -239,7 +260,22 @@ def _build(
         compiled.steps.append(info)
         compiled.instance_ids[exit_step.name] = (exit_step.name, None)
     compiled.by_name = {info.name: info for info in compiled.steps}
+    compiled.problems = _size_problems(compiled)
     return compiled
+
+
+def _size_problems(compiled: _Compiled) -> list[str]:
+    """Fan-outs above the documented maximums (a list parameter is not bounded by the schema): the status
+    records every instance, so its budget holds only below them."""
+    problems = [
+        f"step {info.name}: foreach over {len(info.items)} elements, more than {MAX_FOREACH_ITEMS}"
+        for info in compiled.steps
+        if info.items is not None and len(info.items) > MAX_FOREACH_ITEMS
+    ]
+    total = sum(max(1, len(info.items or ())) for info in compiled.steps)
+    if total > MAX_WORKFLOW_INSTANCES:
+        problems.append(f"{total} step instances, more than {MAX_WORKFLOW_INSTANCES} per workflow")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------- CEL conditions
@@ -292,16 +328,21 @@ class _Inst:
         self.index = index
         self.id = info.name if index is None else f"{info.name}-{index}"
         entry = entry or {}
-        self.phase: str = entry.get("phase") or "Waiting"
-        self.attempts: int = entry.get("attempts") or 0
-        self.run: int = entry.get("run") or 0
-        self.start: int | None = entry.get("start")
-        self.end: int | None = entry.get("end")
-        self.node: str | None = entry.get("node")
-        self.exit_code: int | None = entry.get("exitCode")
-        self.message: str | None = entry.get("message")
-        self.reason: str | None = entry.get("reason")
-        self.retry_at: int | None = entry.get("retryAt")
+        # Read defensively: a status edited by hand must not break the cycle.
+        phase = entry.get("phase")
+        self.phase: str = phase if phase in _PHASES else "Waiting"
+        self.attempts: int = max(0, _int(entry.get("attempts")) or 0)
+        self.run: int = max(0, _int(entry.get("run")) or 0)
+        self.start: int | None = _int(entry.get("start"))
+        self.end: int | None = _int(entry.get("end"))
+        node = entry.get("node")
+        self.node: str | None = node if isinstance(node, str) and 0 < len(node) <= 253 else None
+        self.exit_code: int | None = _int(entry.get("exitCode"))
+        message = entry.get("message")
+        self.message: str | None = message if isinstance(message, str) and message else None
+        reason = entry.get("reason")
+        self.reason: str | None = reason if reason in _REASONS else None
+        self.retry_at: int | None = _int(entry.get("retryAt"))
 
     def copy_as(self, index: int) -> _Inst:
         inst = _Inst(self.info, index, None)
@@ -322,7 +363,26 @@ class _Inst:
             ("exitCode", self.exit_code),
             ("reason", self.reason),
             ("retryAt", self.retry_at),
-            ("message", self.message),
+            ("message", cap_message(self.message)),
+        ):
+            if value is not None:
+                out[key] = value
+        return out
+
+    def state(self, lean: bool) -> dict[str, Any]:
+        """The fields of a range entry (no per-instance times or node). Lean: only what decisions read, the
+        message only when it marks an instance the engine stopped (stop_state tells them from failures)."""
+        message = self.message
+        if lean and not (self.phase == "Failed" and (message or "").startswith(_KILLED)):
+            message = None
+        out: dict[str, Any] = {"phase": self.phase}
+        for key, value in (
+            ("attempts", self.attempts or None),
+            ("run", self.run or None),
+            ("exitCode", None if lean else self.exit_code),
+            ("reason", None if lean else self.reason),
+            ("retryAt", self.retry_at),
+            ("message", cap_message(message)),
         ):
             if value is not None:
                 out[key] = value
@@ -377,8 +437,18 @@ class _Cycle:
 
     def _load(self) -> None:
         grouped: dict[str, dict[int | None, Mapping[str, Any]]] = {}
-        for entry in self.old.get("steps") or []:
-            grouped.setdefault(entry.get("name"), {})[entry.get("index")] = entry
+        steps = self.old.get("steps")
+        for entry in steps if isinstance(steps, list) else ():
+            name = entry.get("name") if isinstance(entry, Mapping) else None
+            info = self.c.by_name.get(name) if isinstance(name, str) else None
+            if info is None:
+                continue
+            slots = grouped.setdefault(info.name, {})
+            if "indexes" in entry:  # a range entry: an instance entry of the same instance wins
+                for i in parse_ranges(entry["indexes"], len(info.items or ())):
+                    slots.setdefault(i, entry)
+            else:
+                slots[_int(entry.get("index"))] = entry
         for info in self.c.steps:
             entries = grouped.get(info.name, {})
             if info.items is not None:
@@ -782,23 +852,10 @@ class _Cycle:
     # ----------------------------------------------------------------------------------------- status
 
     def run(self) -> Plan:
-        old = self.old
-        spec = self.spec
-        old_restarts = old.get("restarts") or 0
-        restart_at = None
-        for cond in old.get("conditions") or []:
-            if cond.get("type") == "Restarted":
-                restart_at = parse_time(cond.get("lastTransitionTime"))
-        restarted = spec.restarts > old_restarts
-        if restarted:
-            for inst in self.all():
-                if inst.phase in ("Failed", "Omitted") or (inst.info.exit and inst.phase in TERMINAL):
-                    inst.reset()
-            restart_at = self.now
-            self.event(False, "WorkflowRestarted", f"restart {spec.restarts}: rerunning the failed steps")
-        elif old.get("phase") in ("Succeeded", "Failed"):
+        restarted = self.spec.restarts > (self.old.get("restarts") or 0)
+        restart_at = self.restart(restarted)
+        if not restarted and self.old.get("phase") in ("Succeeded", "Failed"):
             return self.frozen()
-
         self.observe()
         stop = self.stop_state(restart_at)
         if stop is not None:
@@ -806,50 +863,21 @@ class _Cycle:
         self.retry_due()
         self.advance(stop is not None)
         pending, admitted = self.requests()
-
-        insts = self.all()
-        finished = all(i.phase in TERMINAL for i in insts) and not admitted
-        failed = [i for i in insts if i.phase == "Failed"]
-        if finished:
-            phase = "Failed" if failed or stop is not None else "Succeeded"
-        elif not any(i.run for i in insts) and not any(i.phase in ("Running", "Retrying") for i in insts):
-            phase = "Suspended" if spec.suspend else "Pending"
-        elif spec.suspend and not admitted and not any(i.phase == "Running" for i in insts):
-            phase = "Suspended"
-        else:
-            phase = "Running"
-        if stop is not None:
-            message: str | None = stop[1]
-        elif failed:
-            real = [i.id for i in failed if not i.info.exit]
-            if real:
-                message = (
-                    f"step {real[0]} failed"
-                    if len(real) == 1
-                    else f"{len(real)} steps failed: "
-                    + (", ".join(real[:5]) + (", ..." if len(real) > 5 else ""))
-                )
-            else:
-                message = f"exit step {failed[0].id} failed"
-        elif phase == "Suspended":
-            message = "suspended"
-        else:
-            message = None
-
-        status = self.status(phase, message, finished, restart_at if restarted else None, insts)
-        old_phase = old.get("phase")
-        if phase != old_phase and (old_phase is not None or phase != "Pending"):
-            if phase in ("Succeeded", "Failed"):
-                self.event(
-                    phase == "Failed",
-                    f"Workflow{phase}",
-                    f"workflow {phase.lower()}" + (f": {message}" if message else ""),
-                )
-            else:
-                self.event(False, f"Workflow{phase}", f"workflow {phase.lower()}")
+        phase, message, finished = self.outcome(stop, admitted)
+        status = self.status(phase, message, finished, restart_at if restarted else None)
+        if status is None:  # even the coarse form does not fit: terminate (finished instances always fit)
+            self.event(True, "StatusTooLarge", f"workflow terminated: {OVERFLOW_REASON}")
+            stop = ("terminate", OVERFLOW_REASON)
+            self.apply_stop(*stop)
+            self.create = []
+            pending, admitted = self.requests()
+            phase, message, finished = self.outcome(stop, admitted)
+            status = self.status(phase, message, finished, restart_at if restarted else None, force=True)
+            assert status is not None
+        self.phase_events(phase, message)
         delete_workflow = False
-        if finished and spec.ttl_seconds_after_finished is not None:
-            expires = math.floor(self.now) + spec.ttl_seconds_after_finished
+        if finished and self.spec.ttl_seconds_after_finished is not None:
+            expires = math.floor(self.now) + self.spec.ttl_seconds_after_finished
             if self.now >= expires:
                 delete_workflow = True
             else:
@@ -867,41 +895,98 @@ class _Cycle:
             create_pods=self.create,
         )
 
-    def status(
-        self, phase: str, message: str | None, finished: bool, restart_at: float | None, insts: list[_Inst]
-    ) -> dict[str, Any]:
-        out = dict(self.old)
-        out.pop("message", None)
-        out.pop("finishedAt", None)
-        out["phase"] = phase
+    def restart(self, restarted: bool) -> float | None:
+        """When the workflow timeout counts from: the last restart (now, when restarting in this cycle)."""
+        restart_at = None
+        for cond in self.old.get("conditions") or []:
+            if isinstance(cond, Mapping) and cond.get("type") == "Restarted":
+                restart_at = parse_time(cond.get("lastTransitionTime"))
+        if not restarted:
+            return restart_at
+        for inst in self.all():
+            if inst.phase in ("Failed", "Omitted") or (inst.info.exit and inst.phase in TERMINAL):
+                inst.reset()
+        self.event(False, "WorkflowRestarted", f"restart {self.spec.restarts}: rerunning the failed steps")
+        return self.now
+
+    def outcome(
+        self, stop: tuple[str, str] | None, admitted: list[InstanceRequest]
+    ) -> tuple[str, str | None, bool]:
+        """(phase, message, finished) of the workflow."""
+        insts = self.all()
+        finished = all(i.phase in TERMINAL for i in insts) and not admitted
+        failed = [i for i in insts if i.phase == "Failed"]
+        if finished:
+            phase = "Failed" if failed or stop is not None else "Succeeded"
+        elif not any(i.run for i in insts) and not any(i.phase in ("Running", "Retrying") for i in insts):
+            phase = "Suspended" if self.spec.suspend else "Pending"
+        elif self.spec.suspend and not admitted and not any(i.phase == "Running" for i in insts):
+            phase = "Suspended"
+        else:
+            phase = "Running"
+        if stop is not None:
+            return phase, stop[1], finished
+        real = [i.id for i in failed if not i.info.exit]
+        if len(real) == 1:
+            return phase, f"step {real[0]} failed", finished
+        if real:
+            more = ", ..." if len(real) > 5 else ""
+            return phase, f"{len(real)} steps failed: " + ", ".join(real[:5]) + more, finished
+        if failed:
+            return phase, f"exit step {failed[0].id} failed", finished
+        return phase, "suspended" if phase == "Suspended" else None, finished
+
+    def phase_events(self, phase: str, message: str | None) -> None:
+        old_phase = self.old.get("phase")
+        if phase == old_phase or (old_phase is None and phase == "Pending"):
+            return
+        if phase in ("Succeeded", "Failed"):
+            text = f"workflow {phase.lower()}" + (f": {message}" if message else "")
+            self.event(phase == "Failed", f"Workflow{phase}", text)
+        else:
+            self.event(False, f"Workflow{phase}", f"workflow {phase.lower()}")
+
+    def counts(self) -> dict[str, int]:
         counts = {"total": 0, "pending": 0, "running": 0, "succeeded": 0, "failed": 0, "skipped": 0}
-        bucket = {
-            "Waiting": "pending",
-            "Pending": "pending",
-            "Running": "running",
-            "Retrying": "running",
-            "Succeeded": "succeeded",
-            "Failed": "failed",
-            "Skipped": "skipped",
-            "Omitted": "skipped",
-        }
-        for inst in insts:
+        for inst in self.all():
             n = inst.count
             counts["total"] += n
-            counts[bucket[inst.phase]] += n
+            counts[_BUCKET[inst.phase]] += n
+        return counts
+
+    def status(
+        self,
+        phase: str,
+        message: str | None,
+        finished: bool,
+        restart_at: float | None,
+        force: bool = False,
+    ) -> dict[str, Any] | None:
+        """The new status (only known fields, messages capped), None when it cannot fit its budget."""
+        counts = self.counts()
         done = counts["succeeded"] + counts["failed"] + counts["skipped"]
-        out["progress"] = f"{done}/{counts['total']}"
+        out: dict[str, Any] = {"phase": phase, "progress": f"{done}/{counts['total']}"}
         if message:
-            out["message"] = message
-        out["startedAt"] = self.old.get("startedAt") or rfc3339(self.started)
+            out["message"] = cap_message(message, WORKFLOW_MESSAGE_MAX_BYTES)
+        out["startedAt"] = rfc3339(self.started)
         if finished:
             out["finishedAt"] = rfc3339(self.now)
         out["counts"] = counts
-        out["steps"] = [inst.wire() for inst in insts]
-        conditions = [
-            c for c in self.old.get("conditions") or [] if c.get("type") not in ("Completed", "Restarted")
-        ]
-        restarted = next((c for c in self.old.get("conditions") or [] if c.get("type") == "Restarted"), None)
+        conditions = self.conditions(phase, out.get("message"), out.get("finishedAt"), restart_at)
+        if conditions:
+            out["conditions"] = conditions
+        if self.c.generation is not None:
+            out["observedGeneration"] = self.c.generation
+        if self.spec.restarts:
+            out["restarts"] = self.spec.restarts
+        return out if self.encode_steps(out) or force else None
+
+    def conditions(
+        self, phase: str, message: str | None, finished_at: str | None, restart_at: float | None
+    ) -> list[dict[str, Any]]:
+        old = [c for c in self.old.get("conditions") or [] if isinstance(c, Mapping)]
+        kept = [_bounded_condition(c) for c in old if c.get("type") not in ("Completed", "Restarted")]
+        restarted = next((dict(c) for c in old if c.get("type") == "Restarted"), None)
         if restart_at is not None:
             restarted = {
                 "type": "Restarted",
@@ -911,28 +996,38 @@ class _Cycle:
                 "lastTransitionTime": rfc3339(restart_at),
             }
         if restarted is not None:
-            conditions.append(restarted)
-        if finished:
+            kept.append(_bounded_condition(restarted))
+        if finished_at is not None:
             completed = {
                 "type": "Completed",
                 "status": "True",
                 "reason": phase,
-                "lastTransitionTime": out["finishedAt"],
+                "lastTransitionTime": finished_at,
             }
             if message:
                 completed["message"] = message
-            conditions.append(completed)
-        if conditions:
-            out["conditions"] = conditions
-        else:
-            out.pop("conditions", None)
-        if self.c.generation is not None:
-            out["observedGeneration"] = self.c.generation
-        if self.spec.restarts:
-            out["restarts"] = self.spec.restarts
-        else:
-            out.pop("restarts", None)
-        return out
+            kept.append(completed)
+        return kept[-MAX_CONDITIONS:]
+
+    def encode_steps(self, out: dict[str, Any]) -> bool:
+        """Sets ``out["steps"]`` to the first level of detail (see meson.workflow.status) that fits the
+        budget; False when none does (the coarsest is then set)."""
+        for level in range(4):
+            out["steps"] = self.steps_wire(level)
+            if json_size(out) <= PLAN_BUDGET_BYTES:
+                return True
+        return False
+
+    def steps_wire(self, level: int) -> list[dict[str, Any]]:
+        steps: list[dict[str, Any]] = []
+        for info in self.c.steps:
+            insts = self.by_step[info.name]
+            if insts[0].index is None or (level == 0 and len(insts) <= COMPACT_ABOVE):
+                steps.extend(inst.wire() for inst in insts)
+            else:
+                states = [(inst.index or 0, inst.state(lean=level >= 2)) for inst in insts]
+                steps.extend(range_entries(info.name, states, coarse=level >= 3))
+        return steps
 
     def frozen(self) -> Plan:
         """A finished workflow: nothing changes; leftover pods are deleted; TTL."""
@@ -969,6 +1064,31 @@ class _Cycle:
         )
 
 
+_BUCKET = {
+    "Waiting": "pending",
+    "Pending": "pending",
+    "Running": "running",
+    "Retrying": "running",
+    "Succeeded": "succeeded",
+    "Failed": "failed",
+    "Skipped": "skipped",
+    "Omitted": "skipped",
+}
+
+
+def _bounded_condition(condition: Mapping[str, Any]) -> dict[str, Any]:
+    """A condition copied from the old status, its texts capped (a status may have been edited)."""
+    out = dict(condition)
+    for key in ("type", "reason", "message"):
+        if key in out:
+            out[key] = cap_message(out[key], WORKFLOW_MESSAGE_MAX_BYTES)
+    return out
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _pod_index(name: str) -> int:
     tail = name.rsplit("-", 1)[-1]
     return int(tail) if tail.isdigit() else 0
@@ -986,7 +1106,7 @@ def _invalid(
     compiled: _Compiled, workflow: Mapping[str, Any], pods: Sequence[PodObservation], now: float
 ) -> Plan:
     old = dict(workflow.get("status") or {})
-    message = "invalid spec: " + "; ".join(compiled.problems)[:4000]
+    message = cap_message("invalid spec: " + "; ".join(compiled.problems), WORKFLOW_MESSAGE_MAX_BYTES) or ""
     status = dict(old)
     status["phase"] = "Failed"
     status["message"] = message
@@ -1032,25 +1152,3 @@ def plan(
     if compiled.problems:
         return _invalid(compiled, workflow, pods, now)
     return _Cycle(compiled, workflow, pods, now, nodes).run()
-
-
-def with_queue_positions(
-    status: Mapping[str, Any], positions: Mapping[str, tuple[int, str]]
-) -> dict[str, Any]:
-    """A copy of ``status`` where each Pending instance named in ``positions`` (instance id → (position,
-    reason)) gets ``position`` and ``message`` (the reason), and every other entry loses ``position``."""
-    out = dict(status)
-    steps = []
-    for entry in status.get("steps") or []:
-        instance = entry["name"] if entry.get("index") is None else f"{entry['name']}-{entry['index']}"
-        hit = positions.get(instance) if entry.get("phase") == "Pending" else None
-        if hit is not None:
-            entry = {**entry, "position": hit[0]}
-            if hit[1]:
-                entry["message"] = hit[1]
-        elif "position" in entry:
-            entry = {k: v for k, v in entry.items() if k != "position"}
-        steps.append(entry)
-    if "steps" in status:
-        out["steps"] = steps
-    return out

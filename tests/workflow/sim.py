@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from meson.workflow import InstanceRequest, Plan, PodObservation, plan
+from meson.workflow import InstanceRequest, Plan, PodObservation, instance_entries, plan
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 _uids = itertools.count(1)
@@ -156,14 +156,14 @@ class Cluster:
     # ------------------------------------------------------------------ one cycle
     def cycle(self) -> Plan:
         self.tick_pods()
-        before = {self._iid(s): s["phase"] for s in (self.wf.get("status") or {}).get("steps") or []}
+        before = {i: s["phase"] for i, s in instance_entries(self.wf.get("status") or {}).items()}
         result = plan(self.wf, self.observations(), self.now, nodes=set(self.nodes))
         self.gone.clear()
         self.plans.append(result)
         self.events += [(self.now, e.reason, e.message) for e in result.events]
-        for entry in result.status.get("steps") or []:
-            if before.get(self._iid(entry)) != entry["phase"]:
-                self.history.append((self.now, self._iid(entry), entry["phase"]))
+        for instance, entry in instance_entries(result.status).items():
+            if before.get(instance) != entry["phase"]:
+                self.history.append((self.now, instance, entry["phase"]))
         if self.persist:
             self.wf["status"] = copy.deepcopy(result.status)
         for name in result.delete_pods:
@@ -201,19 +201,16 @@ class Cluster:
         self.wf["metadata"]["generation"] += 1
 
     # ------------------------------------------------------------------ queries
-    @staticmethod
-    def _iid(entry: dict[str, Any]) -> str:
-        return entry["name"] if entry.get("index") is None else f"{entry['name']}-{entry['index']}"
-
     @property
     def status(self) -> dict[str, Any]:
         return self.wf.get("status") or {}
 
+    def instances(self) -> dict[str, dict[str, Any]]:
+        """Every instance's entry by instance id (range entries of large fan-outs expanded)."""
+        return instance_entries(self.status)
+
     def entry(self, instance: str) -> dict[str, Any]:
-        for entry in self.status.get("steps") or []:
-            if self._iid(entry) == instance:
-                return entry
-        raise KeyError(instance)
+        return self.instances()[instance]
 
     def phase(self, instance: str) -> str:
         return self.entry(instance)["phase"]

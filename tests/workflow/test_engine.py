@@ -656,8 +656,8 @@ def test_status_of_5000_instances_stays_compact():
     c.nodes = {"node-a"}
     c.run(seconds=10)
     size = len(json.dumps(c.status, separators=(",", ":")))
-    assert len(c.status["steps"]) == 5000
-    assert size < 1_000_000, size
+    assert len(c.instances()) == 5000 and len(c.status["steps"]) < 10  # one range entry per state
+    assert size < 20_000, size
 
 
 def test_queue_reason_is_refreshed_every_cycle_by_the_runtime():
