@@ -49,6 +49,8 @@ def pod_request(spec: Mapping[str, Any]) -> dict[str, int]:
 
 
 def queue_config(obj: Mapping[str, Any]) -> QueueConfig:
+    """The core's view of a Queue. Its quota keys become ``listed``: the resources this queue limits
+    (even at 0), so "a resource not listed is not limited by this queue" holds in the core."""
     spec = obj.get("spec") or {}
     quota = spec.get("quota") or {}
     guaranteed = {k: canonical(k, q.get("guaranteed", 0)) for k, q in quota.items()}
@@ -73,11 +75,15 @@ def queue_config(obj: Mapping[str, Any]) -> QueueConfig:
         preempt_within_queue=preemption.get("withinQueue", "Never"),
         reclaim_borrowed=bool(preemption.get("reclaimBorrowed", False)),
         stop_policy=spec.get("stopPolicy", "None"),
+        listed=frozenset(quota),
     )
 
 
 def quota_resources(queues: Iterable[QueueConfig]) -> dict[str, frozenset[str]]:
-    """For each queue, the resources its tree puts a quota on; other resources are not limited by it."""
+    """For each queue, the resources its tree puts a quota on; other resources are not limited by it.
+
+    Informational only: the core applies this rule itself (``QueueTree.charged``), so workloads are
+    handed to it with their full request."""
     by_name = {q.name: q for q in queues}
 
     def root(name: str) -> str:
@@ -89,8 +95,7 @@ def quota_resources(queues: Iterable[QueueConfig]) -> dict[str, frozenset[str]]:
 
     named: dict[str, set[str]] = {}
     for q in by_name.values():
-        keys = set(q.guaranteed) | set(q.limit or ())
-        named.setdefault(root(q.name), set()).update(keys)
+        named.setdefault(root(q.name), set()).update(q.quota_names)
     return {n: frozenset(named.get(root(n), ())) for n in by_name}
 
 

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from meson.controllers import translate
-from meson.core import Resources
+from meson.core import (
+    AdmittedWorkload,
+    NodeCapacity,
+    QueueConfig,
+    Resources,
+    Scheduler,
+    Snapshot,
+    Workload,
+    validate_queues,
+)
+from meson.workflow import pod_request
 
 
 def test_pod_request_follows_kubernetes_effective_request_rule() -> None:
@@ -43,6 +53,7 @@ def test_queue_config_from_the_queue_api() -> None:
     assert q.limit == Resources(cpu=10000, memory=8 << 30)  # no limit: guaranteed, no borrowing
     assert (q.admission_rate, q.admission_burst, q.strategy) == (20, 40, "StrictFIFO")
     assert q.preempt_within_queue == "LowerPriority" and q.reclaim_borrowed and q.stop_policy == "Hold"
+    assert q.listed == frozenset({"cpu", "memory"})  # what this queue limits; other resources it does not
 
 
 def test_only_resources_named_by_a_queue_tree_are_limited_by_it() -> None:
@@ -120,3 +131,79 @@ def test_node_capacity_is_allocatable_minus_live_requests_of_ready_nodes() -> No
     caps = translate.node_capacities(nodes, {"n1": {"cpu": 1500, "pods": 2}})
     assert [c.name for c in caps] == ["n1"]
     assert caps[0].free == Resources(cpu=2500, pods=8)
+
+
+def _queue(name: str, quota: dict, parent: str | None = None) -> QueueConfig:
+    spec: dict = {"quota": quota} if parent is None else {"quota": quota, "parent": parent}
+    return translate.queue_config({"metadata": {"name": name}, "spec": spec})
+
+
+def _step_request(cpu: str = "100m", memory: str = "64Mi") -> dict[str, int]:
+    """A step's per-pod request as the workflow engine computes it (it has no ``pods`` entry)."""
+    return pod_request(
+        {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}
+    )
+
+
+def test_a_pods_only_quota_caps_the_pods_admitted_at_once() -> None:
+    """The reported bug: ``quota: {pods: {guaranteed: 5}}`` ran 20 pods at once. The engine's request has
+    no ``pods`` entry and the controller kept only the resources the tree names, so the core was
+    handed an empty request and charged nothing. The core now counts ``pods: 1`` for every pod."""
+    queues = [_queue("pods-only", {"pods": {"guaranteed": 5}})]
+    request = _step_request()
+    assert "pods" not in request
+    pending = [Workload(f"single-{i:02d}", "pods-only", 0, float(i), Resources(request)) for i in range(50)]
+    pending += [
+        Workload(f"gang-{i}", "pods-only", 0, 0.5 + 5 * i, Resources(request), pod_count=2, gang=True)
+        for i in range(10)
+    ]
+    nodes = [
+        NodeCapacity(f"n{i}", Resources(cpu=32_000, memory=64 << 30, pods=110),
+                     Resources(cpu=32_000, memory=64 << 30, pods=110))
+        for i in range(3)
+    ]  # fmt: skip
+    sched = Scheduler()
+    running: list[AdmittedWorkload] = []
+    finished: list[str] = []
+    most = 0
+    for t in range(200):
+        if not pending and not running:
+            break
+        d = sched.cycle(Snapshot(float(t), queues, pending, running, nodes))
+        admitted = {a.key for a in d.admit}
+        running += [AdmittedWorkload(w, float(t)) for w in pending if w.key in admitted]
+        pending = [w for w in pending if w.key not in admitted]
+        pods = sum(a.workload.pod_count for a in running)
+        assert pods <= 5, (t, pods)
+        assert d.queues["pods-only"].usage == Resources(pods=pods)
+        most = max(most, pods)
+        for w in pending:
+            assert d.pending[w.key].reason.startswith("needs pods ") or "behind" in d.pending[w.key].reason
+        # The oldest admission finishes every cycle (a gang's pods finish together).
+        if running:
+            finished.append(running.pop(0).key)
+    assert most == 5
+    assert len(finished) == 60 and not pending
+
+
+def test_a_resource_a_queue_does_not_list_is_not_limited_by_that_queue() -> None:
+    """The Queue API's rule, per queue: "gpu" lists only GPUs, so its CPU is capped by its parent alone;
+    "cpu" lists only CPU, so its GPUs are capped by the tree's GPU pool (what "gpu" is guaranteed)."""
+    queues = [
+        _queue("org", {"cpu": {"guaranteed": 8}}),
+        _queue("gpu", {"nvidia.com/gpu": {"guaranteed": 2}}, parent="org"),
+        _queue("cpu", {"cpu": {"guaranteed": 4}}, parent="org"),
+    ]
+    assert validate_queues(queues) == []
+    gpu_step = Resources(_step_request(cpu="3"), **{"nvidia.com/gpu": 1})
+    pending = [Workload(f"g{i}", "gpu", 0, float(i), gpu_step) for i in range(4)]
+    d = Scheduler().cycle(Snapshot(0.0, queues, pending))
+    # Its two GPUs, each step with 3 CPUs borrowed from org's pool of 8 (no limit of its own on CPU).
+    assert [a.key for a in d.admit] == ["g0", "g1"]
+    assert d.pending["g2"].reason == "needs nvidia.com/gpu 1, queue gpu has 0 free of limit 2"
+    big = Workload("big", "gpu", 0, 9.0, Resources(_step_request(cpu="9")))
+    assert Scheduler().cycle(Snapshot(0.0, queues, [big])).pending["big"].reason == (
+        "needs cpu 9, more than queue gpu can ever get (8)"
+    )
+    assert d.queues["gpu"].usage == Resources({"cpu": 6000, "nvidia.com/gpu": 2})
+    assert d.queues["gpu"].borrowed == Resources(cpu=6000)  # it is guaranteed no CPU
