@@ -40,7 +40,6 @@ are never reviewed.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 import tempfile
@@ -49,9 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import kopf
-from kubernetes import client, config
 
-from meson.adapters import dryrun
+from meson.adapters import dryrun, kube
 from meson.adapters.dryrun import PodDryRun, _api_message  # noqa: F401 - re-exported
 from meson.api.common import GROUP, VERSION
 from meson.api.validation import validate
@@ -71,30 +69,20 @@ logger = logging.getLogger(__name__)
 WEBHOOK_CONFIGURATION = "validate.meson.dev"
 DEFAULT_PORT = 9443
 
-_api_client: client.ApiClient | None = None
+
+def _clients(memo: Any = None) -> kube.Clients:
+    """The operator's clients (kept in kopf's memo at start-up), else ones from the default config."""
+    clients = (memo or {}).get("clients") if memo is not None else None
+    if clients is None:
+        clients = kube.Clients.from_config(kube.load_client_config())
+        if memo is not None:
+            memo["clients"] = clients
+    return clients
 
 
-def _client() -> client.ApiClient:
-    """A kubernetes client: in-cluster config, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
-    global _api_client
-    if _api_client is None:
-        try:
-            config.load_incluster_config()
-            _api_client = client.ApiClient()
-        except config.ConfigException:
-            _api_client = config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
-    return _api_client
-
-
-def use_api_client(api_client: client.ApiClient) -> None:
-    """Use ``api_client`` for dry runs and queue look-ups (instead of the default configuration)."""
-    global _api_client
-    _api_client = api_client
-
-
-def kubernetes_pod_dry_run(namespace: str, pod: dict[str, Any]) -> str | None:
+def kubernetes_pod_dry_run(namespace: str, pod: dict[str, Any], memo: Any = None) -> str | None:
     """Server-side dry-run create of ``pod`` (see :func:`meson.adapters.dryrun.pod_dry_run`)."""
-    return dryrun.pod_dry_run(_client(), namespace, pod)
+    return dryrun.pod_dry_run(_clients(memo).api, namespace, pod)
 
 
 def dry_run_pods(
@@ -104,9 +92,10 @@ def dry_run_pods(
     return dryrun.dry_run_pods(kind, body, namespace, dry_run or kubernetes_pod_dry_run)
 
 
-def queue_parents(exclude: str | None = None) -> dict[str, str | None]:
+def queue_parents(exclude: str | None = None, memo: Any = None) -> dict[str, str | None]:
     """Every existing queue and its parent (for hierarchy-cycle checks), without ``exclude``."""
-    queues = client.CustomObjectsApi(_client()).list_cluster_custom_object(GROUP, VERSION, "queues")
+    custom = _clients(memo).custom
+    queues = kube.call(custom.list_cluster_custom_object, GROUP, VERSION, "queues")
     return {
         item["metadata"]["name"]: (item.get("spec") or {}).get("parent")
         for item in queues.get("items", [])
@@ -122,48 +111,62 @@ def review(
     dry_run: PodDryRun | None = None,
     parents: Mapping[str, str | None] | None = None,
     check_pods: bool = True,
+    memo: Any = None,
 ) -> list[str]:
     """Every problem of ``body``: pure checks, then (when those pass) the pod dry runs.
 
     ``parents`` (queue → parent) is looked up in the cluster for a Queue when not given.
     """
     if kind == "Queue" and parents is None:
-        parents = queue_parents(exclude=(body.get("metadata") or {}).get("name"))
+        parents = queue_parents(exclude=(body.get("metadata") or {}).get("name"), memo=memo)
     problems = validate(kind, body, queue_parents=parents)
     if not problems and check_pods and kind != "Queue":
         ns = namespace or (body.get("metadata") or {}).get("namespace")
-        problems += dry_run_pods(kind, body, ns, dry_run)
+        problems += dry_run_pods(kind, body, ns, dry_run or (lambda n, p: kubernetes_pod_dry_run(n, p, memo)))
     return problems
 
 
 def _admit(
-    kind: str, body: Mapping[str, Any], old: Mapping[str, Any] | None, operation: str, namespace: Any
+    kind: str,
+    body: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    operation: str,
+    namespace: Any,
+    memo: Any,
 ) -> None:
     if operation == "UPDATE" and old is not None and old.get("spec") == body.get("spec"):
         return
-    problems = review(kind, body, namespace=namespace)
+    problems = review(kind, body, namespace=namespace, memo=memo)
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
 
 
 @kopf.on.validate(GROUP, VERSION, "workflows", id="workflow", operations=["CREATE", "UPDATE"])
-def validate_workflow(body: kopf.Body, old: Any, operation: str, namespace: Any, **_: Any) -> None:
-    _admit("Workflow", body, old, operation, namespace)
+def validate_workflow(
+    body: kopf.Body, old: Any, operation: str, namespace: Any, memo: kopf.Memo | None = None, **_: Any
+) -> None:
+    _admit("Workflow", body, old, operation, namespace, memo)
 
 
 @kopf.on.validate(GROUP, VERSION, "cronworkflows", id="cronworkflow", operations=["CREATE", "UPDATE"])
-def validate_cronworkflow(body: kopf.Body, old: Any, operation: str, namespace: Any, **_: Any) -> None:
-    _admit("CronWorkflow", body, old, operation, namespace)
+def validate_cronworkflow(
+    body: kopf.Body, old: Any, operation: str, namespace: Any, memo: kopf.Memo | None = None, **_: Any
+) -> None:
+    _admit("CronWorkflow", body, old, operation, namespace, memo)
 
 
 @kopf.on.validate(GROUP, VERSION, "streamjobs", id="streamjob", operations=["CREATE", "UPDATE"])
-def validate_streamjob(body: kopf.Body, old: Any, operation: str, namespace: Any, **_: Any) -> None:
-    _admit("StreamJob", body, old, operation, namespace)
+def validate_streamjob(
+    body: kopf.Body, old: Any, operation: str, namespace: Any, memo: kopf.Memo | None = None, **_: Any
+) -> None:
+    _admit("StreamJob", body, old, operation, namespace, memo)
 
 
 @kopf.on.validate(GROUP, VERSION, "queues", id="queue", operations=["CREATE", "UPDATE"])
-def validate_queue(body: kopf.Body, old: Any, operation: str, namespace: Any, **_: Any) -> None:
-    _admit("Queue", body, old, operation, namespace)
+def validate_queue(
+    body: kopf.Body, old: Any, operation: str, namespace: Any, memo: kopf.Memo | None = None, **_: Any
+) -> None:
+    _admit("Queue", body, old, operation, namespace, memo)
 
 
 def self_signed_certificate(

@@ -88,7 +88,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     if options.get("webhook") == "loopback":
         from meson.controllers import admission
 
-        admission.use_api_client(clients.api)
         admission.configure_webhook(settings, port=options.get("webhook_port", 9443))
     view = Store()
     await asyncio.get_running_loop().run_in_executor(None, prime, view, clients)

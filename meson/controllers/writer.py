@@ -72,7 +72,11 @@ class Writer:
         try:
             # Raw JSON back: building and flattening V1Pod models costs more CPU than the request itself.
             created = kube.create(
-                self.clients.core.create_namespaced_pod, namespace, body, _preload_content=False
+                self.clients.core.create_namespaced_pod,
+                namespace,
+                body,
+                field_validation="Strict",  # a misspelt field is refused, never dropped
+                _preload_content=False,
             )
         except kube.ApiException as e:
             message = _server_message(e)

@@ -24,7 +24,7 @@ class FakeCluster:
     def __init__(self) -> None:
         self.queues: dict[str, str | None] = {}
 
-    def parents(self, exclude: str | None = None) -> dict[str, str | None]:
+    def parents(self, exclude: str | None = None, memo: object = None) -> dict[str, str | None]:
         return {name: parent for name, parent in self.queues.items() if name != exclude}
 
     def apply(self, obj: dict[str, Any]) -> list[str]:
