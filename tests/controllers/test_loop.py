@@ -393,9 +393,6 @@ async def test_a_cron_run_whose_workflow_create_is_refused_once_is_retried_not_l
 
 
 # --- quota edge cases -----------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True, reason="BUG: a quota of 0 is dropped by Resources, so the resource is unlimited"
-)
 @sync
 async def test_a_queue_with_zero_cpu_quota_admits_no_cpu() -> None:
     cluster = FakeCluster()
