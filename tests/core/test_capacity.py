@@ -40,3 +40,42 @@ def test_gang_bigger_than_the_whole_cluster_never_fits():
 def test_no_nodes_observed_means_quota_only_and_empty_means_nothing_fits():
     assert admitted_keys(cycle(QS, [wl("w", "a")], nodes=None)) == ["w"]
     assert cycle(QS, [wl("w", "a")], nodes=[]).pending["w"].never_fits
+
+
+def test_never_fitting_is_reported_whatever_the_queue_limits():
+    from meson.core import NodeCapacity, QueueConfig, Resources, Workload
+
+    gib = 1 << 30
+    memory_only = [QueueConfig("m", guaranteed=Resources(memory=64 * gib))]  # cpu is not limited by quota
+    size = Resources(cpu=8000, memory=32 * gib, pods=110)
+    nodes = [NodeCapacity("n1", size, size), NodeCapacity("n2", size, size)]
+    huge = Workload("huge", "m", 0, 0.0, Resources(cpu=10_000_000, memory=gib))
+    gang = Workload("gang", "m", 0, 1.0, Resources(cpu=6000, memory=gib), pod_count=3, gang=True)
+    fine = Workload("fine", "m", 0, 2.0, Resources(cpu=6000, memory=gib))
+    d = cycle(memory_only, [huge, gang, fine], nodes=nodes)
+    assert admitted_keys(d) == ["fine"]
+    assert d.pending["huge"].never_fits
+    assert d.pending["huge"].reason == (
+        "never fits: a pod needs cpu 10000, memory 1Gi, more than any node can offer"
+    )
+    assert d.pending["gang"].never_fits
+    assert d.pending["gang"].reason == (
+        "never fits: gang of 3 pods needs cpu 6, memory 1Gi each at once, the cluster can hold only 2"
+    )
+    # Quota counted only memory; the nodes saw the cpu too.
+    assert d.queues["m"].usage == Resources(memory=gib)
+
+
+def test_pod_slots_count_when_nodes_report_them():
+    from meson.core import NodeCapacity, Resources
+
+    def slots(name: str, pods: int, free: int) -> NodeCapacity:
+        return NodeCapacity(name, Resources(cpu=64_000, pods=pods), Resources(cpu=64_000, pods=free))
+
+    d = cycle(QS, [wl("gang", "a", pods=5, gang=True), wl("one", "a", created=1)], nodes=[slots("n1", 2, 2)])
+    assert d.pending["gang"].reason == (
+        "never fits: gang of 5 pods needs cpu 1 each at once, the cluster can hold only 2"
+    )
+    assert admitted_keys(d) == ["one"]
+    d = cycle(QS, [wl("w", "a")], nodes=[slots("n1", 110, 0)])
+    assert d.pending["w"].reason.startswith("waiting for node capacity: no node has room for a pod of cpu 1")
