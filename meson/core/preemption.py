@@ -71,39 +71,9 @@ def choose_victims(
     """
     tree = state.tree
     leaf = preemptor.queue
-    cfg = tree.config[leaf]
     need = tree.charged(leaf, preemptor.total)  # quota counts only what the tree names
     within_guarantee = state.within_guarantee(leaf, need)
-
-    candidates: list[tuple[AdmittedWorkload, str]] = []
-    if cfg.preempt_within_queue == "LowerPriority":
-        for a in admitted_by_leaf.get(leaf, ()):
-            if a.workload.preemptible and a.workload.priority < preemptor.priority and not excluded(a):
-                candidates.append(
-                    (
-                        a,
-                        f"preempted by higher-priority {preemptor.key} "
-                        f"(priority {preemptor.priority} > {a.workload.priority}) "
-                        f"in queue {leaf}",
-                    )
-                )
-    if cfg.reclaim_borrowed and within_guarantee:
-        my_path = frozenset(tree.path[leaf])
-        root = tree.path[leaf][-1]
-        for other, running in admitted_by_leaf.items():
-            if other == leaf or other not in tree.path or tree.path[other][-1] != root:
-                continue
-            if not _borrowing_below(state, other, my_path):
-                continue
-            for a in running:
-                if a.workload.preemptible and not excluded(a):
-                    candidates.append(
-                        (
-                            a,
-                            f"queue {leaf} reclaims guaranteed capacity lent to queue "
-                            f"{other}, for {preemptor.key}",
-                        )
-                    )
+    candidates = _candidates(state, preemptor, admitted_by_leaf, excluded, within_guarantee)
     if not candidates:
         return None
     candidates.sort(key=lambda c: _victim_order(c[0]))
@@ -141,3 +111,46 @@ def choose_victims(
         state.charge(a.workload.queue, usage(a))
     kept.sort(key=lambda c: _victim_order(c[0]))
     return VictimChoice(tuple(a for a, _ in kept), tuple(w for _, w in kept))
+
+
+def _candidates(
+    state: QuotaState,
+    preemptor: Workload,
+    admitted_by_leaf: Mapping[str, Sequence[AdmittedWorkload]],
+    excluded: Callable[[AdmittedWorkload], bool],
+    within_guarantee: bool,
+) -> list[tuple[AdmittedWorkload, str]]:
+    """Every workload the preemptor may evict, with the reason it would be given."""
+    tree = state.tree
+    leaf = preemptor.queue
+    cfg = tree.config[leaf]
+    candidates: list[tuple[AdmittedWorkload, str]] = []
+    if cfg.preempt_within_queue == "LowerPriority":
+        for a in admitted_by_leaf.get(leaf, ()):
+            if a.workload.preemptible and a.workload.priority < preemptor.priority and not excluded(a):
+                candidates.append(
+                    (
+                        a,
+                        f"preempted by higher-priority {preemptor.key} "
+                        f"(priority {preemptor.priority} > {a.workload.priority}) "
+                        f"in queue {leaf}",
+                    )
+                )
+    if cfg.reclaim_borrowed and within_guarantee:
+        my_path = frozenset(tree.path[leaf])
+        root = tree.path[leaf][-1]
+        for other, running in admitted_by_leaf.items():
+            if other == leaf or other not in tree.path or tree.path[other][-1] != root:
+                continue
+            if not _borrowing_below(state, other, my_path):
+                continue
+            for a in running:
+                if a.workload.preemptible and not excluded(a):
+                    candidates.append(
+                        (
+                            a,
+                            f"queue {leaf} reclaims guaranteed capacity lent to queue "
+                            f"{other}, for {preemptor.key}",
+                        )
+                    )
+    return candidates
