@@ -126,7 +126,8 @@ def _per_pod(request: Mapping[str, int]) -> Resources:
     req = request if isinstance(request, Resources) else Resources(request)
     known = _REQUESTS.get(req)
     if known is None:
-        known = req if req.get(PODS) == 1 else req + {PODS: 1 - req.get(PODS)}
+        # Names in sorted order: equal requests then read the same whatever order a caller used.
+        known = Resources(sorted({**req, PODS: 1}.items()))
         _REQUESTS[req] = known
     return known
 
