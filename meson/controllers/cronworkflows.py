@@ -8,6 +8,7 @@ MissedSchedule...), posted once with the status write that records the decision.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Coroutine
 from typing import Any
@@ -18,7 +19,13 @@ from meson.controllers.checks import SpecChecks
 from meson.controllers.faults import Faults
 from meson.controllers.store import Key, Store
 from meson.controllers.writer import Writer, merge_patch, owner_reference
-from meson.workflow.cron import LABEL_CRONWORKFLOW, SCHEDULED_TIME_ANNOTATION, ChildWorkflow, plan_cron
+from meson.workflow.cron import (
+    LABEL_CRONWORKFLOW,
+    SCHEDULED_TIME_ANNOTATION,
+    ChildWorkflow,
+    CronPlan,
+    plan_cron,
+)
 
 Write = Coroutine[Any, Any, None]
 KIND = "CronWorkflow"
@@ -81,15 +88,32 @@ class CronWorkflows:
         cp = plan_cron(cron, now, children)
         if cp.wake_at is not None:
             wakes.append(cp.wake_at)
+        if cp.create or cp.delete or cp.status != old:
+            writes.append(self._apply(key, cron, cp, old))
+
+    async def _apply(self, key: Key, cron: dict, cp: CronPlan, old: dict) -> None:
+        """Deletions and creations first, then the status that records them: a run whose Workflow could
+        not be created is not marked scheduled, so the next cycle tries it again."""
         owner = owner_reference(KIND, cron)
-        for name in cp.delete:
-            writes.append(self.faults.guard_write(KIND, key, self.writer.delete_workflow((key[0], name))))
-        for _name, manifest in cp.create:
-            meta = {**manifest["metadata"], "namespace": key[0], "ownerReferences": [owner]}
-            create = self.writer.run(self.writer.create_workflow, key, {**manifest, "metadata": meta})
-            writes.append(self.faults.guard_write(KIND, key, create))
+        deletes = [self.writer.delete_workflow((key[0], name)) for name in cp.delete]
+        creates = [
+            self.writer.run(
+                self.writer.create_workflow,
+                key,
+                {
+                    **manifest,
+                    "metadata": {**manifest["metadata"], "namespace": key[0], "ownerReferences": [owner]},
+                },
+            )
+            for _name, manifest in cp.create
+        ]
+        outcomes = await asyncio.gather(*deletes, *creates, return_exceptions=True)
+        failed = next((o for o in outcomes if isinstance(o, Exception)), None)
+        if failed is not None:
+            self.faults.record(KIND, key, "write", failed)
+            return
         if cp.status != old:
-            writes.append(self._patch_status(key, cp.status, old, cron, cp.events))
+            await self._patch_status(key, cp.status, old, cron, cp.events)
 
     async def _patch_status(
         self, key: Key, status: dict, old: dict, cron: dict | None = None, evs: list | None = None

@@ -3,8 +3,10 @@
 The loop plans, translates and writes every object inside a guard. An object that raises is recorded
 here as a :class:`Fault` and skipped for the rest of the cycle; every other object proceeds. A fault is
 reported once per distinct failure (not every cycle): one log line with the traceback, one Warning Event
-and one increment of ``meson_object_errors_total{kind,stage}``; the loop also puts a condition on the
-object (``Reconciled=False`` with the stage as reason) so ``kubectl describe`` says why it is stuck.
+and one increment of ``meson_object_errors_total{kind,stage}``. A Workflow that cannot be planned or
+written also gets the condition ``Reconciled=False`` (the stage as reason) so ``kubectl describe`` says
+why it is stuck; CronWorkflows and Queues carry ``Valid``/``Active`` conditions for what is wrong with
+their spec, and report a failed write through the Event.
 A fault clears itself when the same object goes through the same stage cleanly.
 """
 

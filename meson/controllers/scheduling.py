@@ -39,7 +39,7 @@ from meson.controllers.cronworkflows import CronWorkflows
 from meson.controllers.faults import Faults
 from meson.controllers.store import Key, Store, resource_version
 from meson.controllers.writer import Writer, merge_patch
-from meson.core import AdmittedWorkload, Resources, Scheduler, Snapshot, Workload, validate_queues
+from meson.core import AdmittedWorkload, Resources, Scheduler, Snapshot, Workload
 from meson.core.resources import format_quantity
 from meson.workflow import InstanceRequest, Plan, plan, with_queue_positions
 
@@ -57,6 +57,9 @@ RESYNC_SECONDS = 30.0
 RETRY_KINDS = ("FailedExit", "NodeLost", "Evicted", "Timeout")
 # A refused pod create is retried after this backoff (doubling per refusal, capped).
 REFUSAL_BACKOFF = (2.0, 60.0)
+# A workflow status refused as too large is not resent before this many seconds (it should not happen:
+# the engine bounds its status; this is the safety net).
+TOO_LARGE_BACKOFF = 60.0
 # The Queue condition saying whether it admits (False: its configuration is invalid, with the reason).
 ACTIVE = "Active"
 
@@ -91,6 +94,8 @@ class _Inputs:
     held: dict[str, tuple[int, str]] = field(default_factory=dict)
     wakes: list[float] = field(default_factory=list)
     writes: list[Coroutine[Any, Any, None]] = field(default_factory=list)
+    # Queues with an admission rolled back this cycle: the core's accounting counted it.
+    rolled_back: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -116,6 +121,7 @@ class SchedulingLoop:
     _own: dict[Key, _OwnStatus] = field(default_factory=dict)
     _ready_since: dict[str, float] = field(default_factory=dict)
     _refused: dict[str, _Refusal] = field(default_factory=dict)
+    _write_backoff: dict[Key, float] = field(default_factory=dict)
     _queue_status: dict[str, dict] = field(default_factory=dict)
     _stopping: bool = False
 
@@ -156,11 +162,10 @@ class SchedulingLoop:
     # --- one cycle ---------------------------------------------------------------------------------
     async def cycle(self) -> CycleResult:
         now = self.clock()
-        queues, disabled = self._queue_configs()
-        limited = translate.quota_resources(queues)
+        queues, unreadable = self._queue_configs()
         inputs = _Inputs()
         for key, wf in list(self.store.workflows.items()):
-            self.faults.guard("Workflow", key, "plan", self._plan, key, wf, now, limited, inputs)
+            self.faults.guard("Workflow", key, "plan", self._plan, key, wf, now, inputs)
         decisions = self.scheduler.cycle(
             Snapshot(
                 now=now,
@@ -168,6 +173,7 @@ class SchedulingLoop:
                 pending=inputs.pending,
                 admitted=inputs.admitted,
                 nodes=translate.node_capacities(self.store.nodes, self.store.node_usage()),
+                disabled=unreadable,
             )
         )
         if decisions.wake_at is not None:
@@ -175,14 +181,14 @@ class SchedulingLoop:
         result = CycleResult(pending=len(inputs.pending), preempted=len(decisions.preempt))
         result.admitted = await self._admit(inputs, decisions, now)
         await self._evict(inputs, decisions)
-        result.writes = await self._write_status(inputs, decisions, queues, disabled, now)
+        result.writes = await self._write_status(inputs, decisions, now)
         self._count_phases()
         self._forget_gone(inputs.requests)
         result.wake_at = min(inputs.wakes) if inputs.wakes else None
         return result
 
     # --- stage 1: plan -----------------------------------------------------------------------------
-    def _plan(self, key: Key, wf: dict, now: float, limited: dict, inputs: _Inputs) -> None:
+    def _plan(self, key: Key, wf: dict, now: float, inputs: _Inputs) -> None:
         """Plan one workflow and add what it needs to ``inputs`` (all at once: a failure adds nothing)."""
         problems = self.checks.workflow_problems(wf)
         if problems is None and not self.store.workflow_pods.get(key):
@@ -190,7 +196,7 @@ class SchedulingLoop:
         if problems:
             refused = _refusal(wf, problems)
             if refused != (wf.get("status") or {}):
-                inputs.writes.append(self._patch_workflow_status(key, wf, refused, None))
+                inputs.writes.append(self._patch_workflow_status(key, wf, refused, None, now))
             return
         observations = self.store.observations(key)
         p = plan(self._engine_view(key, wf, observations), observations, now, nodes=set(self.store.nodes))
@@ -198,16 +204,13 @@ class SchedulingLoop:
         queue_name = spec.get("queue", "default")
         priority_class = spec.get("priorityClassName")
         priority = self.store.priority_of(priority_class)
-        keep = limited.get(queue_name, frozenset())
         hold = self._hold_reason(key, queue_name, priority_class)
         started: dict[tuple[str, int], float] = {}
         for o in observations:
             started[(o.instance, o.run)] = min(started.get((o.instance, o.run), o.created), o.created)
         admitted = [
             # When its first pod was made: preemption picks the newest admissions first.
-            AdmittedWorkload(
-                _workload(req, queue_name, priority, keep), started.get((req.instance, req.run), now)
-            )
+            AdmittedWorkload(_workload(req, queue_name, priority), started.get((req.instance, req.run), now))
             for req in p.admitted
         ]
         pending, held = [], {}
@@ -216,7 +219,7 @@ class SchedulingLoop:
             if reason is not None:
                 held[req.key] = (0, reason)
             else:
-                pending.append(_workload(req, queue_name, priority, keep))
+                pending.append(_workload(req, queue_name, priority))
         inputs.plans[key] = p
         inputs.admitted += admitted
         inputs.pending += pending
@@ -243,9 +246,8 @@ class SchedulingLoop:
         if refusal is None or now >= refusal.until:
             return None
         wakes.append(refusal.until)
-        return (
-            f"pod creation refused by the API server: {refusal.message} (retry in {refusal.until - now:.0f}s)"
-        )
+        # No countdown: the message (so the status) stays the same from one retry to the next.
+        return f"pod creation refused by the API server: {refusal.message} (retried with backoff)"
 
     def _engine_view(self, key: Key, wf: dict, observations: list) -> dict:
         """The workflow with the status the engine should trust: the one this operator last wrote, or
@@ -271,21 +273,22 @@ class SchedulingLoop:
         self.writer.event(wf, "Warning", "StatusCorrected", message)
 
     def _queue_configs(self) -> tuple[list, dict[str, str]]:
-        """Queue objects as the core's configs, and the queues left out with the reason why."""
-        configs, disabled = [], {}
+        """Queue objects as the core's configs, and those that cannot be used with the reason why.
+
+        A hierarchy problem (a missing parent, a cycle, a limit below the guarantees) is the core's to
+        find: it disables exactly the queues it touches and says why in ``Decisions.disabled``."""
+        configs, unreadable = [], {}
         for name, obj in list(self.store.queues.items()):
             problems = self.checks.problems("Queue", obj)
             if problems:
-                disabled[name] = "; ".join(problems)
+                unreadable[name] = "; ".join(problems)
                 continue
             config = self.faults.guard("Queue", name, "translate", translate.queue_config, obj)
-            if config is not None:
+            if config is None:
+                unreadable[name] = "its spec could not be read (see the operator's events)"
+            else:
                 configs.append(config)
-        errors = validate_queues(configs)
-        if errors:
-            log.error("queue configuration is invalid, admitting nothing: %s", "; ".join(errors))
-            return [], disabled
-        return configs, disabled
+        return configs, unreadable
 
     # --- stage 2: admit ----------------------------------------------------------------------------
     async def _admit(self, inputs: _Inputs, decisions, now: float) -> int:
@@ -296,7 +299,7 @@ class SchedulingLoop:
             wf = self.store.workflows.get(wf_key)
             if wf is None:
                 continue
-            creates.append(self._admit_one(wf_key, wf, req, adm.queue, now))
+            creates.append(self._admit_one(wf_key, wf, req, adm.queue, now, inputs))
         admitted = len(creates)
         for key, p in inputs.plans.items():
             # Gang members of an admitted run never created (a crash mid-creation): finish the job.
@@ -305,10 +308,15 @@ class SchedulingLoop:
         await asyncio.gather(*creates)
         return admitted
 
-    async def _admit_one(self, key: Key, wf: dict, req: InstanceRequest, queue: str, now: float) -> None:
+    async def _admit_one(
+        self, key: Key, wf: dict, req: InstanceRequest, queue: str, now: float, inputs: _Inputs
+    ) -> None:
         refused = await self.writer.create_pods("Workflow", wf, req.pods)
         if refused:
             await self._roll_back(key, wf, req, queue, refused[0], now)
+            # Shown on the step this very cycle; the queue's figures are left for the next cycle.
+            inputs.held[req.key] = (0, self._refusal_hold(req.key, now, inputs.wakes) or refused[0])
+            inputs.rolled_back.add(queue)
             return
         self._refused.pop(req.key, None)
         waited = now - self._ready_since.pop(req.key, now)
@@ -378,9 +386,7 @@ class SchedulingLoop:
         ]
 
     # --- stage 4: write status ---------------------------------------------------------------------
-    async def _write_status(
-        self, inputs: _Inputs, decisions, queues: list, disabled: dict[str, str], now: float
-    ) -> int:
+    async def _write_status(self, inputs: _Inputs, decisions, now: float) -> int:
         positions: dict[Key, dict[str, tuple[int, str]]] = defaultdict(dict)
         for request_key, (key, req) in inputs.requests.items():
             info = inputs.held.get(request_key)
@@ -399,20 +405,22 @@ class SchedulingLoop:
                 continue
             status = with_queue_positions(p.status, positions.get(key, {}))
             status = faults.without_condition(status, faults.RECONCILED)
-            if self._needs_write(key, wf, status):
-                writes.append(self._patch_workflow_status(key, wf, status, p))
+            if self._needs_write(key, wf, status, now):
+                writes.append(self._patch_workflow_status(key, wf, status, p, now))
         for key, wf in self.store.workflows.items():
             fault = self.faults.of("Workflow", key)
             if fault is not None and fault.stage == "plan":
                 status = faults.with_condition(wf.get("status") or {}, faults.fault_condition(fault))
                 if status != (wf.get("status") or {}):
-                    writes.append(self._patch_workflow_status(key, wf, status, None))
-        writes += self._queue_status_writes(queues, disabled, inputs, decisions)
+                    writes.append(self._patch_workflow_status(key, wf, status, None, now))
+        writes += self._queue_status_writes(inputs, decisions)
         writes += self.crons.writes(now, inputs.wakes)
         await asyncio.gather(*writes)
         return len(writes)
 
-    def _needs_write(self, key: Key, wf: dict, status: dict) -> bool:
+    def _needs_write(self, key: Key, wf: dict, status: dict, now: float) -> bool:
+        if self._write_backoff.get(key, 0.0) > now:
+            return False  # its last status was refused as too large: not resent every cycle
         if status == (wf.get("status") or {}):
             own = self._own.get(key)
             if own is not None and own.status == status:
@@ -422,15 +430,20 @@ class SchedulingLoop:
         # The watch has not caught up with our own write yet: nothing to do.
         return not (own is not None and own.status == status and resource_version(wf) <= own.resource_version)
 
-    async def _patch_workflow_status(self, key: Key, wf: dict, status: dict, p: Plan | None) -> None:
+    async def _patch_workflow_status(
+        self, key: Key, wf: dict, status: dict, p: Plan | None, now: float
+    ) -> None:
         body = merge_patch(status, wf.get("status"))
         try:
             rv = await self.writer.patch_status("workflows", key[0], key[1], body)
         except kube.ApiException as exc:
             self.faults.record("Workflow", key, "write", exc)
-            await self._write_fallback_status(key, wf, exc)
+            if kube.too_large(exc):
+                self._write_backoff[key] = now + TOO_LARGE_BACKOFF
+            await self._write_fallback_status(key, wf)
             return
         self.faults.clear("Workflow", key, "write")
+        self._write_backoff.pop(key, None)
         if rv is None:
             return  # the workflow is gone
         if p is not None:
@@ -442,7 +455,7 @@ class SchedulingLoop:
             # Our own write, at once (resourceVersion unchanged: the watch event will supersede it).
             self.store.workflows[key] = {**current, "status": status}
 
-    async def _write_fallback_status(self, key: Key, wf: dict, exc: kube.ApiException) -> None:
+    async def _write_fallback_status(self, key: Key, wf: dict) -> None:
         """A status the API server refused (too large, say): say so on the object with a small write."""
         fault = self.faults.of("Workflow", key)
         if fault is None:
@@ -452,7 +465,13 @@ class SchedulingLoop:
         if status == old:
             return
         with contextlib.suppress(kube.ApiException):
-            await self.writer.patch_status("workflows", key[0], key[1], {"conditions": status["conditions"]})
+            rv = await self.writer.patch_status(
+                "workflows", key[0], key[1], {"conditions": status["conditions"]}
+            )
+            own = self._own.get(key)
+            if rv and own is not None:
+                # Our own write: the next cycle must not take it for someone else's edit.
+                own.status, own.resource_version = status, rv
 
     @staticmethod
     def _count_outcomes(p: Plan) -> None:
@@ -462,34 +481,25 @@ class SchedulingLoop:
                 kind = next((k for k in RETRY_KINDS if k in ev.message), "other")
                 metrics.RETRIES.labels(kind=kind).inc()
 
-    def _queue_status_writes(
-        self, queues: list, disabled: dict[str, str], inputs: _Inputs, decisions
-    ) -> list:
-        by_queue_pending = Counter(w.queue for w in inputs.pending)
-        by_queue_admitted = Counter(a.queue for a in inputs.admitted)
-        usage: dict[str, Resources] = defaultdict(Resources)
-        parents = {q.name: q.parent for q in queues}
-        for a in inputs.admitted:
-            q: str | None = a.queue
-            while q is not None:
-                usage[q] = usage[q] + a.total
-                q = parents.get(q)
-        admitted_now = Counter(d.queue for d in decisions.admit)
+    def _queue_status_writes(self, inputs: _Inputs, decisions) -> list:
+        """Each queue's status as the core accounted it (a parent counts its subtree); disabled queues
+        say why. A queue with an admission rolled back this cycle waits for the next one."""
         writes = []
-        for q in queues:
-            used = usage.get(q.name, Resources())
-            borrowed = (used - q.guaranteed).positive()
+        for name, acct in decisions.queues.items():
+            metrics.PENDING.labels(queue=name).set(acct.pending)
+            metrics.ADMITTED.labels(queue=name).set(acct.admitted)
+            if name in inputs.rolled_back:
+                continue
             status = {
-                "pending": by_queue_pending.get(q.name, 0) - admitted_now.get(q.name, 0),
-                "admitted": by_queue_admitted.get(q.name, 0) + admitted_now.get(q.name, 0),
-                "usage": {k: format_quantity(k, v) for k, v in sorted(used.items())},
-                "borrowed": {k: format_quantity(k, v) for k, v in sorted(borrowed.items())},
+                "pending": acct.pending,
+                "admitted": acct.admitted,
+                "usage": {k: format_quantity(k, v) for k, v in sorted(acct.usage.items())},
+                "borrowed": {k: format_quantity(k, v) for k, v in sorted(acct.borrowed.items())},
             }
-            metrics.PENDING.labels(queue=q.name).set(status["pending"])
-            metrics.ADMITTED.labels(queue=q.name).set(status["admitted"])
-            writes += self._queue_status_write(q.name, status, None)
-        for name, reason in disabled.items():
-            writes += self._queue_status_write(name, {"pending": 0, "admitted": 0}, reason)
+            writes += self._queue_status_write(name, status, None)
+        for name, reason in decisions.disabled.items():
+            if name in self.store.queues:
+                writes += self._queue_status_write(name, {"pending": 0, "admitted": 0}, reason)
         return writes
 
     def _queue_status_write(self, name: str, status: dict, disabled: str | None) -> list:
@@ -553,6 +563,8 @@ class SchedulingLoop:
         live = self.store.workflows
         for key in [k for k in self._own if k not in live]:
             del self._own[key]
+        for key in [k for k in self._write_backoff if k not in live]:
+            del self._write_backoff[key]
         for key in [k for k in self._ready_since if k not in requests]:
             del self._ready_since[key]
         for key in [k for k in self._refused if k not in requests]:
@@ -567,15 +579,14 @@ class SchedulingLoop:
         self.faults.forget(lambda kind, key: self._object(kind, key) is not None)
 
 
-def _workload(req: InstanceRequest, queue: str, priority: int, limited: frozenset[str]) -> Workload:
-    # Resources a queue tree names no quota for are not limited by it (see the Queue API).
-    request = {k: v for k, v in req.pod_request.items() if k in limited}
+def _workload(req: InstanceRequest, queue: str, priority: int) -> Workload:
+    # The full request: the core counts against a queue only what its tree names, and fits nodes on all.
     return Workload(
         key=req.key,
         queue=queue,
         priority=priority,
         created=req.created,
-        pod_request=Resources(request),
+        pod_request=Resources(req.pod_request),
         pod_count=req.pod_count,
         gang=req.gang,
     )

@@ -167,12 +167,14 @@ def owner_reference(kind: str, obj: dict) -> dict:
 
 
 def merge_patch(new: dict, old: dict | None) -> dict:
-    """A merge patch turning ``old`` into ``new``: keys ``new`` dropped are set to null (a merge patch
-    keeps keys it does not name)."""
+    """A JSON merge patch turning ``old`` into ``new``: keys ``new`` dropped are set to null, in nested
+    maps too (a merge patch keeps what it does not name, so ``usage: {}`` alone would change nothing)."""
     body = dict(new)
-    for k in old or {}:
+    for k, was in (old or {}).items():
         if k not in body:
             body[k] = None
+        elif isinstance(was, dict) and isinstance(body[k], dict):
+            body[k] = merge_patch(body[k], was)
     return body
 
 

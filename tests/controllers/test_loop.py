@@ -91,9 +91,6 @@ async def test_chains_run_in_order_within_the_queue_quota_and_the_queue_status_s
     assert final["pending"] == 0 and final["admitted"] == 0, final
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: queue status usage omits the cycle's own admissions (see report)"
-)
 @sync
 async def test_each_queue_status_write_is_consistent() -> None:
     _, samples = await four_chains_in_a_small_queue()
@@ -102,7 +99,6 @@ async def test_each_queue_status_write_is_consistent() -> None:
         assert (s.status["admitted"], usage) == (s.live, s.cpu), f"admitted and usage disagree: {s}"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: merge_patch does not null nested keys; usage never drops to 0")
 @sync
 async def test_an_idle_queue_reports_no_usage() -> None:
     cluster, _ = await four_chains_in_a_small_queue()
@@ -321,9 +317,6 @@ async def test_a_refused_pod_create_rolls_the_admission_back_until_the_cause_is_
     assert cluster.warnings().count(("capped", "PodCreateRefused")) == 1, "reported once, not per retry"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: each retry of a refused create drops the message, counts it admitted"
-)
 @sync
 async def test_a_refused_step_says_so_in_every_status_until_it_runs() -> None:
     cluster, refusal = capped_world()
@@ -369,7 +362,6 @@ async def test_a_cron_workflow_starts_a_run_when_the_minute_passes() -> None:
     assert cluster.status("cronworkflows", "minutely")["lastScheduleTime"] == "2023-11-14T22:14:00Z"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: lastScheduleTime is written even when the child create failed")
 @sync
 async def test_a_cron_run_whose_workflow_create_is_refused_once_is_retried_not_lost() -> None:
     cluster = FakeCluster()
