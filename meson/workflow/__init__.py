@@ -33,6 +33,7 @@ from meson.workflow.types import (
     PodObservation,
     WorkflowEvent,
 )
+from meson.workflow.verify import verify_status
 
 __all__ = [
     "LABEL_ATTEMPT",
@@ -61,5 +62,6 @@ __all__ = [
     "pod_name",
     "pod_request",
     "rfc3339",
+    "verify_status",
     "with_queue_positions",
 ]

@@ -305,6 +305,26 @@ def _evaluate_when(expression: str, params: dict[str, Any], steps: dict[str, Any
 
 # --------------------------------------------------------------------------------------------- instances
 
+_NO_FIELDS = ("Waiting", 0, 0, None, None, None, None, None, None, None)
+
+
+def _fields(entry: Mapping[str, Any]) -> tuple:
+    """An instance's fields read from its status entry, defensively: a status edited by hand (or forged)
+    must not break the cycle."""
+    phase, node, message = entry.get("phase"), entry.get("node"), entry.get("message")
+    return (
+        phase if phase in _PHASES else "Waiting",
+        max(0, _int(entry.get("attempts")) or 0),
+        max(0, _int(entry.get("run")) or 0),
+        _int(entry.get("start")),
+        _int(entry.get("end")),
+        node if isinstance(node, str) and 0 < len(node) <= 253 else None,
+        _int(entry.get("exitCode")),
+        message if isinstance(message, str) and message else None,
+        entry.get("reason") if entry.get("reason") in _REASONS else None,
+        _int(entry.get("retryAt")),
+    )
+
 
 class _Inst:
     __slots__ = (
@@ -323,29 +343,35 @@ class _Inst:
         "start",
     )
 
-    def __init__(self, info: _StepInfo, index: int | None, entry: Mapping[str, Any] | None) -> None:
+    def __init__(self, info: _StepInfo, index: int | None, fields: tuple = _NO_FIELDS) -> None:
         self.info = info
         self.index = index
         self.id = info.name if index is None else f"{info.name}-{index}"
-        entry = entry or {}
-        # Read defensively: a status edited by hand must not break the cycle.
-        phase = entry.get("phase")
-        self.phase: str = phase if phase in _PHASES else "Waiting"
-        self.attempts: int = max(0, _int(entry.get("attempts")) or 0)
-        self.run: int = max(0, _int(entry.get("run")) or 0)
-        self.start: int | None = _int(entry.get("start"))
-        self.end: int | None = _int(entry.get("end"))
-        node = entry.get("node")
-        self.node: str | None = node if isinstance(node, str) and 0 < len(node) <= 253 else None
-        self.exit_code: int | None = _int(entry.get("exitCode"))
-        message = entry.get("message")
-        self.message: str | None = message if isinstance(message, str) and message else None
-        reason = entry.get("reason")
-        self.reason: str | None = reason if reason in _REASONS else None
-        self.retry_at: int | None = _int(entry.get("retryAt"))
+        self.phase: str
+        self.attempts: int
+        self.run: int
+        self.start: int | None
+        self.end: int | None
+        self.node: str | None
+        self.exit_code: int | None
+        self.message: str | None
+        self.reason: str | None
+        self.retry_at: int | None
+        (
+            self.phase,
+            self.attempts,
+            self.run,
+            self.start,
+            self.end,
+            self.node,
+            self.exit_code,
+            self.message,
+            self.reason,
+            self.retry_at,
+        ) = fields
 
     def copy_as(self, index: int) -> _Inst:
-        inst = _Inst(self.info, index, None)
+        inst = _Inst(self.info, index)
         inst.phase, inst.message = self.phase, self.message
         return inst
 
@@ -436,7 +462,7 @@ class _Cycle:
     # ----------------------------------------------------------------------------------------- helpers
 
     def _load(self) -> None:
-        grouped: dict[str, dict[int | None, Mapping[str, Any]]] = {}
+        grouped: dict[str, dict[int | None, tuple]] = {}
         steps = self.old.get("steps")
         for entry in steps if isinstance(steps, list) else ():
             name = entry.get("name") if isinstance(entry, Mapping) else None
@@ -444,11 +470,12 @@ class _Cycle:
             if info is None:
                 continue
             slots = grouped.setdefault(info.name, {})
-            if "indexes" in entry:  # a range entry: an instance entry of the same instance wins
+            fields = _fields(entry)  # once per entry: a range entry stands for many instances
+            if "indexes" in entry:  # an instance entry of the same instance wins
                 for i in parse_ranges(entry["indexes"], len(info.items or ())):
-                    slots.setdefault(i, entry)
+                    slots.setdefault(i, fields)
             else:
-                slots[_int(entry.get("index"))] = entry
+                slots[_int(entry.get("index"))] = fields
         for info in self.c.steps:
             entries = grouped.get(info.name, {})
             if info.items is not None:
@@ -456,9 +483,11 @@ class _Cycle:
                     k: v for k, v in entries.items() if isinstance(k, int) and 0 <= k < len(info.items)
                 }
                 if indexed:
-                    self.by_step[info.name] = [_Inst(info, i, indexed.get(i)) for i in range(len(info.items))]
+                    self.by_step[info.name] = [
+                        _Inst(info, i, indexed.get(i, _NO_FIELDS)) for i in range(len(info.items))
+                    ]
                     continue
-            self.by_step[info.name] = [_Inst(info, None, entries.get(None))]
+            self.by_step[info.name] = [_Inst(info, None, entries.get(None, _NO_FIELDS))]
 
     def all(self) -> list[_Inst]:
         return [inst for info in self.c.steps for inst in self.by_step[info.name]]
@@ -1012,21 +1041,29 @@ class _Cycle:
     def encode_steps(self, out: dict[str, Any]) -> bool:
         """Sets ``out["steps"]`` to the first level of detail (see meson.workflow.status) that fits the
         budget; False when none does (the coarsest is then set)."""
-        for level in range(4):
-            out["steps"] = self.steps_wire(level)
+        states: dict[tuple[str, bool], list[tuple[int, dict[str, Any]]]] = {}  # shared by the levels
+        expanded = [insts for insts in self.by_step.values() if insts[0].index is not None]
+        levels = (0, 1, 2, 3) if any(len(insts) <= COMPACT_ABOVE for insts in expanded) else (0, 2, 3)
+        for level in levels:
+            out["steps"] = self.steps_wire(level, states)
             if json_size(out) <= PLAN_BUDGET_BYTES:
                 return True
         return False
 
-    def steps_wire(self, level: int) -> list[dict[str, Any]]:
+    def steps_wire(
+        self, level: int, states: dict[tuple[str, bool], list[tuple[int, dict[str, Any]]]]
+    ) -> list[dict[str, Any]]:
         steps: list[dict[str, Any]] = []
+        lean = level >= 2
         for info in self.c.steps:
             insts = self.by_step[info.name]
             if insts[0].index is None or (level == 0 and len(insts) <= COMPACT_ABOVE):
                 steps.extend(inst.wire() for inst in insts)
-            else:
-                states = [(inst.index or 0, inst.state(lean=level >= 2)) for inst in insts]
-                steps.extend(range_entries(info.name, states, coarse=level >= 3))
+                continue
+            key = (info.name, lean)
+            if key not in states:
+                states[key] = [(inst.index or 0, inst.state(lean)) for inst in insts]
+            steps.extend(range_entries(info.name, states[key], coarse=level >= 3))
         return steps
 
     def frozen(self) -> Plan:

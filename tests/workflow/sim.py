@@ -53,6 +53,7 @@ class Outcome:
     exit_code: int = 0
     start_delay: float = 1.0
     hang: bool = False  # never finishes
+    node: str = "node-a"  # where it runs
 
 
 Script = Callable[[str, int, int, int], Outcome]  # (instance, run, attempt, pod index) -> outcome
@@ -114,7 +115,8 @@ class Cluster:
     def tick_pods(self) -> None:
         for pod in self.pods.values():
             if pod.phase == "Pending" and self.now >= pod.created + pod.outcome.start_delay:
-                pod.phase, pod.node, pod.started = "Running", "node-a", pod.created + pod.outcome.start_delay
+                pod.phase, pod.node = "Running", pod.outcome.node
+                pod.started = pod.created + pod.outcome.start_delay
             done = pod.started is not None and self.now >= pod.started + pod.outcome.duration
             if pod.phase == "Running" and not pod.outcome.hang and done:
                 pod.finished = pod.started + pod.outcome.duration

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from meson.workflow import PodObservation, plan
+from meson.workflow import PodObservation, engine, instance_entries, plan, with_queue_positions
 from tests.workflow.sim import T0, Cluster, Outcome, step, workflow
 
 
@@ -181,3 +181,118 @@ def test_a_20_step_plan_is_cheap_when_nothing_changed():
             plan(c.wf, observations, c.now)
         best = min(best, (time.perf_counter() - start) / 200)
     assert best < 1e-3, f"{best * 1e6:.0f} µs per plan"
+
+
+# ---------------------------------------------------------------------------------- compact status round trip
+
+BIG = 240  # above COMPACT_ABOVE: the fan-out is recorded as range entries
+
+
+def big_fan_out() -> dict:
+    return workflow(
+        [
+            step("a"),
+            step(
+                "fan",
+                ["a"],
+                foreach={"items": list(range(BIG)), "maxConcurrency": 70},
+                parallelism=2,
+                retryPolicy={"limit": 2, "backoff": {"initialSeconds": 2}},
+            ),
+            step("z", ["fan"]),
+        ],
+        onExit={"template": {"spec": {"containers": [{"name": "x", "image": "y"}]}}},
+    )
+
+
+def flaky(instance: str, run: int, attempt: int, index: int) -> Outcome:
+    i = int(instance.rsplit("-", 1)[1]) if instance.startswith("fan-") else 0
+    return Outcome(duration=2 + i % 4, exit_code=int(i % 9 == 4 and attempt == 1 and index == 1))
+
+
+def decisions(result) -> tuple:
+    return (
+        sorted((r.instance, r.run, r.attempt) for r in result.pending),
+        sorted((r.instance, r.run, r.attempt) for r in result.admitted),
+        result.delete_pods,
+        sorted(p["metadata"]["name"] for p in result.create_pods),
+        result.finished,
+        result.wake_at,
+        result.status["phase"],
+        result.status["counts"],
+    )
+
+
+def test_compact_status_gives_the_same_decisions_as_one_entry_per_instance(monkeypatch):
+    compact = Cluster(big_fan_out(), script=flaky)
+    compact.run()
+    with monkeypatch.context() as m:
+        m.setattr(engine, "COMPACT_ABOVE", 10**6)
+        full = Cluster(big_fan_out(), script=flaky)
+        full.run()
+    assert len(full.status["steps"]) == BIG + 3 and len(compact.status["steps"]) < 10
+    assert [decisions(p) for p in compact.plans] == [decisions(p) for p in full.plans]
+    assert compact.launches == full.launches and compact.status["phase"] == "Succeeded"
+    retried = [i for i, e in compact.instances().items() if e.get("attempts", 0) > 1]
+    assert retried == [f"fan-{i}" for i in range(BIG) if i % 9 == 4]
+
+
+def test_restart_replaying_a_one_cycle_stale_compact_status_duplicates_nothing():
+    """At every cycle, the operator restarts with the status of the cycle before: the same pods are asked
+    for, and the status it then writes is the one it would have written."""
+    c = Cluster(big_fan_out(), script=flaky)
+    stale = None
+    result = c.cycle()
+    while not result.finished:
+        c.now += 1
+        c.tick_pods()
+        if stale is not None:
+            replay = plan({**c.wf, "status": stale}, c.observations(), c.now, nodes=set(c.nodes))
+            fresh = plan(c.wf, c.observations(), c.now, nodes=set(c.nodes))
+            assert decisions(replay)[:5] == decisions(fresh)[:5]
+            assert instance_entries(replay.status) == instance_entries(fresh.status)
+        stale = copy.deepcopy(c.status)
+        result = c.cycle()
+    assert c.status["phase"] == "Succeeded"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lost_writes_of_a_compact_status_never_cause_duplicate_launches(seed):
+    rng = random.Random(seed)
+    reference = Cluster(big_fan_out(), script=flaky)
+    reference.run()
+    c = Cluster(big_fan_out(), script=flaky)
+    result = c.cycle()
+    while not result.finished and c.now < T0 + 600:
+        c.now += 1
+        c.persist = rng.random() > 0.3
+        result = c.cycle()
+    c.persist = True
+    c.cycle()
+    assert sorted(c.launches) == sorted(reference.launches)
+    assert len(c.launches) == len(set(c.launches))
+
+    def outcome(cluster: Cluster) -> dict:
+        return {i: (e["phase"], e.get("run"), e.get("attempts")) for i, e in cluster.instances().items()}
+
+    assert outcome(c) == outcome(reference)
+
+
+def test_positions_fed_back_change_no_decision():
+    """The controller feeds the engine the status it wrote, positions and split-out entries included: the
+    engine decides as without them."""
+    c = Cluster(big_fan_out(), script=flaky, admit=lambda r: r.instance == "a" or r.instance.endswith("7"))
+    result = c.cycle()
+    while not result.finished and c.now < T0 + 600:
+        positions = {r.instance: (k + 1, f"behind {k} others") for k, r in enumerate(result.pending)}
+        written = with_queue_positions(result.status, positions)
+        c.now += 1
+        c.tick_pods()
+        fed_back = plan({**c.wf, "status": written}, c.observations(), c.now, nodes=set(c.nodes))
+        plain = plan(c.wf, c.observations(), c.now, nodes=set(c.nodes))
+        assert fed_back.status == plain.status and decisions(fed_back) == decisions(plain)
+        if c.now == T0 + 30:
+            c.admit = lambda r: True
+        c.wf["status"] = written
+        result = c.cycle()
+    assert result.finished and c.status["phase"] == "Succeeded"
