@@ -35,6 +35,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     op.add_argument("--webhook-port", type=int, default=9443, help="webhook port (default 9443)")
     op.add_argument("--liveness-port", type=int, default=0, help="serve /healthz on this port (0: off)")
+    tuning = op.add_argument_group("scheduling")
+    tuning.add_argument(
+        "--preempt-after",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="how long a workload waits for capacity to free by itself before it may preempt (default 0)",
+    )
+    tuning.add_argument(
+        "--reserve-after",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a blocked queue head may be overtaken before it reserves what it needs "
+        "(the anti-starvation guard; default 60)",
+    )
+    tuning.add_argument(
+        "--global-admission-rate",
+        type=float,
+        default=None,
+        metavar="PODS_PER_SECOND",
+        help="cap on pods admitted per second over all queues, protecting the API server (default: none)",
+    )
+    tuning.add_argument(
+        "--global-admission-burst", type=int, default=1, metavar="PODS", help="burst of that cap (default 1)"
+    )
     op.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     wf = sub.add_parser("workflow", help="operate on a running Workflow")
@@ -86,8 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "operator":
         from meson import operator
+        from meson.controllers.scheduling import Tuning
 
         return operator.run(
+            tuning=Tuning(
+                preempt_after=args.preempt_after,
+                reserve_after=args.reserve_after,
+                global_rate=args.global_admission_rate,
+                global_burst=args.global_admission_burst,
+            ),
             kubeconfig=args.kubeconfig,
             metrics_port=args.metrics_port,
             webhook=args.webhook,

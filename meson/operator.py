@@ -9,6 +9,7 @@ import os
 import kopf
 
 from meson.adapters import metrics
+from meson.controllers.scheduling import Tuning
 
 
 def run(
@@ -19,6 +20,7 @@ def run(
     webhook_port: int,
     liveness_port: int | None,
     verbose: bool,
+    tuning: Tuning | None = None,
 ) -> int:
     from meson.controllers import handlers  # noqa: F401 - registers the kopf handlers
 
@@ -27,7 +29,10 @@ def run(
 
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
-    memo = kopf.Memo(options={"kubeconfig": kubeconfig, "webhook": webhook, "webhook_port": webhook_port})
+    memo = kopf.Memo(
+        options={"kubeconfig": kubeconfig, "webhook": webhook, "webhook_port": webhook_port},
+        tuning=tuning or Tuning(),
+    )
     kopf.configure(verbose=verbose, log_prefix=False)
     if not verbose:
         # kopf logs every handled watch event at INFO; with every pod of the cluster watched that is noise.

@@ -270,6 +270,7 @@ def test_deployment_runs_the_operator_with_probes() -> None:
     c = _container(docs)
     assert [*c["command"], *c["args"]] == [
         "meson", "operator", "--metrics-port", "8080", "--liveness-port", "8081",
+        "--preempt-after", "0", "--reserve-after", "60",
     ]  # fmt: skip
     assert c["image"] == "ghcr.io/meson-dev/meson:0.1.0"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -352,6 +353,19 @@ def test_scheduling_values_reach_the_pod() -> None:
     assert pod["priorityClassName"] == "meson-critical"
     assert _container(docs)["image"].endswith(":1.2.3")
     assert _container(docs)["imagePullPolicy"] == "Always"
+
+
+def test_scheduler_values_become_operator_flags_the_cli_accepts() -> None:
+    from meson.cli import build_parser
+
+    args = _container(
+        render(**{"scheduler.preemptAfterSeconds": "1.5", "scheduler.globalAdmissionRate": "200"})
+    )["args"]
+    parsed = build_parser().parse_args(args)
+    assert (parsed.preempt_after, parsed.reserve_after) == (1.5, 60.0)
+    assert (parsed.global_admission_rate, parsed.global_admission_burst) == (200.0, 1)
+    default = build_parser().parse_args(_container(render())["args"])
+    assert default.global_admission_rate is None
 
 
 # --- metrics --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 
 from meson.adapters import kube
-from meson.controllers.scheduling import SchedulingLoop
+from meson.controllers.scheduling import SchedulingLoop, Tuning
 from meson.controllers.store import Store
 
 log = logging.getLogger("meson.operator")
@@ -91,7 +91,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         admission.configure_webhook(settings, port=options.get("webhook_port", 9443))
     view = Store()
     await asyncio.get_running_loop().run_in_executor(None, prime, view, clients)
-    loop = SchedulingLoop(store=view, clients=clients)
+    loop = SchedulingLoop.tuned(view, clients, memo.get("tuning") or Tuning())
     memo["store"] = view
     memo["loop"] = loop
     memo["task"] = asyncio.create_task(loop.run(), name="meson-scheduling-loop")

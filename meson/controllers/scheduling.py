@@ -64,6 +64,16 @@ TOO_LARGE_BACKOFF = 60.0
 ACTIVE = "Active"
 
 
+@dataclass(frozen=True)
+class Tuning:
+    """The operator's scheduling settings (``meson operator --help``; the chart's ``scheduler`` values)."""
+
+    preempt_after: float = 0.0  # seconds a workload waits for capacity to free before it may preempt
+    reserve_after: float = 60.0  # seconds a blocked head may be overtaken before it reserves capacity
+    global_rate: float | None = None  # pods admitted per second over all queues (None: no cap)
+    global_burst: int = 1
+
+
 @dataclass
 class CycleResult:
     admitted: int = 0
@@ -114,6 +124,7 @@ class SchedulingLoop:
     scheduler: Scheduler = field(default_factory=Scheduler)
     clock: Callable[[], float] = time.time
     workers: int = 16
+    tuning: Tuning = field(default_factory=Tuning)
     writer: Writer = field(init=False)
     faults: Faults = field(init=False)
     checks: SpecChecks = field(init=False)
@@ -130,6 +141,11 @@ class SchedulingLoop:
         self.faults = Faults(report=self._report_fault)
         self.checks = SpecChecks(self.writer, self.store.wake.set)
         self.crons = CronWorkflows(self.store, self.writer, self.checks, self.faults)
+
+    @classmethod
+    def tuned(cls, store: Store, clients: kube.Clients, tuning: Tuning) -> SchedulingLoop:
+        scheduler = Scheduler(reserve_after=tuning.reserve_after, preempt_after=tuning.preempt_after)
+        return cls(store=store, clients=clients, scheduler=scheduler, tuning=tuning)
 
     # --- running ---------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -174,6 +190,8 @@ class SchedulingLoop:
                 admitted=inputs.admitted,
                 nodes=translate.node_capacities(self.store.nodes, self.store.node_usage()),
                 disabled=unreadable,
+                global_rate=self.tuning.global_rate,
+                global_burst=self.tuning.global_burst,
             )
         )
         if decisions.wake_at is not None:
