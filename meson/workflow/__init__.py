@@ -1,7 +1,8 @@
 """The pure workflow engine (no Kubernetes, no kopf): :func:`plan` turns a Workflow object (with its persisted
 status), the observed pods of the workflow and the time into a :class:`Plan` (new status, instances to admit,
 pods to delete, events, when to wake up); :func:`meson.workflow.cron.plan_cron` does the same for a
-CronWorkflow. See :mod:`meson.workflow.engine` for the semantics.
+CronWorkflow. See :mod:`meson.workflow.engine` for the semantics, :mod:`meson.workflow.status` for the bounded
+wire form of the status and :func:`verify_status` for checking a status the runtime did not write itself.
 """
 
 from meson.workflow.cron import (

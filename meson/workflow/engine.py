@@ -40,6 +40,16 @@ Choices (Argo-like):
   ``Plan.admitted`` with that run and is not requested again until they are gone.
 * The workflow finishes when every instance is terminal and no pod is alive; ``finishedAt`` is then set.
   A finished workflow is frozen until ``spec.restarts`` grows.
+
+Status size. The status shares an etcd object with the spec, so it is bounded by design
+(:mod:`meson.workflow.status`): a large fan-out is recorded as range entries (``indexes``, one entry per
+state), messages are capped, and levels of detail are dropped until the status fits its budget; the engine
+reads every form back with the same decisions (only per-instance times and nodes of range entries are lost;
+a running instance's are read again from its pods, and one whose pods vanished without trace is then
+Evicted rather than NodeLost). A workflow whose status cannot fit even then is terminated.
+
+Trust. The engine obeys the status it is given: the runtime feeds it the status it wrote itself, and checks
+any other one against the pods first (:func:`meson.workflow.verify.verify_status`).
 """
 
 from __future__ import annotations

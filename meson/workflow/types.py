@@ -79,7 +79,9 @@ class WorkflowEvent:
 class Plan:
     """What to do for one workflow this cycle (see :func:`meson.workflow.plan`)."""
 
-    status: dict[str, Any]  # the complete new status (wire form); patch it when it differs from the old one
+    # The complete new status (wire form, within meson.workflow.status.PLAN_BUDGET_BYTES); patch it when it
+    # differs from the old one.
+    status: dict[str, Any]
     pending: list[InstanceRequest] = field(default_factory=list)
     admitted: list[InstanceRequest] = field(default_factory=list)
     delete_pods: list[str] = field(default_factory=list)

@@ -108,7 +108,8 @@ def test_largest_foreach_fits_over_its_whole_life():
 
 
 def test_150_steps_with_long_names_and_messages_fit():
-    steps = [step(long_name(i), parallelism=1 + i % 3, retryPolicy={"limit": 1}) for i in range(MAX_STEPS)]
+    retry = ({"limit": 1}, {"limit": 1, "retryOn": ["FailedExit"]})  # half fail for good on a lost node
+    steps = [step(long_name(i), parallelism=1 + i % 3, retryPolicy=retry[i % 2]) for i in range(MAX_STEPS)]
     wf = workflow(steps, failureMode="Continue", onExit={"name": "e" * 40, "template": steps[0]["template"]})
 
     def script(instance: str, run: int, attempt: int, index: int) -> Outcome:
@@ -128,6 +129,8 @@ def test_150_steps_with_long_names_and_messages_fit():
             break
     assert result.finished and c.status["phase"] == "Failed"
     assert len(c.status["steps"]) == MAX_STEPS + 1  # small workflows keep one entry per instance
+    capped = [e for e in c.status["steps"] if e.get("message", "").endswith("…")]
+    assert capped and all(json_size(e["message"]) - 2 <= STEP_MESSAGE_MAX_BYTES for e in capped)
     print(f"150 steps: peak {sizes.peak} bytes")
 
 
@@ -335,3 +338,17 @@ def test_fan_outs_above_the_maximums_are_refused():
     result = plan(wide, [], T0)
     assert result.status["phase"] == "Failed" and "54000 step instances" in result.status["message"]
     assert result.pending == []
+
+
+def test_whatever_an_edited_status_carries_the_engine_writes_a_bounded_one():
+    wf = workflow([step("a")])
+    wf["status"] = {
+        "phase": "Running",
+        "startedAt": "2023-11-14T22:13:20Z",
+        "junk": "x" * 2_000_000,
+        "conditions": [{"type": f"T{i}", "status": "True", "message": "m" * 100_000} for i in range(50)],
+        "steps": [{"name": "a", "phase": "Pending", "message": "y" * 100_000, "node": "z" * 9999}],
+    }
+    result = plan(wf, [], T0 + 5)
+    assert "junk" not in result.status and len(result.status["conditions"]) == 8
+    assert json_size(result.status) < 12_000
