@@ -334,12 +334,21 @@ class SchedulingLoop:
             await self._roll_back(key, wf, req, queue, refused[0], now)
             # Shown on the step this very cycle; the queue's figures are left for the next cycle.
             inputs.held[req.key] = (0, self._refusal_hold(req.key, now, inputs.wakes) or refused[0])
-            inputs.rolled_back.add(queue)
+            inputs.rolled_back.update(self._queue_chain(queue))
             return
         self._refused.pop(req.key, None)
         waited = now - self._ready_since.pop(req.key, now)
         metrics.ADMISSION_WAIT.labels(queue=queue).observe(waited)
         metrics.ADMISSIONS.labels(queue=queue).inc()
+
+    def _queue_chain(self, name: str) -> list[str]:
+        """A queue and its ancestors (whose figures all include an admission made in it)."""
+        chain: list[str] = []
+        current: str | None = name
+        while current is not None and current not in chain:
+            chain.append(current)
+            current = ((self.store.queues.get(current) or {}).get("spec") or {}).get("parent")
+        return chain
 
     async def _create(self, key: Key, pods: list[dict]) -> None:
         wf = self.store.workflows.get(key)

@@ -79,26 +79,6 @@ def queue_config(obj: Mapping[str, Any]) -> QueueConfig:
     )
 
 
-def quota_resources(queues: Iterable[QueueConfig]) -> dict[str, frozenset[str]]:
-    """For each queue, the resources its tree puts a quota on; other resources are not limited by it.
-
-    Informational only: the core applies this rule itself (``QueueTree.charged``), so workloads are
-    handed to it with their full request."""
-    by_name = {q.name: q for q in queues}
-
-    def root(name: str) -> str:
-        seen = set()
-        while by_name[name].parent in by_name and name not in seen:
-            seen.add(name)
-            name = by_name[name].parent  # type: ignore[assignment]
-        return name
-
-    named: dict[str, set[str]] = {}
-    for q in by_name.values():
-        named.setdefault(root(q.name), set()).update(q.quota_names)
-    return {n: frozenset(named.get(root(n), ())) for n in by_name}
-
-
 def namespace_allowed(queue: Mapping[str, Any], namespace: str, labels: Mapping[str, str] | None) -> bool:
     policy = (queue.get("spec") or {}).get("namespaces")
     if not policy:

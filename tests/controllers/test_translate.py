@@ -56,22 +56,6 @@ def test_queue_config_from_the_queue_api() -> None:
     assert q.listed == frozenset({"cpu", "memory"})  # what this queue limits; other resources it does not
 
 
-def test_only_resources_named_by_a_queue_tree_are_limited_by_it() -> None:
-    queues = [
-        translate.queue_config({"metadata": {"name": "org"}, "spec": {"quota": {"cpu": {"guaranteed": 8}}}}),
-        translate.queue_config(
-            {
-                "metadata": {"name": "gpu"},
-                "spec": {"parent": "org", "quota": {"nvidia.com/gpu": {"guaranteed": 2}}},
-            }
-        ),
-        translate.queue_config({"metadata": {"name": "solo"}, "spec": {}}),
-    ]
-    named = translate.quota_resources(queues)
-    assert named["gpu"] == frozenset({"cpu", "nvidia.com/gpu"})
-    assert named["solo"] == frozenset()
-
-
 def test_namespace_policy_by_name_and_selector() -> None:
     q = {"spec": {"namespaces": {"names": ["a"], "selector": {"matchExpressions": [
         {"key": "team", "operator": "In", "values": ["x", "y"]}]}}}}  # fmt: skip
