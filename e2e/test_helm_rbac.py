@@ -28,13 +28,13 @@ import yaml
 
 from e2e.conftest import Cluster
 from e2e.helpers import wait_for
-from tests.test_chart import EXPECTED_RULES
+from e2e.test_chart import EXPECTED_RULES
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "meson"
 
 # What `kubectl auth can-i --list` must show for the chart's ServiceAccount beyond what every authenticated
-# user gets (system:basic-user, system:discovery): the reviewed table of tests/test_chart.py, as the API
+# user gets (system:basic-user, system:discovery): the reviewed table of e2e/test_chart.py, as the API
 # server sees it.
 EXPECTED_GRANTS = EXPECTED_RULES
 

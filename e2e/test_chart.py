@@ -5,7 +5,8 @@ table in the same commit, so it is always a conscious, reviewed change. The e2e 
 (e2e/test_helm_rbac.py) installs the chart on a real API server and runs the operator with exactly these
 permissions.
 
-helm comes from the e2e build cache (``python -m e2e.cluster bin helm``); it is built from source on first
+It lives with the e2e tests because it needs a built binary (the fast suite builds nothing). helm comes
+from the e2e build cache (``python -m e2e.cluster bin helm``); it is built from source on first
 use when missing (needs Go; a couple of minutes once).
 """
 
