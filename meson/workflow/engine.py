@@ -473,6 +473,7 @@ class _Cycle:
 
     def _load(self) -> None:
         grouped: dict[str, dict[int | None, tuple]] = {}
+        wholes: dict[str, int] = {}  # entries without index or indexes, per step
         steps = self.old.get("steps")
         for entry in steps if isinstance(steps, list) else ():
             name = entry.get("name") if isinstance(entry, Mapping) else None
@@ -481,14 +482,19 @@ class _Cycle:
                 continue
             slots = grouped.setdefault(info.name, {})
             fields = _fields(entry)  # once per entry: a range entry stands for many instances
+            index = _int(entry.get("index"))
             if "indexes" in entry:  # an instance entry of the same instance wins
                 for i in parse_ranges(entry["indexes"], len(info.items or ())):
                     slots.setdefault(i, fields)
             else:
-                slots[_int(entry.get("index"))] = fields
+                slots[index] = fields
+                wholes[info.name] = wholes.get(info.name, 0) + (index is None)
         for info in self.c.steps:
             entries = grouped.get(info.name, {})
             if info.items is not None:
+                if None in entries and not _whole_step(info, entries[None], wholes[info.name]):
+                    del entries[None]
+                    self.event(True, "StatusIndexesLost", _INDEXES_LOST.format(step=info.name))
                 indexed = {
                     k: v for k, v in entries.items() if isinstance(k, int) and 0 <= k < len(info.items)
                 }
@@ -1130,6 +1136,20 @@ def _bounded_condition(condition: Mapping[str, Any]) -> dict[str, Any]:
         if key in out:
             out[key] = cap_message(out[key], WORKFLOW_MESSAGE_MAX_BYTES)
     return out
+
+
+_INDEXES_LOST = (
+    "step {step}: status entries lost their indexes (is the Workflow CRD older than the operator? apply "
+    "crds/); the step's instances are read again from their pods"
+)
+
+
+def _whole_step(info: _StepInfo, fields: tuple, entries: int) -> bool:
+    """Whether an entry without index of a foreach step can stand for the whole unexpanded step. Several
+    such entries, or a phase only expanded instances have, are range entries whose ``indexes`` the API
+    server pruned (a CRD older than the operator): read as the whole step they would mislead."""
+    phase = fields[0]
+    return entries == 1 and (phase in ("Waiting", "Skipped", "Omitted", "Failed") or not info.items)
 
 
 def _int(value: Any) -> int | None:

@@ -296,3 +296,25 @@ def test_positions_fed_back_change_no_decision():
         c.wf["status"] = written
         result = c.cycle()
     assert result.finished and c.status["phase"] == "Succeeded"
+
+
+def test_a_status_whose_indexes_were_pruned_is_read_again_from_the_pods():
+    """A Workflow CRD older than the operator prunes ``indexes``: the range entries must not be read as the
+    whole step (one of them says Pending, another Succeeded); the pods tell instead, and nothing is launched
+    twice."""
+    reference = Cluster(big_fan_out(), script=flaky)
+    reference.run()
+    c = Cluster(big_fan_out(), script=flaky)
+    c.run(until=lambda p: sum(e["phase"] == "Succeeded" for e in c.instances().values()) > 100)
+    assert any("indexes" in e for e in c.status["steps"])
+    c.wf["status"] = {
+        **c.status,
+        "steps": [{k: v for k, v in e.items() if k != "indexes"} for e in c.status["steps"]],
+    }
+    c.now += 1
+    result = c.cycle()
+    assert any(e.reason == "StatusIndexesLost" for e in result.events)
+    launched = {(i, r) for i, r, _ in c.launches}
+    assert len(launched) == len(c.launches)  # no run of an instance launched twice
+    assert c.run().finished and c.status["phase"] == "Succeeded"
+    assert sorted(c.launches) == sorted(reference.launches)
