@@ -41,15 +41,7 @@ from meson.controllers.store import Key, Store, resource_version
 from meson.controllers.writer import Writer, merge_patch
 from meson.core import AdmittedWorkload, Resources, Scheduler, Snapshot, Workload
 from meson.core.resources import format_quantity
-from meson.workflow import InstanceRequest, Plan, plan, with_queue_positions
-
-try:  # TEMPORARY until the engine's verify_status lands
-    from meson.workflow import verify_status
-except ImportError:
-
-    def verify_status(wf, pods):  # type: ignore[no-redef]
-        return dict(wf.get("status") or {}), []
-
+from meson.workflow import InstanceRequest, Plan, plan, verify_status, with_queue_positions
 
 log = logging.getLogger("meson.scheduling")
 # A cycle runs at least this often even when nothing happened, as a safety net for missed wake-ups.

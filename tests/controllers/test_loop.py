@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import pytest
 
-import meson.workflow
 from meson.api.quantity import canonical
 from meson.workflow import LABEL_CRONWORKFLOW, LABEL_INSTANCE, LABEL_STEP, SCHEDULED_TIME_ANNOTATION
 from tests.controllers.builders import chain, cron, queue, step, steps_by_instance, workflow
@@ -177,11 +176,6 @@ async def test_a_forged_status_is_restored_and_no_step_is_skipped() -> None:
     assert pods_per_instance(cluster, "forged") == {"a": 1, "b": 1, "c": 1}
 
 
-@pytest.mark.xfail(
-    not hasattr(meson.workflow, "verify_status"),
-    reason="needs meson.workflow.verify_status: until then a restart trusts the observed status",
-    strict=True,
-)
 @sync
 async def test_a_status_forged_while_the_operator_was_down_skips_no_step() -> None:
     cluster = FakeCluster()
