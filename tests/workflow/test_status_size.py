@@ -176,9 +176,10 @@ def busy(k: int, i: int) -> dict:
 FINISHED = ("Succeeded", "Failed", "Skipped", "Omitted")
 
 
-def test_many_large_foreach_steps_fit_at_every_stage():
-    """As many 10,000-element steps as a workflow may have: all pending, a busy mix, all finished."""
-    wf = large_workflow()
+@pytest.mark.parametrize("count", [1, LARGE_STEPS])
+def test_large_foreach_steps_fit_at_every_stage(count):
+    """One 10,000-element step, and as many as a workflow may have: all pending, a busy mix, all finished."""
+    wf = large_workflow(count)
     stages = {
         "pending": lambda k, i: {"phase": "Pending", "attempts": 1},
         "busy": busy,
@@ -187,10 +188,10 @@ def test_many_large_foreach_steps_fit_at_every_stage():
     for stage, state in stages.items():
         result = plan(synthetic(wf, state), [], T0 + 3600)
         size = json_size(written(result))
-        assert result.status["counts"]["total"] == MAX_WORKFLOW_INSTANCES
+        assert result.status["counts"]["total"] == count * MAX_FOREACH_ITEMS
         assert json_size(result.status) <= PLAN_BUDGET_BYTES and size <= STATUS_BUDGET_BYTES, (stage, size)
         assert not any(e.reason == "StatusTooLarge" for e in result.events), stage
-        print(f"{LARGE_STEPS} x 10,000 {stage}: {size} bytes")
+        print(f"{count} x 10,000 {stage}: {size} bytes")
 
 
 def test_a_status_that_cannot_fit_terminates_the_workflow_and_then_fits():
