@@ -48,7 +48,7 @@ EXPECTED_RULES: dict[tuple[str, str], frozenset[str]] = {
 
 # Added only by webhook.mode=loopback: kopf manages the ValidatingWebhookConfiguration.
 WEBHOOK_RULES: dict[tuple[str, str], frozenset[str]] = {
-    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): READ | {"create", "patch"},
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): READ | {"create", "patch", "delete"},
 }
 
 

@@ -118,13 +118,18 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 
 def _unregister_webhook(clients: kube.Clients) -> None:
-    """kopf registers a Validating and a Mutating WebhookConfiguration of that name; remove both."""
+    """Remove the ValidatingWebhookConfiguration kopf registered (and a Mutating twin, if it made one)."""
     from meson.controllers.admission import WEBHOOK_CONFIGURATION
 
     api = clients.admissionregistration
     for delete in (api.delete_validating_webhook_configuration, api.delete_mutating_webhook_configuration):
         try:
             delete(WEBHOOK_CONFIGURATION, _request_timeout=5)
+        except kube.ApiException as exc:
+            if exc.status not in (403, 404):  # none made, or not ours to manage
+                log.warning(
+                    "could not remove webhook configuration %s: %s", WEBHOOK_CONFIGURATION, exc.reason
+                )
         except Exception as exc:  # best effort: the next start re-registers it anyway
             log.warning("could not remove webhook configuration %s: %s", WEBHOOK_CONFIGURATION, exc)
 
