@@ -11,7 +11,8 @@ which drops the claims the pods do not back:
   Retrying or Failed one whose pods are gone by design (evicted, node lost, timed out, stopped by the engine);
 * a reset instance goes back to what its pods say: Running in the latest run of its pods (the engine then
   evaluates them, retries included), or Waiting with no run when it has no pods;
-* the attempts of a Pending, Running or Retrying instance never go below the attempt label of its run's pods;
+* the attempts of a Pending, Running or Retrying instance never go below the attempt label of its run's pods
+  (of a Pending one only until the workflow is first restarted: a restart counts attempts afresh);
 * Skipped needs a condition that is false now that the upstream steps are done; Omitted needs a failed or
   omitted dependency, a failure that stops the workflow, a shutdown or a workflow timeout. Otherwise the
   instance goes back to Waiting and the engine derives it again;
@@ -67,6 +68,7 @@ class _Check:
     def __init__(self, cycle: _Cycle, pods: Sequence[PodObservation]) -> None:
         self.cycle = cycle
         self.live = any(p.phase in LIVE_POD_PHASES for p in pods)
+        self.restarted = bool(cycle.old.get("restarts"))
         self.notes: list[str] = []
         self.corrected = 0
 
@@ -130,6 +132,8 @@ class _Check:
     def floor_attempts(self, inst: _Inst, pods: list[PodObservation]) -> None:
         if inst.phase not in ("Pending", "Running", "Retrying"):
             return  # attempts of other phases decide nothing
+        if inst.phase == "Pending" and self.restarted:
+            return  # a restart counts attempts afresh while the run (and its old pods' labels) stays
         seen = max((o.attempt for o in pods if o.run == inst.run), default=0)
         if inst.attempts < seen:
             self.note(f"step {inst.id}: status said attempt {inst.attempts}, its pods say {seen}; raised")

@@ -305,8 +305,9 @@ def test_a_genuine_status_passes_unchanged_at_every_cycle(name):
 
 
 def test_a_genuine_status_passes_unchanged_through_preemption_suspend_and_restart():
-    wf = workflow([step("a"), step("b", ["a"]), step("c", ["b"])])
-    c = Cluster(wf, script=lambda i, r, a, x: Outcome(duration=4, exit_code=int(i == "b" and r == 1)))
+    retry = {"limit": 1, "backoff": {"initialSeconds": 1}}
+    wf = workflow([step("a"), step("b", ["a"], retryPolicy=retry), step("c", ["b"])])
+    c = Cluster(wf, script=lambda i, r, a, x: Outcome(duration=4, exit_code=int(i == "b" and r <= 2)))
 
     def inject(c: Cluster) -> None:
         if c.now == T0 + 3:  # a is preempted
@@ -318,8 +319,10 @@ def test_a_genuine_status_passes_unchanged_through_preemption_suspend_and_restar
 
     checked(c, inject)
     assert c.status["phase"] == "Failed" and c.launches[:2] == [("a", 1, 1), ("a", 2, 1)]
-    c.set_spec(restarts=1)  # rerun b, then c
+    assert c.entry("b")["attempts"] == 2
+    c.set_spec(restarts=1)  # rerun b (attempts counted afresh from 1, in run 3), then c
     assert checked(c) > 3 and c.status["phase"] == "Succeeded"
+    assert ("b", 3, 1) in c.launches
 
 
 @pytest.mark.parametrize(
