@@ -897,7 +897,7 @@ class _Cycle:
     # ----------------------------------------------------------------------------------------- status
 
     def run(self) -> Plan:
-        restarted = self.spec.restarts > (self.old.get("restarts") or 0)
+        restarted = self.spec.restarts > (_int(self.old.get("restarts")) or 0)
         restart_at = self.restart(restarted)
         if not restarted and self.old.get("phase") in ("Succeeded", "Failed"):
             return self.frozen()

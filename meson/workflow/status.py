@@ -31,7 +31,7 @@ once (each needs its own history of relaunches). Then the engine terminates the 
 and per reason the engine stopped instances (a handful), each index appears once in at most 5 bytes
 (indexes are below 10,000) and there are at most :data:`~meson.api.workflow.MAX_WORKFLOW_INSTANCES`
 instances, so the status fits: tests/workflow/test_status_size.py builds that worst case (every index in
-another entry than its neighbours) and measures about 310 KB.
+another entry than its neighbours) and measures at most about 320 KB.
 """
 
 from __future__ import annotations
@@ -110,7 +110,9 @@ def cap_message(text: Any, limit: int = STEP_MESSAGE_MAX_BYTES) -> str | None:
     """``text`` on one line, cut (ending in ``…``) so its JSON encoding takes at most ``limit`` bytes."""
     if not isinstance(text, str) or not text:
         return None
-    return _cap(text, limit)
+    # Every character takes a byte at least: what lies beyond ``limit`` characters is cut anyway (and a
+    # huge text must not sit in the cache).
+    return _cap(text[: limit + 1], limit)
 
 
 @functools.lru_cache(maxsize=4096)  # the same messages come back for many instances, every cycle

@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from meson.workflow.engine import _DONE_OK, _KILLED, TERMINAL, _compile, _Cycle, _Inst, parse_time
+from meson.workflow.engine import _DONE_OK, _KILLED, TERMINAL, _compile, _Cycle, _Inst, _int, parse_time
 from meson.workflow.types import LIVE_POD_PHASES, PodObservation
 
 __all__ = ["MAX_CORRECTIONS", "verify_status"]
@@ -79,7 +79,7 @@ class _Check:
 
     def trusted(self, status: Mapping[str, Any]) -> bool:
         """A finished workflow with nothing alive: its pods may be long gone, keep its record."""
-        restarting = self.cycle.spec.restarts > (status.get("restarts") or 0)
+        restarting = self.cycle.spec.restarts > (_int(status.get("restarts")) or 0)
         return (
             status.get("phase") in ("Succeeded", "Failed")
             and parse_time(status.get("finishedAt")) is not None
