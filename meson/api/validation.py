@@ -29,7 +29,14 @@ from meson.api.cronworkflow import CronWorkflow
 from meson.api.queue import Queue
 from meson.api.streamjob import StreamJob
 from meson.api.template import MissingValue, render, unknown_references
-from meson.api.workflow import ExitStep, Step, Workflow, WorkflowSpec
+from meson.api.workflow import (
+    MAX_FOREACH_ITEMS,
+    MAX_WORKFLOW_INSTANCES,
+    ExitStep,
+    Step,
+    Workflow,
+    WorkflowSpec,
+)
 
 __all__ = [
     "KIND_MODELS",
@@ -287,6 +294,12 @@ def validate_workflow_spec(spec: WorkflowSpec, path: str = "spec") -> list[str]:
                     f"{where}.foreach.parameter: parameter {name!r} must be a list, "
                     f"got {type(params[name]).__name__}"
                 )
+            elif len(params[name]) > MAX_FOREACH_ITEMS:
+                # The schema bounds foreach.items, not a list parameter; the status budget needs both.
+                problems.append(
+                    f"{where}.foreach.parameter: parameter {name!r} has {len(params[name])} elements, "
+                    f"more than {MAX_FOREACH_ITEMS}"
+                )
         if step.when is not None:
             problems += validate_condition(
                 step.when, params=params, upstream=upstream.get(step.name, set()), where=f"{where}.when"
@@ -298,7 +311,19 @@ def validate_workflow_spec(spec: WorkflowSpec, path: str = "spec") -> list[str]:
         problems += _validate_step_template(step, f"{where}.template", set(params), has_item)
     if spec.on_exit is not None:
         problems += _validate_step_template(spec.on_exit, f"{path}.onExit.template", set(params), False)
+    total = sum(_instances(step, params) for step in spec.steps)
+    if total > MAX_WORKFLOW_INSTANCES:
+        problems.append(
+            f"{path}.steps: {total} step instances, more than {MAX_WORKFLOW_INSTANCES} per workflow"
+        )
     return problems
+
+
+def _instances(step: Step, params: Mapping[str, Any]) -> int:
+    if step.foreach is None:
+        return 1
+    items = step.foreach.items if step.foreach.items is not None else params.get(step.foreach.parameter or "")
+    return max(1, len(items)) if isinstance(items, list) else 1
 
 
 def validate_workflow(obj: Mapping[str, Any]) -> list[str]:

@@ -65,8 +65,6 @@ from pydantic import ValidationError
 from meson.api.template import MissingValue, render
 from meson.api.validation import validate_workflow_spec
 from meson.api.workflow import (
-    MAX_FOREACH_ITEMS,
-    MAX_WORKFLOW_INSTANCES,
     Backoff,
     RetryPolicy,
     Workflow,
@@ -270,22 +268,7 @@ def _build(
         compiled.steps.append(info)
         compiled.instance_ids[exit_step.name] = (exit_step.name, None)
     compiled.by_name = {info.name: info for info in compiled.steps}
-    compiled.problems = _size_problems(compiled)
     return compiled
-
-
-def _size_problems(compiled: _Compiled) -> list[str]:
-    """Fan-outs above the documented maximums (a list parameter is not bounded by the schema): the status
-    records every instance, so its budget holds only below them."""
-    problems = [
-        f"step {info.name}: foreach over {len(info.items)} elements, more than {MAX_FOREACH_ITEMS}"
-        for info in compiled.steps
-        if info.items is not None and len(info.items) > MAX_FOREACH_ITEMS
-    ]
-    total = sum(max(1, len(info.items or ())) for info in compiled.steps)
-    if total > MAX_WORKFLOW_INSTANCES:
-        problems.append(f"{total} step instances, more than {MAX_WORKFLOW_INSTANCES} per workflow")
-    return problems
 
 
 # --------------------------------------------------------------------------------------------- CEL conditions

@@ -161,3 +161,26 @@ def test_find_cycle_finds_planted_cycles(size, data):
     assert cycle is not None and cycle[0] == cycle[-1]
     for node, dep in itertools.pairwise(cycle):
         assert dep in graph[node]
+
+
+def test_fanouts_above_the_documented_maximums_are_refused() -> None:
+    template = {"spec": {"containers": [{"name": "m", "image": "busybox"}]}}
+    over = {
+        "apiVersion": "meson.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "x"},
+        "spec": {
+            "parameters": [{"name": "xs", "default": list(range(10001))}],
+            "steps": [{"name": "a", "foreach": {"parameter": "xs"}, "template": template}],
+        },
+    }
+    assert validate("Workflow", over) == [
+        "spec.steps[0].foreach.parameter: parameter 'xs' has 10001 elements, more than 10000"
+    ]
+    over["spec"]["parameters"][0]["default"] = list(range(10000))
+    over["spec"]["steps"] = [
+        {"name": f"s{i}", "foreach": {"parameter": "xs"}, "template": template} for i in range(6)
+    ]
+    assert validate("Workflow", over) == ["spec.steps: 60000 step instances, more than 50000 per workflow"]
+    over["spec"]["steps"] = over["spec"]["steps"][:5]
+    assert validate("Workflow", over) == []
