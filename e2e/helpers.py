@@ -11,6 +11,7 @@ import yaml
 from kubernetes import client
 
 from e2e.conftest import Cluster
+from meson.workflow import instance_entries
 
 GROUP, VERSION = "meson.dev", "v1alpha1"
 
@@ -98,11 +99,8 @@ def wait_workflow(
 
 
 def steps_by_instance(wf: dict) -> dict[str, dict]:
-    out = {}
-    for s in (wf.get("status") or {}).get("steps") or []:
-        inst = s["name"] if s.get("index") is None else f"{s['name']}-{s['index']}"
-        out[inst] = s
-    return out
+    """Every step instance of a workflow's status by id, compact range entries of big fan-outs expanded."""
+    return instance_entries(wf.get("status") or {})
 
 
 def workflow_pods(core: client.CoreV1Api, namespace: str, name: str) -> list[client.V1Pod]:
