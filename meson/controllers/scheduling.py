@@ -37,10 +37,10 @@ from meson.controllers import faults, translate
 from meson.controllers.checks import SpecChecks
 from meson.controllers.cronworkflows import CronWorkflows
 from meson.controllers.faults import Faults
+from meson.controllers.queues import Queues
 from meson.controllers.store import Key, Store, resource_version
 from meson.controllers.writer import Writer, merge_patch
 from meson.core import AdmittedWorkload, Resources, Scheduler, Snapshot, Workload
-from meson.core.resources import format_quantity
 from meson.workflow import InstanceRequest, Plan, plan, verify_status, with_queue_positions
 
 log = logging.getLogger("meson.scheduling")
@@ -52,8 +52,6 @@ REFUSAL_BACKOFF = (2.0, 60.0)
 # A workflow status refused as too large is not resent before this many seconds (it should not happen:
 # the engine bounds its status; this is the safety net).
 TOO_LARGE_BACKOFF = 60.0
-# The Queue condition saying whether it admits (False: its configuration is invalid, with the reason).
-ACTIVE = "Active"
 
 
 @dataclass(frozen=True)
@@ -121,11 +119,11 @@ class SchedulingLoop:
     faults: Faults = field(init=False)
     checks: SpecChecks = field(init=False)
     crons: CronWorkflows = field(init=False)
+    queues: Queues = field(init=False)
     _own: dict[Key, _OwnStatus] = field(default_factory=dict)
     _ready_since: dict[str, float] = field(default_factory=dict)
     _refused: dict[str, _Refusal] = field(default_factory=dict)
     _write_backoff: dict[Key, float] = field(default_factory=dict)
-    _queue_status: dict[str, dict] = field(default_factory=dict)
     _stopping: bool = False
 
     def __post_init__(self) -> None:
@@ -133,6 +131,7 @@ class SchedulingLoop:
         self.faults = Faults(report=self._report_fault)
         self.checks = SpecChecks(self.writer, self.store.wake.set)
         self.crons = CronWorkflows(self.store, self.writer, self.checks, self.faults)
+        self.queues = Queues(self.store, self.writer, self.checks, self.faults)
 
     @classmethod
     def tuned(cls, store: Store, clients: kube.Clients, tuning: Tuning) -> SchedulingLoop:
@@ -170,7 +169,7 @@ class SchedulingLoop:
     # --- one cycle ---------------------------------------------------------------------------------
     async def cycle(self) -> CycleResult:
         now = self.clock()
-        queues, unreadable = self._queue_configs()
+        queues, unreadable = self.queues.configs()
         inputs = _Inputs()
         for key, wf in list(self.store.workflows.items()):
             self.faults.guard("Workflow", key, "plan", self._plan, key, wf, now, inputs)
@@ -282,24 +281,6 @@ class SchedulingLoop:
         log.warning("workflow %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
         self.writer.event(wf, "Warning", "StatusCorrected", message)
 
-    def _queue_configs(self) -> tuple[list, dict[str, str]]:
-        """Queue objects as the core's configs, and those that cannot be used with the reason why.
-
-        A hierarchy problem (a missing parent, a cycle, a limit below the guarantees) is the core's to
-        find: it disables exactly the queues it touches and says why in ``Decisions.disabled``."""
-        configs, unreadable = [], {}
-        for name, obj in list(self.store.queues.items()):
-            problems = self.checks.problems("Queue", obj)
-            if problems:
-                unreadable[name] = "; ".join(problems)
-                continue
-            config = self.faults.guard("Queue", name, "translate", translate.queue_config, obj)
-            if config is None:
-                unreadable[name] = "its spec could not be read (see the operator's events)"
-            else:
-                configs.append(config)
-        return configs, unreadable
-
     # --- stage 2: admit ----------------------------------------------------------------------------
     async def _admit(self, inputs: _Inputs, decisions, now: float) -> int:
         """Create the pods of each admission; a refused create rolls that admission back."""
@@ -326,21 +307,12 @@ class SchedulingLoop:
             await self._roll_back(key, wf, req, queue, refused[0], now)
             # Shown on the step this very cycle; the queue's figures are left for the next cycle.
             inputs.held[req.key] = (0, self._refusal_hold(req.key, now, inputs.wakes) or refused[0])
-            inputs.rolled_back.update(self._queue_chain(queue))
+            inputs.rolled_back.update(self.queues.chain(queue))
             return
         self._refused.pop(req.key, None)
         waited = now - self._ready_since.pop(req.key, now)
         metrics.ADMISSION_WAIT.labels(queue=queue).observe(waited)
         metrics.ADMISSIONS.labels(queue=queue).inc()
-
-    def _queue_chain(self, name: str) -> list[str]:
-        """A queue and its ancestors (whose figures all include an admission made in it)."""
-        chain: list[str] = []
-        current: str | None = name
-        while current is not None and current not in chain:
-            chain.append(current)
-            current = ((self.store.queues.get(current) or {}).get("spec") or {}).get("parent")
-        return chain
 
     async def _create(self, key: Key, pods: list[dict]) -> None:
         wf = self.store.workflows.get(key)
@@ -432,7 +404,7 @@ class SchedulingLoop:
                 status = faults.with_condition(wf.get("status") or {}, faults.fault_condition(fault))
                 if status != (wf.get("status") or {}):
                     writes.append(self._patch_workflow_status(key, wf, status, None, now))
-        writes += self._queue_status_writes(inputs, decisions)
+        writes += self.queues.status_writes(decisions, inputs.rolled_back)
         writes += self.crons.writes(now, inputs.wakes)
         await asyncio.gather(*writes)
         return len(writes)
@@ -499,61 +471,6 @@ class SchedulingLoop:
             if ev.reason == "StepRetrying":
                 kind = next((k for k in RETRY_KINDS if k in ev.message), "other")
                 metrics.RETRIES.labels(kind=kind).inc()
-
-    def _queue_status_writes(self, inputs: _Inputs, decisions) -> list:
-        """Each queue's status as the core accounted it (a parent counts its subtree); disabled queues
-        say why. A queue with an admission rolled back this cycle waits for the next one."""
-        writes = []
-        for name, acct in decisions.queues.items():
-            metrics.PENDING.labels(queue=name).set(acct.pending)
-            metrics.ADMITTED.labels(queue=name).set(acct.admitted)
-            if name in inputs.rolled_back:
-                continue
-            status = {
-                "pending": acct.pending,
-                "admitted": acct.admitted,
-                "usage": {k: format_quantity(k, v) for k, v in sorted(acct.usage.items())},
-                "borrowed": {k: format_quantity(k, v) for k, v in sorted(acct.borrowed.items())},
-            }
-            writes += self._queue_status_write(name, status, None)
-        for name, reason in decisions.disabled.items():
-            if name in self.store.queues:
-                writes += self._queue_status_write(name, {"pending": 0, "admitted": 0}, reason)
-        return writes
-
-    def _queue_status_write(self, name: str, status: dict, disabled: str | None) -> list:
-        """The write of one queue's status, with its Active condition (none if nothing changed)."""
-        old = (self.store.queues.get(name) or {}).get("status") or {}
-        active = next((c for c in old.get("conditions") or [] if c.get("type") == ACTIVE), None)
-        if disabled is None:
-            cond = faults.condition(ACTIVE, True, "Ready", "admitting workloads")
-        else:
-            cond = faults.condition(ACTIVE, False, "InvalidConfiguration", disabled)
-            self._report_disabled(name, disabled)
-        same = active is not None and all(
-            active.get(k) == cond.get(k) for k in ("status", "reason", "message")
-        )
-        status = {**status, "conditions": [active if same else cond]}
-        if self._queue_status.get(name) == status:
-            return []
-        return [self._patch_queue_status(name, status, merge_patch(status, old))]
-
-    def _report_disabled(self, name: str, reason: str) -> None:
-        obj = self.store.queues.get(name)
-        previous = next(
-            (c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c.get("type") == ACTIVE),
-            None,
-        )
-        if obj is not None and (previous is None or previous.get("message") != reason):
-            self.writer.event(obj, "Warning", "QueueDisabled", reason)
-
-    async def _patch_queue_status(self, name: str, status: dict, body: dict) -> None:
-        try:
-            await self.writer.patch_status("queues", None, name, body)
-        except Exception as exc:  # isolation
-            self.faults.record("Queue", name, "write", exc)
-            return
-        self._queue_status[name] = status
 
     # --- faults ------------------------------------------------------------------------------------
     def _report_fault(self, fault: faults.Fault, key: Any) -> None:
