@@ -83,6 +83,20 @@ def core(cluster: Cluster) -> client.CoreV1Api:
 
 
 @pytest.fixture
+def custom(cluster: Cluster) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(cluster.api_client())
+
+
+@pytest.fixture
+def queues(cluster: Cluster) -> Iterator[list[str]]:
+    """Names of cluster-scoped Queues a test creates; deleted afterwards."""
+    made: list[str] = []
+    yield made
+    if made:
+        cluster.kubectl("delete", "queue.meson.dev", *made, "--wait=false", check=False)
+
+
+@pytest.fixture
 def namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (its pods go with it)."""
     name = f"t-{uuid.uuid4().hex[:8]}"

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
-from kubernetes import client
 
 from e2e.conftest import Cluster
 from e2e.helpers import (
@@ -36,19 +35,6 @@ from e2e.operator import OperatorProcess
 from e2e.test_workflows import Sampler, live
 
 WEBHOOK = "validate.meson.dev"
-
-
-@pytest.fixture
-def custom(cluster: Cluster) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(cluster.api_client())
-
-
-@pytest.fixture
-def queues(cluster: Cluster) -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    if made:
-        cluster.kubectl("delete", "queue.meson.dev", *made, "--wait=false", check=False)
 
 
 def _webhook_serving(cluster: Cluster) -> bool:

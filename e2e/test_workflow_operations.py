@@ -31,11 +31,6 @@ KEEP = {"sim.meson.dev/keep-running": "true"}
 
 
 @pytest.fixture
-def custom(cluster: Cluster) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(cluster.api_client())
-
-
-@pytest.fixture
 def q(cluster: Cluster, operator: OperatorProcess) -> Iterator[str]:
     name = f"ops-{uid()}"
     apply(cluster, queue(name, cpu=64))

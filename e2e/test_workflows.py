@@ -29,20 +29,6 @@ from e2e.operator import OperatorProcess
 from meson.api.quantity import canonical
 
 
-@pytest.fixture
-def custom(cluster: Cluster) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(cluster.api_client())
-
-
-@pytest.fixture
-def queues(cluster: Cluster) -> Iterator[list[str]]:
-    """Names of cluster-scoped Queues a test creates; deleted afterwards."""
-    made: list[str] = []
-    yield made
-    if made:
-        cluster.kubectl("delete", "queue.meson.dev", *made, "--wait=false", check=False)
-
-
 @pytest.fixture(scope="module")
 def priority_classes(cluster: Cluster) -> Iterator[tuple[str, str]]:
     low, high = f"meson-e2e-low-{uid()}", f"meson-e2e-high-{uid()}"
