@@ -46,6 +46,7 @@ from meson.workflow import InstanceRequest, Plan, plan, verify_status, with_queu
 log = logging.getLogger("meson.scheduling")
 # A cycle runs at least this often even when nothing happened, as a safety net for missed wake-ups.
 RESYNC_SECONDS = 30.0
+WORKFLOW = "Workflow"
 RETRY_KINDS = ("FailedExit", "NodeLost", "Evicted", "Timeout")
 # A refused pod create is retried after this backoff (doubling per refusal, capped).
 REFUSAL_BACKOFF = (2.0, 60.0)
@@ -87,7 +88,8 @@ class _Inputs:
     """What one cycle hands the core, built from the view (see :meth:`SchedulingLoop._plan`)."""
 
     plans: dict[Key, Plan] = field(default_factory=dict)
-    requests: dict[str, tuple[Key, InstanceRequest]] = field(default_factory=dict)
+    # Every request needing admission, by workload key: (kind of its owner, owner's key, request).
+    requests: dict[str, tuple[str, Key, InstanceRequest]] = field(default_factory=dict)
     pending: list[Workload] = field(default_factory=list)
     admitted: list[AdmittedWorkload] = field(default_factory=list)
     # Requests held back before the core (not counted in any queue), with the reason shown on the step.
@@ -234,7 +236,7 @@ class SchedulingLoop:
         inputs.pending += pending
         inputs.held.update(held)
         for req in p.pending:
-            inputs.requests[req.key] = (key, req)
+            inputs.requests[req.key] = (WORKFLOW, key, req)
             self._ready_since.setdefault(req.key, now)
         if p.wake_at is not None:
             inputs.wakes.append(p.wake_at)
@@ -286,11 +288,11 @@ class SchedulingLoop:
         """Create the pods of each admission; a refused create rolls that admission back."""
         creates = []
         for adm in decisions.admit:
-            wf_key, req = inputs.requests[adm.key]
-            wf = self.store.workflows.get(wf_key)
-            if wf is None:
+            kind, owner_key, req = inputs.requests[adm.key]
+            owner = self._object(kind, owner_key)
+            if owner is None:
                 continue
-            creates.append(self._admit_one(wf_key, wf, req, adm.queue, now, inputs))
+            creates.append(self._admit_one(kind, owner_key, owner, req, adm.queue, now, inputs))
         admitted = len(creates)
         for key, p in inputs.plans.items():
             # Gang members of an admitted run never created (a crash mid-creation): finish the job.
@@ -300,11 +302,11 @@ class SchedulingLoop:
         return admitted
 
     async def _admit_one(
-        self, key: Key, wf: dict, req: InstanceRequest, queue: str, now: float, inputs: _Inputs
+        self, kind: str, key: Key, owner: dict, req: InstanceRequest, queue: str, now: float, inputs: _Inputs
     ) -> None:
-        refused = await self.writer.create_pods("Workflow", wf, req.pods)
+        refused = await self.writer.create_pods(kind, owner, req.pods)
         if refused:
-            await self._roll_back(key, wf, req, queue, refused[0], now)
+            await self._roll_back(key, owner, req, queue, refused[0], now)
             # Shown on the step this very cycle; the queue's figures are left for the next cycle.
             inputs.held[req.key] = (0, self._refusal_hold(req.key, now, inputs.wakes) or refused[0])
             inputs.rolled_back.update(self.queues.chain(queue))
@@ -322,7 +324,7 @@ class SchedulingLoop:
                 raise RuntimeError(f"pod creation refused: {refused[0]}")
 
     async def _roll_back(
-        self, key: Key, wf: dict, req: InstanceRequest, queue: str, message: str, now: float
+        self, key: Key, owner: dict, req: InstanceRequest, queue: str, message: str, now: float
     ) -> None:
         """The API server refused a pod of this admission: undo it and hold the step back with backoff."""
         previous = self._refused.get(req.key)
@@ -331,7 +333,7 @@ class SchedulingLoop:
         self._refused[req.key] = _Refusal(message[: faults.MESSAGE_MAX], count, now + backoff)
         metrics.POD_CREATE_REFUSALS.labels(queue=queue).inc()
         if count == 1:
-            self.writer.event(wf, "Warning", "PodCreateRefused", f"{req.instance}: {message}")
+            self.writer.event(owner, "Warning", "PodCreateRefused", f"{req.instance}: {message}")
         # Members of a gang that were created go too, marked as Meson's (no retry is used).
         names = [p["metadata"]["name"] for p in req.pods]
         deletes = [
@@ -379,7 +381,9 @@ class SchedulingLoop:
     # --- stage 4: write status ---------------------------------------------------------------------
     async def _write_status(self, inputs: _Inputs, decisions, now: float) -> int:
         positions: dict[Key, dict[str, tuple[int, str]]] = defaultdict(dict)
-        for request_key, (key, req) in inputs.requests.items():
+        for request_key, (kind, key, req) in inputs.requests.items():
+            if kind != WORKFLOW:
+                continue
             info = inputs.held.get(request_key)
             if info is None and request_key in decisions.pending:
                 pi = decisions.pending[request_key]
