@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meson.adapters import kube, metrics
-from meson.api.validation import invalid_condition
 from meson.controllers import faults, translate
 from meson.controllers.checks import SpecChecks
 from meson.controllers.cronworkflows import CronWorkflows
@@ -41,13 +40,19 @@ from meson.controllers.queues import Queues
 from meson.controllers.store import Key, Store, resource_version
 from meson.controllers.writer import Writer, merge_patch
 from meson.core import AdmittedWorkload, Resources, Scheduler, Snapshot, Workload
-from meson.workflow import InstanceRequest, Plan, plan, verify_status, with_queue_positions
+from meson.workflow import (
+    InstanceRequest,
+    Plan,
+    plan,
+    refused_status,
+    verify_status,
+    with_queue_positions,
+)
 
 log = logging.getLogger("meson.scheduling")
 # A cycle runs at least this often even when nothing happened, as a safety net for missed wake-ups.
 RESYNC_SECONDS = 30.0
 WORKFLOW = "Workflow"
-RETRY_KINDS = ("FailedExit", "NodeLost", "Evicted", "Timeout")
 # A refused pod create is retried after this backoff (doubling per refusal, capped).
 REFUSAL_BACKOFF = (2.0, 60.0)
 # A workflow status refused as too large is not resent before this many seconds (it should not happen:
@@ -205,7 +210,7 @@ class SchedulingLoop:
         if problems is None and not self.store.workflow_pods.get(key):
             return  # its pod templates are being dry-run; nothing of it runs yet
         if problems:
-            refused = _refusal(wf, problems)
+            refused = refused_status(wf, problems, now, wf["metadata"].get("generation"))
             if refused != (wf.get("status") or {}):
                 inputs.writes.append(self._patch_workflow_status(key, wf, refused, None, now))
             return
@@ -473,8 +478,7 @@ class SchedulingLoop:
         for ev in p.events:
             metrics.STEP_OUTCOMES.labels(reason=ev.reason).inc()
             if ev.reason == "StepRetrying":
-                kind = next((k for k in RETRY_KINDS if k in ev.message), "other")
-                metrics.RETRIES.labels(kind=kind).inc()
+                metrics.RETRIES.labels(kind=ev.failure or "other").inc()
 
     # --- faults ------------------------------------------------------------------------------------
     def _report_fault(self, fault: faults.Fault, key: Any) -> None:
@@ -530,15 +534,3 @@ def _workload(req: InstanceRequest, queue: str, priority: int) -> Workload:
         pod_count=req.pod_count,
         gang=req.gang,
     )
-
-
-def _refusal(wf: dict, messages: list[str]) -> dict:
-    """The status of a refused workflow: Failed, with a Valid=False condition."""
-    status = dict(wf.get("status") or {})
-    if status.get("phase") == "Failed" and any(
-        c.get("type") == "Valid" and c.get("status") == "False" for c in status.get("conditions") or []
-    ):
-        return status  # already refused; the condition's timestamp must not churn
-    status.update(phase="Failed", message="invalid: " + "; ".join(messages)[:900])
-    status["conditions"] = [invalid_condition(messages, generation=wf["metadata"].get("generation"))]
-    return status

@@ -14,7 +14,7 @@ from meson.workflow.cron import (
     child_name,
     plan_cron,
 )
-from meson.workflow.engine import parse_time, plan, rfc3339
+from meson.workflow.engine import parse_time, plan, refused_status, rfc3339
 from meson.workflow.pods import (
     LABEL_ATTEMPT,
     LABEL_INSTANCE,
@@ -62,6 +62,7 @@ __all__ = [
     "plan_cron",
     "pod_name",
     "pod_request",
+    "refused_status",
     "rfc3339",
     "verify_status",
     "with_queue_positions",

@@ -83,9 +83,16 @@ from meson.workflow.status import (
     range_entries,
     with_queue_positions,
 )
-from meson.workflow.types import LIVE_POD_PHASES, InstanceRequest, Plan, PodObservation, WorkflowEvent
+from meson.workflow.types import (
+    LIVE_POD_PHASES,
+    FailureKind,
+    InstanceRequest,
+    Plan,
+    PodObservation,
+    WorkflowEvent,
+)
 
-__all__ = ["parse_time", "plan", "rfc3339", "with_queue_positions"]
+__all__ = ["parse_time", "plan", "refused_status", "rfc3339", "with_queue_positions"]
 
 TERMINAL = frozenset({"Succeeded", "Failed", "Skipped", "Omitted"})
 _PHASES = TERMINAL | {"Waiting", "Pending", "Running", "Retrying"}
@@ -494,8 +501,8 @@ class _Cycle:
     def rel(self, epoch: float) -> int:
         return max(0, math.floor(epoch - self.started))
 
-    def event(self, warning: bool, reason: str, message: str) -> None:
-        self.events.append(WorkflowEvent("Warning" if warning else "Normal", reason, message))
+    def event(self, warning: bool, reason: str, message: str, failure: FailureKind | None = None) -> None:
+        self.events.append(WorkflowEvent("Warning" if warning else "Normal", reason, message, failure))
 
     def node_gone(self, node: str | None) -> bool:
         return self.nodes is not None and bool(node) and node not in self.nodes
@@ -629,12 +636,18 @@ class _Cycle:
                 True,
                 "StepRetrying",
                 f"{inst.id}: attempt {inst.attempts} failed ({kind}: {text}); retrying in {delay:g}s",
+                kind,  # type: ignore[arg-type]  # a FailureKind by construction
             )
             return
         inst.phase = "Failed"
         inst.end = self.rel(when)
         inst.message = f"{kind}: {text}"
-        self.event(True, "StepFailed", f"{inst.id}: failed ({kind}: {text}) after {inst.attempts} attempt(s)")
+        self.event(
+            True,
+            "StepFailed",
+            f"{inst.id}: failed ({kind}: {text}) after {inst.attempts} attempt(s)",
+            kind,  # type: ignore[arg-type]
+        )
 
     # ----------------------------------------------------------------------------------------- decisions
 
@@ -1152,11 +1165,16 @@ def _backoff(policy: RetryPolicy, attempt: int) -> float:
     return delay
 
 
-def _invalid(
-    compiled: _Compiled, workflow: Mapping[str, Any], pods: Sequence[PodObservation], now: float
-) -> Plan:
+def refused_status(
+    workflow: Mapping[str, Any], messages: Sequence[str], now: float, generation: int | None = None
+) -> dict[str, Any]:
+    """The status of a workflow refused for an invalid spec: Failed with a ``Valid=False`` condition.
+
+    The one builder for it (the engine's own checks and the controller's, e.g. a pod template the API
+    server refused in a dry run). Idempotent: refusing again for the same reasons keeps the condition's
+    transition time, so a refused workflow's status does not churn."""
     old = dict(workflow.get("status") or {})
-    message = cap_message("invalid spec: " + "; ".join(compiled.problems), WORKFLOW_MESSAGE_MAX_BYTES) or ""
+    message = cap_message("invalid spec: " + "; ".join(messages), WORKFLOW_MESSAGE_MAX_BYTES) or ""
     status = dict(old)
     status["phase"] = "Failed"
     status["message"] = message
@@ -1174,9 +1192,19 @@ def _invalid(
     )
     status["conditions"] = conditions
     status.setdefault("finishedAt", rfc3339(now))
-    if compiled.generation is not None:
-        status["observedGeneration"] = compiled.generation
-    events = [] if old.get("phase") == "Failed" else [WorkflowEvent("Warning", "InvalidSpec", message)]
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status
+
+
+def _invalid(
+    compiled: _Compiled, workflow: Mapping[str, Any], pods: Sequence[PodObservation], now: float
+) -> Plan:
+    old = workflow.get("status") or {}
+    status = refused_status(workflow, compiled.problems, now, compiled.generation)
+    events = (
+        [] if old.get("phase") == "Failed" else [WorkflowEvent("Warning", "InvalidSpec", status["message"])]
+    )
     return Plan(
         status=status,
         delete_pods=sorted(p.name for p in pods if p.phase in LIVE_POD_PHASES and not p.deleting),

@@ -73,6 +73,8 @@ class WorkflowEvent:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+    # For StepRetrying/StepFailed: the kind of failure (metrics count by it, never by the message text).
+    failure: FailureKind | None = None
 
 
 @dataclass(slots=True)

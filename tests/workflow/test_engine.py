@@ -691,3 +691,28 @@ def test_suspend_during_a_retry_backoff_holds_the_next_attempt():
     assert c.status["phase"] == "Suspended" and c.launches == [("s", 1, 1)]
     c.set_spec(suspend=False)
     assert c.run().finished and c.launches == [("s", 1, 1), ("s", 2, 2)]
+
+
+def test_retry_and_failure_events_carry_the_failure_kind() -> None:
+    """The retry metric counts by the event's structured failure kind, never by its message text."""
+    wf = workflow([step("flaky", retryPolicy={"limit": 1, "backoff": {"initialSeconds": 1}})])
+    c = Cluster(wf, script=failing("flaky", times=5))
+    kinds = []
+    result = c.cycle()
+    for _ in range(60):
+        kinds += [(e.reason, e.failure) for e in result.events if e.reason in ("StepRetrying", "StepFailed")]
+        if result.finished:
+            break
+        c.now += 1
+        result = c.cycle()
+    assert kinds == [("StepRetrying", "FailedExit"), ("StepFailed", "FailedExit")]
+
+
+def test_refused_status_is_idempotent() -> None:
+    from meson.workflow import refused_status
+
+    wf = {"metadata": {"name": "w", "generation": 2}, "spec": {}}
+    first = refused_status(wf, ["spec.steps: dependency cycle"], 100.0, 2)
+    assert first["phase"] == "Failed" and first["conditions"][-1]["reason"] == "InvalidSpec"
+    again = refused_status({**wf, "status": first}, ["spec.steps: dependency cycle"], 500.0, 2)
+    assert again == first
