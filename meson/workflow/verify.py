@@ -36,7 +36,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from meson.workflow.engine import _DONE_OK, _KILLED, TERMINAL, _compile, _Cycle, _Inst, _int, parse_time
+from meson.workflow.compiled import _DONE_OK, _KILLED, TERMINAL, _compile, parse_time
+from meson.workflow.engine import _Cycle
+from meson.workflow.instances import _Inst, _int
 from meson.workflow.types import LIVE_POD_PHASES, PodObservation
 
 __all__ = ["MAX_CORRECTIONS", "verify_status"]
@@ -91,12 +93,14 @@ class _Check:
 
     def claims(self) -> None:
         cycle = self.cycle
-        for instance_id in cycle.obs:  # pods of foreach elements: the step is expanded (as the engine does)
-            ref = cycle.c.instance_ids.get(instance_id)
+        for (
+            instance_id
+        ) in cycle.pods_by_instance:  # pods of foreach elements: the step is expanded (as the engine does)
+            ref = cycle.compiled.instance_ids.get(instance_id)
             if ref is not None and ref[1] is not None and cycle.by_step[ref[0]][0].index is None:
-                cycle.expand(cycle.c.by_name[ref[0]])
+                cycle.expand(cycle.compiled.by_name[ref[0]])
         for inst in cycle.all():
-            pods = cycle.obs.get(inst.id, [])
+            pods = cycle.pods_by_instance.get(inst.id, [])
             problem = self.unbacked(inst, pods)
             if problem is not None:
                 self.reset(inst, pods, problem)
@@ -144,7 +148,7 @@ class _Check:
     def derived(self) -> None:
         """Skipped and Omitted must follow from the rest (upstream first: steps are in topological order)."""
         cycle = self.cycle
-        for info in cycle.c.steps:
+        for info in cycle.compiled.steps:
             insts = cycle.by_step[info.name]
             phases = {inst.phase for inst in insts}
             if "Skipped" in phases and not self.skip_justified(info):

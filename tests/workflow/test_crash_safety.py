@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from meson.workflow import PodObservation, engine, instance_entries, plan, with_queue_positions
+from meson.workflow import PodObservation, instance_entries, plan, reporting, with_queue_positions
 from tests.workflow.sim import T0, Cluster, Outcome, step, workflow
 
 
@@ -227,7 +227,7 @@ def test_compact_status_gives_the_same_decisions_as_one_entry_per_instance(monke
     compact = Cluster(big_fan_out(), script=flaky)
     compact.run()
     with monkeypatch.context() as m:
-        m.setattr(engine, "COMPACT_ABOVE", 10**6)
+        m.setattr(reporting, "COMPACT_ABOVE", 10**6)
         full = Cluster(big_fan_out(), script=flaky)
         full.run()
     assert len(full.status["steps"]) == BIG + 3 and len(compact.status["steps"]) < 10

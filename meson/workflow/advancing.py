@@ -1,0 +1,159 @@
+"""Stage 2 of a cycle: stopping (Stop, Terminate, FailFast, timeouts), retries that are due, and
+advancing the DAG: ready instances become Pending, conditions decide Skipped, failures Omitted."""
+
+from __future__ import annotations
+
+from meson.workflow.compiled import (
+    _ACTIVE,
+    _DONE_OK,
+    _KILLED,
+    TERMINAL,
+    _evaluate_when,
+    _StepInfo,
+)
+from meson.workflow.instances import (
+    _Inst,
+)
+
+
+class Advancing:
+    """Stage 2 of a cycle: stopping (Stop, Terminate, FailFast, timeouts), retries that are due, and"""
+
+    # ----------------------------------------------------------------------------------------- decisions
+
+    def stop_state(self, restart_at: float | None) -> tuple[str, str] | None:
+        """(how, why) when the workflow is stopping: how is terminate, kill (FailFast-like) or stop."""
+        spec = self.spec
+        if spec.shutdown == "Terminate":
+            return "terminate", "terminated"
+        if spec.shutdown == "Stop":
+            return "stop", "stopped"
+        if spec.timeout_seconds is not None:
+            deadline = max(self.started, restart_at or 0.0) + spec.timeout_seconds
+            if self.now >= deadline:
+                return "kill", "workflow timeout"
+            self.wake.append(deadline)
+        if spec.failure_mode == "Continue":
+            return None
+        cause = next(
+            (
+                i
+                for i in self.all()
+                if i.phase == "Failed" and not i.info.exit and not (i.message or "").startswith(_KILLED)
+            ),
+            None,
+        )
+        if cause is None:
+            return None
+        why = f"step {cause.id} failed"
+        return ("kill" if spec.failure_mode == "FailFast" else "stop"), why
+
+    def apply_stop(self, how: str, why: str) -> None:
+        for inst in self.all():
+            if inst.info.exit and how != "terminate":
+                continue
+            if inst.phase in ("Waiting", "Pending"):
+                inst.phase = "Omitted"
+                inst.message = f"not run: {why}"
+                self.event(False, "StepOmitted", f"{inst.id}: not run: {why}")
+            elif inst.phase == "Retrying":
+                inst.phase = "Failed"
+                inst.end = self.since_start(self.now)
+                inst.retry_at = None
+                inst.message = f"{inst.reason}: not retried: {why}"
+                self.event(True, "StepFailed", f"{inst.id}: failed ({inst.reason}), not retried: {why}")
+            elif inst.phase == "Running" and how in ("kill", "terminate"):
+                inst.phase = "Failed"
+                inst.end = self.since_start(self.now)
+                inst.message = f"{_KILLED}{why}"
+                self.event(True, "StepFailed", f"{inst.id}: stopped: {why}")
+
+    def retry_due(self) -> None:
+        for inst in self.all():
+            if inst.phase != "Retrying":
+                continue
+            due = self.started + (inst.retry_at or 0)
+            if self.now >= due:
+                inst.phase = "Pending"
+                inst.attempts += 1
+                inst.retry_at = None
+                inst.start = inst.node = None
+                inst.message = None
+            else:
+                self.wake.append(due)
+
+    def step_phase(self, name: str) -> str:
+        phases = {inst.phase for inst in self.by_step[name]}
+        if "Failed" in phases:
+            return "Failed"
+        if "Omitted" in phases:
+            return "Omitted"
+        if phases <= {"Skipped"}:
+            return "Skipped"
+        if phases <= _DONE_OK:
+            return "Succeeded"
+        if phases & {"Running", "Retrying"}:
+            return "Running"
+        if "Pending" in phases:
+            return "Pending"
+        return "Waiting"
+
+    def condition(self, info: _StepInfo) -> bool | str:
+        if info.when is None:
+            return True
+        steps = {}
+        for name in info.upstream:
+            codes = [i.exit_code for i in self.by_step[name] if i.exit_code]
+            steps[name] = {"phase": self.step_phase(name), "exitCode": codes[0] if codes else 0, "result": ""}
+        return _evaluate_when(info.when, self.compiled.params, steps)
+
+    def advance(self, stopping: bool) -> None:
+        """Waiting → Pending / Skipped / Omitted for steps whose dependencies are done."""
+        if not stopping:
+            for info in self.compiled.steps:
+                if info.exit or not any(i.phase == "Waiting" for i in self.by_step[info.name]):
+                    continue
+                states = [(dep, self.step_phase(dep)) for dep in info.deps]
+                bad = next(((d, s) for d, s in states if s in ("Failed", "Omitted")), None)
+                if bad is not None:
+                    for inst in self.by_step[info.name]:
+                        if inst.phase == "Waiting":
+                            inst.phase = "Omitted"
+                            inst.message = f"not run: dependency {bad[0]} {bad[1].lower()}"
+                            self.event(False, "StepOmitted", f"{inst.id}: {inst.message}")
+                    continue
+                if not all(s in _DONE_OK for _, s in states):
+                    continue
+                verdict = self.condition(info)
+                if verdict is not True:
+                    for inst in self.by_step[info.name]:
+                        if inst.phase != "Waiting":
+                            continue
+                        if verdict is False:
+                            inst.phase, inst.message = "Skipped", "condition false"
+                            self.event(False, "StepSkipped", f"{inst.id}: skipped (condition false)")
+                        else:
+                            inst.phase, inst.message = "Failed", f"when: {verdict}"
+                            inst.end = self.since_start(self.now)
+                            self.event(True, "StepFailed", f"{inst.id}: {inst.message}")
+                    continue
+                self.expand(info)
+                insts = self.by_step[info.name]
+                active = sum(1 for i in insts if i.phase in _ACTIVE)
+                cap = info.max_concurrency
+                for inst in insts:
+                    if cap is not None and active >= cap:
+                        break
+                    if inst.phase == "Waiting":
+                        self.make_pending(inst)
+                        active += 1
+        exit_info = self.compiled.steps[-1] if self.compiled.steps and self.compiled.steps[-1].exit else None
+        if exit_info is not None and self.spec.shutdown != "Terminate":
+            inst = self.by_step[exit_info.name][0]
+            if inst.phase == "Waiting" and all(i.phase in TERMINAL for i in self.all() if not i.info.exit):
+                self.make_pending(inst)
+
+    def make_pending(self, inst: _Inst) -> None:
+        inst.phase = "Pending"
+        inst.attempts = 1
+        inst.message = None

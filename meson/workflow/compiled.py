@@ -1,0 +1,230 @@
+"""A Workflow's spec compiled once per generation: steps in topological order with their fan-out,
+retry policy and template (``_compile``, cached), and the CEL ``when`` conditions.
+
+Also the engine's vocabulary (phases) and its time format (RFC 3339, seconds)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from meson.api.validation import validate_workflow_spec
+from meson.api.workflow import (
+    Backoff,
+    RetryPolicy,
+    Workflow,
+    WorkflowSpec,
+)
+
+TERMINAL = frozenset({"Succeeded", "Failed", "Skipped", "Omitted"})
+_PHASES = TERMINAL | {"Waiting", "Pending", "Running", "Retrying"}
+_REASONS = frozenset({"FailedExit", "NodeLost", "Evicted", "Timeout", "Preempted"})
+_DONE_OK = frozenset({"Succeeded", "Skipped"})
+_ACTIVE = frozenset({"Pending", "Running", "Retrying"})
+_KILLED = "stopped: "
+_NO_RETRY = RetryPolicy(limit=0)
+_DEFAULT_BACKOFF = Backoff()
+_CACHE_MAX = 4096
+
+
+def rfc3339(epoch: float) -> str:
+    """``2024-05-01T12:00:00Z`` (seconds precision, UTC)."""
+    return datetime.fromtimestamp(math.floor(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: Any) -> float | None:
+    """Epoch seconds of an RFC 3339 timestamp, None when absent or unparsable."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+# --------------------------------------------------------------------------------------------- compiled spec
+
+
+@dataclass(slots=True)
+class _StepInfo:
+    name: str
+    deps: tuple[str, ...]
+    upstream: tuple[str, ...]
+    items: list[Any] | None
+    max_concurrency: int | None
+    parallelism: int
+    when: str | None
+    retry: RetryPolicy
+    timeout: int | None
+    template: dict[str, Any]
+    exit: bool
+    ordinal: int
+
+
+@dataclass(slots=True)
+class _Compiled:
+    name: str
+    namespace: str
+    uid: str
+    generation: int | None
+    spec: WorkflowSpec | None
+    problems: list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+    steps: list[_StepInfo] = field(default_factory=list)  # topological order, exit step last
+    by_name: dict[str, _StepInfo] = field(default_factory=dict)
+    instance_ids: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+    created: float = 0.0
+    rendered: dict[str, tuple[dict[str, Any], dict[str, int]] | str] = field(default_factory=dict)
+
+
+_compiled: dict[tuple[str, int, str, str], _Compiled] = {}
+
+
+def _topological(spec: WorkflowSpec) -> list[str]:
+    remaining = [s.name for s in spec.steps]
+    deps = {s.name: set(s.deps()) for s in spec.steps}
+    done: set[str] = set()
+    order: list[str] = []
+    while remaining:
+        for name in remaining:
+            if deps[name] <= done:
+                order.append(name)
+                done.add(name)
+                remaining.remove(name)
+                break
+        else:  # a cycle: validation reports it; keep spec order
+            order.extend(remaining)
+            break
+    return order
+
+
+def _compile(workflow: Mapping[str, Any]) -> _Compiled:
+    meta = workflow.get("metadata") or {}
+    name = meta.get("name") or ""
+    namespace = meta.get("namespace") or "default"
+    uid = meta.get("uid") or ""
+    generation = meta.get("generation")
+    key = (uid, generation, name, namespace) if uid and generation is not None else None
+    if key is not None:
+        hit = _compiled.get(key)
+        if hit is not None:
+            return hit
+    compiled = _build(workflow, name, namespace, uid, generation)
+    if key is not None:
+        if len(_compiled) >= _CACHE_MAX:
+            for old in list(_compiled)[: _CACHE_MAX // 4]:
+                del _compiled[old]
+        _compiled[key] = compiled
+    return compiled
+
+
+def _build(
+    workflow: Mapping[str, Any], name: str, namespace: str, uid: str, generation: int | None
+) -> _Compiled:
+    try:
+        model = Workflow.model_validate(
+            {"metadata": workflow.get("metadata") or {}, "spec": workflow["spec"]}
+        )
+    except (ValidationError, KeyError, TypeError) as exc:
+        return _Compiled(name, namespace, uid, generation, None, [f"spec: {exc}"])
+    spec = model.spec
+    problems = validate_workflow_spec(spec)
+    compiled = _Compiled(name, namespace, uid, generation, spec, problems)
+    if problems:
+        return compiled
+    params = spec.parameter_values()
+    compiled.params = params
+    created = parse_time((workflow.get("metadata") or {}).get("creationTimestamp"))
+    compiled.created = created if created is not None else 0.0
+    deps_of = {s.name: s.deps() for s in spec.steps}
+    upstream: dict[str, set[str]] = {}
+    ordinal = 0
+    for step_name in _topological(spec):
+        step = spec.step(step_name)
+        up: set[str] = set()
+        for dep in deps_of[step_name]:
+            up |= {dep} | upstream.get(dep, set())
+        upstream[step_name] = up
+        items: list[Any] | None = None
+        if step.foreach is not None:
+            raw = (
+                step.foreach.items
+                if step.foreach.items is not None
+                else params.get(step.foreach.parameter or "")
+            )
+            items = list(raw) if isinstance(raw, list) else []
+        info = _StepInfo(
+            name=step_name,
+            deps=tuple(deps_of[step_name]),
+            upstream=tuple(sorted(up)),
+            items=items,
+            max_concurrency=step.foreach.max_concurrency if step.foreach else None,
+            parallelism=step.parallelism,
+            when=step.when,
+            retry=step.retry_policy or _NO_RETRY,
+            timeout=step.timeout_seconds,
+            template=step.template.model_dump(by_alias=True, exclude_none=True),
+            exit=False,
+            ordinal=ordinal,
+        )
+        compiled.steps.append(info)
+        compiled.instance_ids[step_name] = (step_name, None)
+        if items is not None:
+            for index in range(len(items)):
+                compiled.instance_ids[f"{step_name}-{index}"] = (step_name, index)
+            ordinal += max(1, len(items))
+        else:
+            ordinal += 1
+    if spec.on_exit is not None:
+        exit_step = spec.on_exit
+        info = _StepInfo(
+            name=exit_step.name,
+            deps=(),
+            upstream=(),
+            items=None,
+            max_concurrency=None,
+            parallelism=1,
+            when=None,
+            retry=exit_step.retry_policy or _NO_RETRY,
+            timeout=exit_step.timeout_seconds,
+            template=exit_step.template.model_dump(by_alias=True, exclude_none=True),
+            exit=True,
+            ordinal=ordinal,
+        )
+        compiled.steps.append(info)
+        compiled.instance_ids[exit_step.name] = (exit_step.name, None)
+    compiled.by_name = {info.name: info for info in compiled.steps}
+    return compiled
+
+
+# --------------------------------------------------------------------------------------------- CEL conditions
+
+_programs: dict[str, Any] = {}
+
+
+def _evaluate_when(expression: str, params: dict[str, Any], steps: dict[str, Any]) -> bool | str:
+    """True/False, or an error message."""
+    import celpy  # local: building the CEL grammar is slow and only conditions need it
+
+    program = _programs.get(expression)
+    try:
+        if program is None:
+            if len(_programs) > 4096:
+                _programs.clear()
+            env = celpy.Environment()
+            program = env.program(env.compile(expression))
+            _programs[expression] = program
+        result = program.evaluate({"params": celpy.json_to_cel(params), "steps": celpy.json_to_cel(steps)})
+    except Exception as exc:  # celpy raises several error types
+        return f"cannot evaluate condition: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    if isinstance(result, celpy.celtypes.BoolType):
+        return bool(result)
+    return f"condition must evaluate to a bool, got {type(result).__name__}: {result}"
