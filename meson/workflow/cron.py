@@ -27,6 +27,7 @@ from typing import Any
 
 from croniter import croniter
 
+from meson.api.common import API_VERSION
 from meson.api.cronworkflow import CronWorkflow
 from meson.workflow.engine import parse_time, rfc3339
 from meson.workflow.types import WorkflowEvent
@@ -100,71 +101,84 @@ def _is_finished(child: ChildWorkflow) -> bool:
 
 
 def plan_cron(cron: Mapping[str, Any], now: float, children: Sequence[ChildWorkflow]) -> CronPlan:
-    """The plan for one CronWorkflow at ``now`` given its existing child Workflows."""
-    model = _model(cron)
-    spec = model.spec
+    """The plan for one CronWorkflow at ``now`` given its existing child Workflows: the schedule's times,
+    the decision about the latest one, the history limits, then the status."""
+    spec = _model(cron).spec
     meta = cron.get("metadata") or {}
     name = meta.get("name") or "cron"
     old: dict[str, Any] = dict(cron.get("status") or {})
-    tz = zoneinfo.ZoneInfo(spec.time_zone or "UTC")
+    earliest, latest, following = _schedule_times(spec, meta, old, now)
     result = CronPlan()
+    active = sorted((c for c in children if not _is_finished(c)), key=lambda c: (c.scheduled, c.name))
+    last_schedule = old.get("lastScheduleTime")
+    if not spec.suspend and latest > earliest:
+        last_schedule = rfc3339(latest)
+        active = _decide_run(cron, spec, name, latest, now, children, active, result)
+    result.delete += _over_history_limits(spec, children, set(result.delete))
+    result.status = _status(old, spec, meta, active, last_schedule, children, following)
+    if not spec.suspend:
+        result.wake_at = following
+    return result
 
-    def at(epoch: float) -> datetime:
-        return datetime.fromtimestamp(epoch, tz)
 
+def _schedule_times(spec: Any, meta: Mapping[str, Any], old: Mapping[str, Any], now: float) -> tuple:
+    """(the last time already handled, the latest scheduled time at or before now, the next one)."""
+    tz = zoneinfo.ZoneInfo(spec.time_zone or "UTC")
     earliest = parse_time(old.get("lastScheduleTime"))
     if earliest is None:
         earliest = parse_time(meta.get("creationTimestamp"))
     if earliest is None:
         earliest = float(math.floor(now))
-    latest = croniter(spec.schedule, at(math.floor(now) + 1)).get_prev(datetime).timestamp()
-    following = croniter(spec.schedule, at(math.floor(now))).get_next(datetime).timestamp()
+    at = datetime.fromtimestamp(math.floor(now) + 1, tz)
+    latest = croniter(spec.schedule, at).get_prev(datetime).timestamp()
+    following = croniter(spec.schedule, datetime.fromtimestamp(math.floor(now), tz)).get_next(datetime)
+    return earliest, latest, following.timestamp()
 
-    by_name = {child.name: child for child in children}
-    active = sorted((c for c in children if not _is_finished(c)), key=lambda c: (c.scheduled, c.name))
-    last_schedule = old.get("lastScheduleTime")
-    if not spec.suspend and latest > earliest:
-        run = CronRun(child_name(name, latest), latest)
-        result.run = run
-        last_schedule = rfc3339(latest)
-        late = now - latest
-        if run.name in by_name:
-            pass  # already created (the status write was lost): nothing to do
-        elif spec.starting_deadline_seconds is not None and late > spec.starting_deadline_seconds:
-            result.events.append(
-                WorkflowEvent(
-                    "Warning",
-                    "MissedSchedule",
-                    f"run of {rfc3339(latest)} skipped: {int(late)}s late, past the starting deadline "
-                    f"of {spec.starting_deadline_seconds}s",
-                )
-            )
-        elif spec.concurrency_policy == "Forbid" and active:
-            result.events.append(
-                WorkflowEvent(
-                    "Normal",
-                    "SkippedRun",
-                    f"run of {rfc3339(latest)} skipped: {', '.join(c.name for c in active)} still active "
-                    "(concurrencyPolicy Forbid)",
-                )
-            )
-        else:
-            if spec.concurrency_policy == "Replace" and active:
-                result.delete.extend(c.name for c in active)
-                result.events.append(
-                    WorkflowEvent(
-                        "Normal", "ReplacedRun", f"deleting {', '.join(c.name for c in active)} (Replace)"
-                    )
-                )
-                active = []
-            result.create.append((run.name, _manifest(cron, name, latest)))
-            result.events.append(
-                WorkflowEvent("Normal", "StartedRun", f"created workflow {run.name} for {rfc3339(latest)}")
-            )
-            active.append(ChildWorkflow(run.name, latest, None, None))
 
-    # history limits on finished children
-    deleting = set(result.delete)
+def _decide_run(
+    cron: Mapping[str, Any],
+    spec: Any,
+    name: str,
+    latest: float,
+    now: float,
+    children: Sequence[ChildWorkflow],
+    active: list[ChildWorkflow],
+    result: CronPlan,
+) -> list[ChildWorkflow]:
+    """Create, skip or replace for the run scheduled at ``latest``; returns the active children after it."""
+    run = CronRun(child_name(name, latest), latest)
+    result.run = run
+    late = now - latest
+    when = rfc3339(latest)
+    if any(child.name == run.name for child in children):
+        return active  # already created (the status write was lost): nothing to do
+    if spec.starting_deadline_seconds is not None and late > spec.starting_deadline_seconds:
+        result.events.append(
+            WorkflowEvent(
+                "Warning",
+                "MissedSchedule",
+                f"run of {when} skipped: {int(late)}s late, past the starting deadline "
+                f"of {spec.starting_deadline_seconds}s",
+            )
+        )
+        return active
+    names = ", ".join(c.name for c in active)
+    if spec.concurrency_policy == "Forbid" and active:
+        message = f"run of {when} skipped: {names} still active (concurrencyPolicy Forbid)"
+        result.events.append(WorkflowEvent("Normal", "SkippedRun", message))
+        return active
+    if spec.concurrency_policy == "Replace" and active:
+        result.delete.extend(c.name for c in active)
+        result.events.append(WorkflowEvent("Normal", "ReplacedRun", f"deleting {names} (Replace)"))
+        active = []
+    result.create.append((run.name, _manifest(cron, name, latest)))
+    result.events.append(WorkflowEvent("Normal", "StartedRun", f"created workflow {run.name} for {when}"))
+    return [*active, ChildWorkflow(run.name, latest, None, None)]
+
+
+def _over_history_limits(spec: Any, children: Sequence[ChildWorkflow], deleting: set[str]) -> list[str]:
+    """Finished children beyond the history limits, oldest first to go."""
+    out: list[str] = []
     for outcome, limit in (
         ("Succeeded", spec.successful_workflows_history_limit),
         ("Failed", spec.failed_workflows_history_limit),
@@ -178,9 +192,19 @@ def plan_cron(cron: Mapping[str, Any], now: float, children: Sequence[ChildWorkf
             key=lambda c: (c.scheduled, c.name),
             reverse=True,
         )
-        for child in done[limit:]:
-            result.delete.append(child.name)
+        out += [child.name for child in done[limit:]]
+    return out
 
+
+def _status(
+    old: dict[str, Any],
+    spec: Any,
+    meta: Mapping[str, Any],
+    active: list[ChildWorkflow],
+    last_schedule: str | None,
+    children: Sequence[ChildWorkflow],
+    following: float,
+) -> dict[str, Any]:
     status = old
     status["active"] = [c.name for c in active]
     if not status["active"]:
@@ -196,12 +220,10 @@ def plan_cron(cron: Mapping[str, Any], now: float, children: Sequence[ChildWorkf
         status.pop("nextScheduleTime", None)
     else:
         status["nextScheduleTime"] = rfc3339(following)
-        result.wake_at = following
     generation = meta.get("generation")
     if generation is not None:
         status["observedGeneration"] = generation
-    result.status = status
-    return result
+    return status
 
 
 def _manifest(cron: Mapping[str, Any], name: str, scheduled: float) -> dict[str, Any]:
@@ -210,7 +232,7 @@ def _manifest(cron: Mapping[str, Any], name: str, scheduled: float) -> dict[str,
     labels = {**(tmeta.get("labels") or {}), LABEL_CRONWORKFLOW: name}
     annotations = {**(tmeta.get("annotations") or {}), SCHEDULED_TIME_ANNOTATION: rfc3339(scheduled)}
     return {
-        "apiVersion": "meson.dev/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "Workflow",
         "metadata": {"name": child_name(name, scheduled), "labels": labels, "annotations": annotations},
         "spec": copy.deepcopy(template.get("spec") or {}),
