@@ -1,5 +1,8 @@
 """A discrete-event simulator that drives the scheduler in virtual time.
 
+It belongs to the product, in the pure core: the benchmarks use it, and so will the user-facing what-if
+command (issue 15), which needs exactly this: the real scheduler, no Kubernetes, virtual time.
+
 It plays the operator's part: workloads arrive from a trace, the scheduler runs a cycle whenever
 something happens (an arrival, an exit, an eviction taking effect, or the ``wake_at`` it asked
 for), admitted workloads run for their duration and then free their capacity, and preempted ones
@@ -93,188 +96,221 @@ class Simulator:
         self.on_cycle = on_cycle
 
     def run(self, until: float = math.inf, max_cycles: int = 10_000_000) -> SimResult:
-        items = {t.workload.key: t for t in self.trace}
-        records = {
-            k: WorkloadRecord(k, t.workload.queue, t.cls, t.workload.created) for k, t in items.items()
-        }
-        events: list[tuple[float, int, int, str, int]] = []
-        seq = 0
-        for t in self.trace:
-            events.append((t.workload.created, _ARRIVE, seq, t.workload.key, 0))
-            seq += 1
-        heapq.heapify(events)
-
-        pending: dict[str, Workload] = {}
-        running: dict[str, AdmittedWorkload] = {}
-        evicting: set[str] = set()
-        wakes: set[float] = set()
-        cycles: list[CycleStat] = []
-        preemptions: list[tuple[float, str | None, str]] = []
-        usage_rate: dict[str, dict[str, int]] = {q.name: {} for q in self.queues}
-        integral: dict[str, dict[str, float]] = {q.name: {} for q in self.queues}
-        last_t = 0.0
-        makespan = 0.0
-
-        # Pods run in batches: a batch is the pods placed together, and they finish together. A
-        # workload is done when all its pods are. Gangs start as one batch; other workloads' pods
-        # start as room frees (kube-scheduler's queue, oldest first).
-        node_used: list[dict[str, int]] = [{} for _ in self.nodes or ()]
-        batches: dict[int, tuple[str, int, list[int]]] = {}  # id -> (key, pods, node per pod)
-        live: dict[str, set[int]] = {}  # key -> its running batch ids
-        remaining: dict[str, int] = {}  # key -> pods not finished yet
-        unplaced: list[list] = []  # [key, pods], FIFO
-        next_batch = 0
-
-        def node_snapshot() -> list[NodeCapacity] | None:
-            if self.nodes is None:
-                return None
-            return [
-                NodeCapacity(n.name, n.allocatable, n.allocatable - used)
-                for n, used in zip(self.nodes, node_used, strict=True)
-            ]
-
-        # Pod slots count only if the nodes report them (as in ``capacity``).
-        count_pods = any(PODS in n.allocatable for n in self.nodes or ())
-
-        def node_request(w: Workload) -> Resources:
-            req = w.pod_request
-            return req if count_pods else Resources({k: v for k, v in req.items() if k != PODS})
-
-        def launch(key: str, pods: int, now: float) -> int:
-            """Start as many of ``pods`` as fit now; returns how many are left waiting."""
-            nonlocal seq, next_batch
-            w = items[key].workload
-            placed: list[int] = []
-            if self.nodes is not None:
-                req = node_request(w)
-                for i, n in enumerate(self.nodes):
-                    used = node_used[i]
-                    while len(placed) < pods and all(
-                        used.get(k, 0) + v <= n.allocatable.get(k, 0) for k, v in req.items()
-                    ):
-                        for k, v in req.items():
-                            used[k] = used.get(k, 0) + v
-                        placed.append(i)
-                if w.gang and len(placed) < pods:  # all or nothing
-                    for i in placed:
-                        for k, v in req.items():
-                            node_used[i][k] -= v
-                    placed = []
-                count = len(placed)
-            else:
-                count = pods
-            if count:
-                batches[next_batch] = (key, count, placed)
-                live.setdefault(key, set()).add(next_batch)
-                heapq.heappush(events, (now + items[key].duration, _FINISH, seq, key, next_batch))
-                seq += 1
-                next_batch += 1
-            return pods - count
-
-        def stop_batch(bid: int) -> tuple[str, int]:
-            key, count, placed = batches.pop(bid)
-            live[key].discard(bid)
-            req = node_request(items[key].workload)
-            for i in placed:
-                for k, v in req.items():
-                    node_used[i][k] -= v
-            return key, count
-
-        def retry_unplaced(now: float) -> None:
-            for entry in unplaced:
-                entry[1] = launch(entry[0], entry[1], now)
-            unplaced[:] = [e for e in unplaced if e[1]]
-
-        def account(now: float) -> None:
-            nonlocal last_t
-            dt = now - last_t
-            if dt > 0:
-                for q, vec in usage_rate.items():
-                    if vec:
-                        acc = integral[q]
-                        for k, v in vec.items():
-                            acc[k] = acc.get(k, 0.0) + v * dt
-            last_t = now
-
-        def use(queue: str, total: Resources, sign: int) -> None:
-            vec = usage_rate.setdefault(queue, {})
-            for k, v in total.items():
-                vec[k] = vec.get(k, 0) + sign * v
-
+        """Play the trace: at each event time, apply every event due (arrivals, evictions, pod batch
+        completions, wake-ups), then run one scheduling cycle and apply its decisions."""
+        state = _Run(self)
         n_cycles = 0
-        while events and n_cycles < max_cycles:
-            now = events[0][0]
+        while state.events and n_cycles < max_cycles:
+            now = state.events[0][0]
             if now > until:
                 break
-            account(now)
-            while events and events[0][0] == now:
-                _, kind, _, key, ep = heapq.heappop(events)
-                if kind == _ARRIVE:
-                    pending[key] = items[key].workload
-                elif kind == _FINISH:
-                    if ep not in batches:
-                        continue  # its workload was evicted
-                    _, count = stop_batch(ep)
-                    remaining[key] -= count
-                    if remaining[key] == 0:
-                        a = running.pop(key)
-                        use(a.workload.queue, a.workload.total, -1)
-                        records[key].finished = now
-                        makespan = max(makespan, now)
-                    retry_unplaced(now)
-                elif kind == _EVICT:
-                    evicting.discard(key)
-                    if key in running:
-                        a = running.pop(key)
-                        use(a.workload.queue, a.workload.total, -1)
-                        records[key].evictions += 1
-                        pending[key] = a.workload
-                        for bid in sorted(live.get(key, ())):
-                            stop_batch(bid)
-                        unplaced[:] = [e for e in unplaced if e[0] != key]
-                        retry_unplaced(now)
-                else:
-                    wakes.discard(now)
-
-            snap = Snapshot(
-                now,
-                self.queues,
-                list(pending.values()),
-                list(running.values()),
-                node_snapshot(),
-                self.global_rate,
-                self.global_burst,
-            )
-            t0 = time.process_time_ns()
-            d = self.scheduler.cycle(snap)
-            cpu = time.process_time_ns() - t0
+            state.account(now)
+            state.apply_events(now)
+            state.cycle(now)
             n_cycles += 1
-            cycles.append(CycleStat(now, cpu, len(d.admit), len(d.preempt), len(snap.pending)))
-            if self.on_cycle is not None:
-                self.on_cycle(snap, d)
+        return state.result()
 
-            for adm in d.admit:
-                w = pending.pop(adm.key)
-                running[adm.key] = AdmittedWorkload(w, now)
-                use(w.queue, w.total, 1)
-                rec = records[adm.key]
-                if rec.first_admitted is None:
-                    rec.first_admitted = now
-                rec.last_admitted = now
-                remaining[adm.key] = w.pod_count
-                left = launch(adm.key, w.pod_count, now)
-                if left:
-                    unplaced.append([adm.key, left])
-            for p in d.preempt:
-                if p.victim_key in running and p.victim_key not in evicting:
-                    evicting.add(p.victim_key)
-                    preemptions.append((now, p.preemptor_key, p.victim_key))
-                    heapq.heappush(events, (now + self.eviction_delay, _EVICT, seq, p.victim_key, 0))
-                    seq += 1
-            if d.wake_at is not None and d.wake_at not in wakes:
-                wakes.add(d.wake_at)
-                heapq.heappush(events, (d.wake_at, _WAKE, seq, "", 0))
-                seq += 1
 
-        unfinished = sorted(k for k, r in records.items() if r.finished is None)
-        return SimResult(records, cycles, makespan, integral, preemptions, unfinished)
+class _Run:
+    """The state of one simulation: the event queue, pending and running workloads, and the fake nodes.
+
+    Pods run in batches: a batch is the pods placed together, and they finish together. A workload is
+    done when all its pods are. Gangs start as one batch; other workloads' pods start as room frees
+    (kube-scheduler's queue, oldest first)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.items = {t.workload.key: t for t in sim.trace}
+        self.records = {
+            k: WorkloadRecord(k, t.workload.queue, t.cls, t.workload.created) for k, t in self.items.items()
+        }
+        self.events: list[tuple[float, int, int, str, int]] = []
+        self.seq = 0
+        for t in sim.trace:
+            self.push(t.workload.created, _ARRIVE, t.workload.key)
+        self.pending: dict[str, Workload] = {}
+        self.running: dict[str, AdmittedWorkload] = {}
+        self.evicting: set[str] = set()
+        self.wakes: set[float] = set()
+        self.cycles: list[CycleStat] = []
+        self.preemptions: list[tuple[float, str | None, str]] = []
+        self.usage_rate: dict[str, dict[str, int]] = {q.name: {} for q in sim.queues}
+        self.integral: dict[str, dict[str, float]] = {q.name: {} for q in sim.queues}
+        self.last_t = 0.0
+        self.makespan = 0.0
+        self.node_used: list[dict[str, int]] = [{} for _ in sim.nodes or ()]
+        self.batches: dict[int, tuple[str, int, list[int]]] = {}  # id -> (key, pods, node per pod)
+        self.live: dict[str, set[int]] = {}  # key -> its running batch ids
+        self.remaining: dict[str, int] = {}  # key -> pods not finished yet
+        self.unplaced: list[list] = []  # [key, pods], FIFO
+        self.next_batch = 0
+        # Pod slots count only if the nodes report them (as in ``capacity``).
+        self.count_pods = any(PODS in n.allocatable for n in sim.nodes or ())
+
+    def push(self, when: float, kind: int, key: str, batch: int = 0) -> None:
+        heapq.heappush(self.events, (when, kind, self.seq, key, batch))
+        self.seq += 1
+
+    # --- events ------------------------------------------------------------------------------------
+    def apply_events(self, now: float) -> None:
+        while self.events and self.events[0][0] == now:
+            _, kind, _, key, batch = heapq.heappop(self.events)
+            if kind == _ARRIVE:
+                self.pending[key] = self.items[key].workload
+            elif kind == _FINISH:
+                self.finish(key, batch, now)
+            elif kind == _EVICT:
+                self.evict(key, now)
+            else:
+                self.wakes.discard(now)
+
+    def finish(self, key: str, batch: int, now: float) -> None:
+        if batch not in self.batches:
+            return  # its workload was evicted
+        _, count = self.stop_batch(batch)
+        self.remaining[key] -= count
+        if self.remaining[key] == 0:
+            a = self.running.pop(key)
+            self.use(a.workload.queue, a.workload.total, -1)
+            self.records[key].finished = now
+            self.makespan = max(self.makespan, now)
+        self.retry_unplaced(now)
+
+    def evict(self, key: str, now: float) -> None:
+        self.evicting.discard(key)
+        if key not in self.running:
+            return
+        a = self.running.pop(key)
+        self.use(a.workload.queue, a.workload.total, -1)
+        self.records[key].evictions += 1
+        self.pending[key] = a.workload
+        for bid in sorted(self.live.get(key, ())):
+            self.stop_batch(bid)
+        self.unplaced[:] = [e for e in self.unplaced if e[0] != key]
+        self.retry_unplaced(now)
+
+    # --- one scheduling cycle ----------------------------------------------------------------------
+    def cycle(self, now: float) -> None:
+        sim = self.sim
+        snap = Snapshot(
+            now,
+            sim.queues,
+            list(self.pending.values()),
+            list(self.running.values()),
+            self.node_snapshot(),
+            sim.global_rate,
+            sim.global_burst,
+        )
+        t0 = time.process_time_ns()
+        d = sim.scheduler.cycle(snap)
+        cpu = time.process_time_ns() - t0
+        self.cycles.append(CycleStat(now, cpu, len(d.admit), len(d.preempt), len(snap.pending)))
+        if sim.on_cycle is not None:
+            sim.on_cycle(snap, d)
+        for adm in d.admit:
+            self.admit(adm.key, now)
+        for p in d.preempt:
+            if p.victim_key in self.running and p.victim_key not in self.evicting:
+                self.evicting.add(p.victim_key)
+                self.preemptions.append((now, p.preemptor_key, p.victim_key))
+                self.push(now + sim.eviction_delay, _EVICT, p.victim_key)
+        if d.wake_at is not None and d.wake_at not in self.wakes:
+            self.wakes.add(d.wake_at)
+            self.push(d.wake_at, _WAKE, "")
+
+    def admit(self, key: str, now: float) -> None:
+        w = self.pending.pop(key)
+        self.running[key] = AdmittedWorkload(w, now)
+        self.use(w.queue, w.total, 1)
+        rec = self.records[key]
+        if rec.first_admitted is None:
+            rec.first_admitted = now
+        rec.last_admitted = now
+        self.remaining[key] = w.pod_count
+        left = self.launch(key, w.pod_count, now)
+        if left:
+            self.unplaced.append([key, left])
+
+    # --- the fake nodes ----------------------------------------------------------------------------
+    def node_snapshot(self) -> list[NodeCapacity] | None:
+        if self.sim.nodes is None:
+            return None
+        return [
+            NodeCapacity(n.name, n.allocatable, n.allocatable - used)
+            for n, used in zip(self.sim.nodes, self.node_used, strict=True)
+        ]
+
+    def node_request(self, w: Workload) -> Resources:
+        req = w.pod_request
+        return req if self.count_pods else Resources({k: v for k, v in req.items() if k != PODS})
+
+    def place(self, w: Workload, pods: int) -> list[int]:
+        """First fit of up to ``pods`` pods on the nodes (a gang all or nothing): their node indexes."""
+        assert self.sim.nodes is not None
+        req = self.node_request(w)
+        placed: list[int] = []
+        for i, n in enumerate(self.sim.nodes):
+            used = self.node_used[i]
+            while len(placed) < pods and all(
+                used.get(k, 0) + v <= n.allocatable.get(k, 0) for k, v in req.items()
+            ):
+                for k, v in req.items():
+                    used[k] = used.get(k, 0) + v
+                placed.append(i)
+        if w.gang and len(placed) < pods:
+            for i in placed:
+                for k, v in req.items():
+                    self.node_used[i][k] -= v
+            placed = []
+        return placed
+
+    def launch(self, key: str, pods: int, now: float) -> int:
+        """Start as many of ``pods`` as fit now; returns how many are left waiting."""
+        placed: list[int] = []
+        if self.sim.nodes is not None:
+            placed = self.place(self.items[key].workload, pods)
+            count = len(placed)
+        else:
+            count = pods
+        if count:
+            self.batches[self.next_batch] = (key, count, placed)
+            self.live.setdefault(key, set()).add(self.next_batch)
+            self.push(now + self.items[key].duration, _FINISH, key, self.next_batch)
+            self.next_batch += 1
+        return pods - count
+
+    def stop_batch(self, bid: int) -> tuple[str, int]:
+        key, count, placed = self.batches.pop(bid)
+        self.live[key].discard(bid)
+        req = self.node_request(self.items[key].workload)
+        for i in placed:
+            for k, v in req.items():
+                self.node_used[i][k] -= v
+        return key, count
+
+    def retry_unplaced(self, now: float) -> None:
+        for entry in self.unplaced:
+            entry[1] = self.launch(entry[0], entry[1], now)
+        self.unplaced[:] = [e for e in self.unplaced if e[1]]
+
+    # --- recording ---------------------------------------------------------------------------------
+    def account(self, now: float) -> None:
+        dt = now - self.last_t
+        if dt > 0:
+            for q, vec in self.usage_rate.items():
+                if vec:
+                    acc = self.integral[q]
+                    for k, v in vec.items():
+                        acc[k] = acc.get(k, 0.0) + v * dt
+        self.last_t = now
+
+    def use(self, queue: str, total: Resources, sign: int) -> None:
+        vec = self.usage_rate.setdefault(queue, {})
+        for k, v in total.items():
+            vec[k] = vec.get(k, 0) + sign * v
+
+    def result(self) -> SimResult:
+        unfinished = sorted(k for k, r in self.records.items() if r.finished is None)
+        return SimResult(
+            self.records, self.cycles, self.makespan, self.integral, self.preemptions, unfinished
+        )
