@@ -390,3 +390,44 @@ async def test_a_queue_with_zero_cpu_quota_admits_no_cpu() -> None:
         cluster.run_pods()
         cluster.clock.advance(1)
     assert cluster.pods(workflow="blocked") == [], "a queue with a zero cpu quota ran a pod"
+
+
+@sync
+async def test_queue_status_of_a_hierarchy_is_the_cores_accounting() -> None:
+    """The operator writes the core's numbers, for a parent as for its children (the parent counts its
+    subtree; borrowed is usage above entitlement), and computes none itself."""
+    cluster = FakeCluster()
+    cluster.apply(queue("org", cpu="1", limit="4"))
+    cluster.apply(queue("team-a", cpu="1", limit="3", parent="org"))
+    cluster.apply(queue("team-b", cpu="0", limit="3", parent="org"))
+    cluster.apply(workflow("fan-a", "team-a", [step("x", cpu="1", foreach={"items": list(range(3))})]))
+    cluster.apply(workflow("fan-b", "team-b", [step("y", cpu="1", foreach={"items": list(range(2))})]))
+    op = Operator(cluster)
+    decided = []
+    cycle = op.loop.scheduler.cycle
+
+    def recording(snapshot):
+        decisions = cycle(snapshot)
+        decided.append(decisions)
+        return decisions
+
+    op.loop.scheduler.cycle = recording  # type: ignore[method-assign]
+    for _ in range(3):
+        await op.cycle()
+        cluster.run_pods()
+    accounts = decided[-1].queues
+    assert set(accounts) == {"org", "team-a", "team-b"}
+    assert accounts["org"].usage.get("cpu", 0) == sum(
+        accounts[t].usage.get("cpu", 0) for t in ("team-a", "team-b")
+    )
+    assert accounts["org"].usage.get("cpu", 0) > 0
+    for name, acct in accounts.items():
+        written = cluster.status("queues", name)
+        assert (written["pending"], written["admitted"]) == (acct.pending, acct.admitted), name
+        assert canonical("cpu", (written.get("usage") or {}).get("cpu", 0)) == acct.usage.get("cpu", 0), name
+        assert canonical("cpu", (written.get("borrowed") or {}).get("cpu", 0)) == acct.borrowed.get(
+            "cpu", 0
+        ), name
+    # team-a is guaranteed 1 CPU: what it runs above that is borrowed.
+    a = accounts["team-a"]
+    assert a.borrowed.get("cpu", 0) == max(0, a.usage.get("cpu", 0) - 1000)
