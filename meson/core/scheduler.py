@@ -174,6 +174,7 @@ class _Cycle:
         self.cursors: dict[str, QueueCursor] = {}
         self.stop_all = ""
         self.admitted_keys: set[str] = set()
+        self.admitted_by_key: dict[str, AdmittedWorkload] = {}
         self.admitted_by_leaf: dict[str, list[AdmittedWorkload]] = {}
         self.count: dict[str, int] = dict.fromkeys(tree.names, 0)  # admitted per queue (subtree)
         self.stop_by: dict[str, tuple[str, str]] = {}  # leaf -> (queue on hold, its policy)
@@ -201,6 +202,7 @@ class _Cycle:
         for a in self.snap.admitted:
             w = a.workload
             self.admitted_keys.add(w.key)
+            self.admitted_by_key[w.key] = a
             if w.queue not in tree.config:
                 continue  # its queue was deleted or disabled; it keeps running but is nobody's usage
             state.charge(w.queue, tree.charged(w.queue, w.total))
@@ -260,6 +262,10 @@ class _Cycle:
             alive = sorted(v for v in nom.victims if v in self.admitted_keys)
             if alive:
                 self.in_flight.update(alive)
+                # What a victim still uses is promised to its preemptor (held below): counting both
+                # would make the next preemptor evict more than it needs.
+                for victim in alive:
+                    self._release_victim(victim)
                 self.state.hold(w.queue, tree.charged(w.queue, w.total))
                 names = ", ".join(alive[:3]) + (", ..." if len(alive) > 3 else "")
                 plural = "s" if len(alive) != 1 else ""
@@ -267,6 +273,11 @@ class _Cycle:
             else:
                 ready.append(w)
         return ready
+
+    def _release_victim(self, key: str) -> None:
+        a = self.admitted_by_key.get(key)
+        if a is not None and a.workload.queue in self.tree.config:
+            self.state.release(a.workload.queue, self.tree.charged(a.workload.queue, a.workload.total))
 
     def _admit_ready(self, ready: list[Workload]) -> None:
         """Ready preemptors go first: the capacity was freed for them."""

@@ -93,3 +93,35 @@ def test_no_ping_pong_a_victim_may_not_preempt_its_preemptor_back():
     y_up = wl("y", "a", cores=2, prio=9)
     d = sched.cycle(Snapshot(1, qs, [y_up], [running(x, at=1)]))
     assert d.preempt == []
+
+
+def test_several_preemptors_in_one_cycle_evict_exactly_what_they_need():
+    """Victims already chosen free capacity for their preemptor: the next preemptor must not count them
+    as still used (three 1-CPU preemptors once evicted six 1-CPU workloads)."""
+    q = queue("q", g=4, preempt_within_queue="LowerPriority")
+    low = [running(wl(f"low-{i}", "q", prio=0), at=float(i)) for i in range(4)]
+    high = [wl(f"high-{i}", "q", prio=10, created=10.0 + i) for i in range(3)]
+    d = cycle([q], high, low, now=20.0)
+    assert len(d.preempt) == 3, [p.victim_key for p in d.preempt]
+
+
+def test_reclaimers_in_one_cycle_take_back_exactly_what_they_lent():
+    org = queue("org", g=0, limit=4)
+    lender = queue("lender", "org", g=3, limit=4, reclaim_borrowed=True)
+    borrower = queue("borrower", "org", g=1, limit=4)
+    borrowed = [running(wl(f"b-{i}", "borrower"), at=float(i)) for i in range(4)]
+    reclaimers = [wl(f"r-{i}", "lender", created=10.0 + i) for i in range(3)]
+    d = cycle([org, lender, borrower], reclaimers, borrowed, now=20.0)
+    assert len(d.preempt) == 3, [p.victim_key for p in d.preempt]
+
+
+def test_a_waiting_preemptors_victims_are_not_counted_twice_in_later_cycles():
+    q = queue("q", g=4, preempt_within_queue="LowerPriority")
+    sched = Scheduler()
+    low = [running(wl(f"low-{i}", "q", prio=0), at=float(i)) for i in range(4)]
+    first = cycle([q], [wl("high-0", "q", prio=10, created=10.0)], low, now=20.0, sched=sched)
+    assert len(first.preempt) == 1
+    # The victim has not exited yet; a second high-priority workload arrives.
+    pending = [wl("high-0", "q", prio=10, created=10.0), wl("high-1", "q", prio=10, created=21.0)]
+    second = cycle([q], pending, low, now=22.0, sched=sched)
+    assert len(second.preempt) == 1, [p.victim_key for p in second.preempt]
