@@ -271,7 +271,7 @@ def test_deployment_runs_the_operator_with_probes() -> None:
     c = _container(docs)
     assert [*c["command"], *c["args"]] == [
         "meson", "operator", "--metrics-port", "8080", "--liveness-port", "8081",
-        "--preempt-after", "0", "--reserve-after", "60",
+        "--preempt-after", "1", "--reserve-after", "60",
     ]  # fmt: skip
     assert c["image"] == "ghcr.io/meson-dev/meson:0.1.0"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}

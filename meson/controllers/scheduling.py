@@ -64,7 +64,7 @@ TOO_LARGE_BACKOFF = 60.0
 class Tuning:
     """The operator's scheduling settings (``meson operator --help``; the chart's ``scheduler`` values)."""
 
-    preempt_after: float = 0.0  # seconds a workload waits for capacity to free before it may preempt
+    preempt_after: float = 1.0  # seconds a workload waits for capacity to free before it may preempt
     reserve_after: float = 60.0  # seconds a blocked head may be overtaken before it reserves capacity
     global_rate: float | None = None  # pods admitted per second over all queues (None: no cap)
     global_burst: int = 1
