@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 OPERATIONS = {
@@ -62,6 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tuning.add_argument(
         "--global-admission-burst", type=int, default=1, metavar="PODS", help="burst of that cap (default 1)"
+    )
+    election = op.add_argument_group("leader election (several replicas, one active)")
+    election.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="run the scheduling loop only while holding a Lease; other replicas are warm standbys",
+    )
+    election.add_argument(
+        "--leader-election-namespace",
+        default=None,
+        help="namespace of the Lease (default: $POD_NAMESPACE, else default)",
+    )
+    election.add_argument("--leader-election-id", default="meson-operator", help="name of the Lease")
+    election.add_argument(
+        "--lease-duration", type=float, default=15.0, metavar="SECONDS", help="Lease duration (default 15)"
     )
     op.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
@@ -129,6 +145,17 @@ def main(argv: list[str] | None = None) -> int:
             webhook_port=args.webhook_port,
             liveness_port=args.liveness_port or None,
             verbose=args.verbose,
+            election=(
+                {
+                    "namespace": args.leader_election_namespace
+                    or os.environ.get("POD_NAMESPACE")
+                    or "default",
+                    "name": args.leader_election_id,
+                    "lease_duration": args.lease_duration,
+                }
+                if args.leader_elect
+                else None
+            ),
         )
     if args.command == "workflow":
         return workflow_operation(args.operation, args.name, args.namespace)

@@ -21,6 +21,7 @@ def run(
     liveness_port: int | None,
     verbose: bool,
     tuning: Tuning | None = None,
+    election: dict | None = None,
 ) -> int:
     from meson.controllers import handlers  # noqa: F401 - registers the kopf handlers
 
@@ -32,6 +33,7 @@ def run(
     memo = kopf.Memo(
         options={"kubeconfig": kubeconfig, "webhook": webhook, "webhook_port": webhook_port},
         tuning=tuning or Tuning(),
+        election=election,
     )
     kopf.configure(verbose=verbose, log_prefix=False)
     if not verbose:
@@ -44,7 +46,7 @@ def run(
     asyncio.run(
         kopf.operator(
             clusterwide=True,
-            standalone=True,  # one replica; kopf's peering is not leader election
+            standalone=True,  # kopf's peering is not a lock; --leader-elect uses a Lease (controllers.leader)
             liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
             memo=memo,
         )

@@ -57,6 +57,7 @@ class Clients:
     custom: client.CustomObjectsApi
     scheduling: client.SchedulingV1Api
     admissionregistration: client.AdmissionregistrationV1Api
+    coordination: client.CoordinationV1Api
 
     @classmethod
     def from_config(cls, cfg: client.Configuration) -> Clients:
@@ -67,6 +68,7 @@ class Clients:
             client.CustomObjectsApi(api),
             client.SchedulingV1Api(api),
             client.AdmissionregistrationV1Api(api),
+            client.CoordinationV1Api(api),
         )
 
 

@@ -38,6 +38,7 @@ STATUS_CORRECTIONS = Counter(
     "meson_status_corrections_total",
     "Workflow statuses edited by someone else and restored by the operator",
 )
+LEADER = Gauge("meson_leader", "1 while this operator replica holds the leader Lease (runs the loop)")
 WORKFLOWS = Gauge("meson_workflows", "Workflows known to the operator, by phase", ["phase"])
 
 

@@ -11,11 +11,16 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import signal
+import socket
+import uuid
 from typing import Any
 
 import kopf
 
 from meson.adapters import kube
+from meson.controllers.leader import LeaderElector
 from meson.controllers.scheduling import SchedulingLoop, Tuning
 from meson.controllers.store import Store
 
@@ -94,11 +99,38 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     loop = SchedulingLoop.tuned(view, clients, memo.get("tuning") or Tuning())
     memo["store"] = view
     memo["loop"] = loop
-    memo["task"] = asyncio.create_task(loop.run(), name="meson-scheduling-loop")
+    election = memo.get("election")
+    if election:
+        _elect(memo, clients, loop, election)
+    else:
+        memo["task"] = asyncio.create_task(loop.run(), name="meson-scheduling-loop")
     log.info(
         "view primed: %d workflows, %d queues, %d nodes, %d pods",
         len(view.workflows), len(view.queues), len(view.nodes), len(view.pods),
     )  # fmt: skip
+
+
+def _elect(memo: kopf.Memo, clients: kube.Clients, loop: SchedulingLoop, election: dict) -> None:
+    """Run the loop only while leading; until then this replica is a warm standby (its view is fed)."""
+    elector = LeaderElector(
+        clients,
+        namespace=election["namespace"],
+        name=election["name"],
+        identity=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
+        lease_duration=election["lease_duration"],
+        renew_deadline=election["lease_duration"] * 2 / 3,
+    )
+    memo["elector"] = elector
+
+    async def begin() -> None:
+        memo["task"] = asyncio.create_task(loop.run(), name="meson-scheduling-loop")
+
+    def lost() -> None:
+        # Another replica may already lead: stop writing now, and exit as controller-runtime does.
+        loop.stop()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    memo["election_task"] = asyncio.create_task(elector.lead(begin, lost), name="meson-leader-election")
 
 
 @kopf.on.cleanup()
@@ -113,6 +145,12 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(task, timeout=3)
+    election_task = memo.get("election_task")
+    if election_task is not None:
+        election_task.cancel()
+    elector: LeaderElector | None = memo.get("elector")
+    if elector is not None:
+        await asyncio.get_running_loop().run_in_executor(None, elector.release)
     if (memo.get("options") or {}).get("webhook") == "loopback" and memo.get("clients") is not None:
         await asyncio.get_running_loop().run_in_executor(None, _unregister_webhook, memo["clients"])
 
@@ -136,5 +174,5 @@ def _unregister_webhook(clients: kube.Clients) -> None:
 
 @kopf.on.probe(id="cycle")
 def cycle_probe(memo: kopf.Memo, **_: Any) -> bool:
-    task = memo.get("task")
+    task = memo.get("task") or memo.get("election_task")  # a standby is healthy while it campaigns
     return task is not None and not task.done()
