@@ -144,7 +144,9 @@ def test_chart_metadata() -> None:
 def test_template_renders_the_operator_objects() -> None:
     docs = render()
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert kinds == [
+        "ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"
+    ]  # fmt: skip
     for doc in docs:
         assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == "rel"
         if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
@@ -207,9 +209,24 @@ def test_no_access_to_secrets_or_rbac_or_crds(values: dict[str, str]) -> None:
     assert table[("", "nodes")] == READ
 
 
-def test_no_role_or_role_binding_is_rendered() -> None:
-    """Everything the operator touches spans namespaces: one ClusterRole, bound once, nothing namespaced."""
-    kinds = {d["kind"] for d in render(**{"webhook.mode": "loopback"})}
+def test_the_only_namespaced_grant_is_the_leader_election_lease() -> None:
+    """Everything else the operator touches spans namespaces (one ClusterRole); the Lease is one object in the
+    release's namespace: create (RBAC cannot name what does not exist yet), get and update by name only."""
+    docs = render()
+    role = one(docs, "Role")
+    assert role["metadata"]["namespace"] == "meson-system"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["rel-meson"],
+         "verbs": ["get", "update"]},
+    ]  # fmt: skip
+    binding = one(docs, "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == one(docs, "ServiceAccount")["metadata"]["name"]
+    args = _container(docs)["args"]
+    assert args[args.index("--leader-election-id") + 1] == "rel-meson"
+    assert args[args.index("--leader-election-namespace") + 1] == "meson-system"
+    kinds = {d["kind"] for d in render(replicas="1", **{"leaderElection.enabled": "false"})}
     assert not kinds & {"Role", "RoleBinding"}
 
 
@@ -266,12 +283,13 @@ def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
 def test_deployment_runs_the_operator_with_probes() -> None:
     docs = render()
     deployment = one(docs, "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
     c = _container(docs)
     assert [*c["command"], *c["args"]] == [
         "meson", "operator", "--metrics-port", "8080", "--liveness-port", "8081",
-        "--preempt-after", "1", "--reserve-after", "60",
+        "--leader-elect", "--leader-election-namespace", "meson-system", "--leader-election-id", "rel-meson",
+        "--lease-duration", "15", "--preempt-after", "1", "--reserve-after", "60",
     ]  # fmt: skip
     assert c["image"] == "ghcr.io/meson-dev/meson:0.1.0"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -308,9 +326,19 @@ def test_unknown_webhook_modes_are_refused(mode: str) -> None:
     assert "webhook.mode must be" in failure(**{"webhook.mode": mode})
 
 
-@pytest.mark.parametrize("replicas", ["0", "2", "3"])
-def test_replicas_other_than_one_are_refused(replicas: str) -> None:
-    assert "replicas must be 1" in failure(replicas=replicas)
+@pytest.mark.parametrize("replicas", ["2", "3"])
+def test_several_replicas_need_leader_election(replicas: str) -> None:
+    assert "replicas must be 1 without leaderElection.enabled" in failure(
+        replicas=replicas, **{"leaderElection.enabled": "false"}
+    )
+    without = one(render(**{"leaderElection.enabled": "false", "replicas": "1"}), "Deployment")
+    assert without["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--leader-elect" not in without["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert one(render(replicas=replicas), "Deployment")["spec"]["replicas"] == int(replicas)
+
+
+def test_zero_replicas_are_refused() -> None:
+    assert "replicas must be at least 1" in failure(replicas="0")
 
 
 def test_security_context_is_restrictive() -> None:

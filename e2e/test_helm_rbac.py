@@ -88,7 +88,7 @@ def test_helm_install_creates_the_operator_objects(cluster: Cluster, release: Re
     ns = ("--namespace", release.namespace)
     deployment = yaml.safe_load(cluster.kubectl("get", "deployment", release.name, *ns, "-o", "yaml").stdout)
     pod = deployment["spec"]["template"]["spec"]
-    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["replicas"] == 2  # a leader and a warm standby
     assert pod["serviceAccountName"] == release.service_account
     assert pod["containers"][0]["args"][:1] == ["operator"]
     cluster.kubectl("get", "serviceaccount", release.service_account, *ns)
@@ -229,8 +229,12 @@ def _healthy(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def operator_process(kubeconfig: Path, log_path: Path) -> Iterator[tuple[subprocess.Popen, int]]:
-    """`meson operator` as a local process; always stopped (SIGTERM, then SIGKILL) on the way out."""
+def operator_process(
+    kubeconfig: Path, log_path: Path, chart_args: tuple[str, ...] = ()
+) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`meson operator` as a local process, with the arguments the chart's Deployment passes (``chart_args``:
+    leader election and scheduling flags; the ports are ours); stopped (SIGTERM, then SIGKILL) on the way
+    out."""
     liveness = _free_port()
     # $KUBECONFIG is the ServiceAccount's too, so that no code path can fall back to the admin config: kopf's
     # own login (kopf.login_via_client) ignores --kubeconfig and reads $KUBECONFIG, as frozen when the
@@ -239,7 +243,7 @@ def operator_process(kubeconfig: Path, log_path: Path) -> Iterator[tuple[subproc
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "meson.cli", "operator",
+                sys.executable, "-m", "meson.cli", "operator", *chart_args,
                 "--kubeconfig", str(kubeconfig), "--metrics-port", "0", "--liveness-port", str(liveness),
             ],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -307,8 +311,13 @@ def test_operator_runs_a_workflow_with_only_the_chart_permissions(
     def log_tail() -> str:
         return log_path.read_text()[-6000:] if log_path.exists() else "(no log)"
 
+    deployment = yaml.safe_load(
+        cluster.kubectl("get", "deployment", release.name, "-n", ns, "-o", "yaml").stdout
+    )
+    chart_args = tuple(deployment["spec"]["template"]["spec"]["containers"][0]["args"][1:])
+    assert "--leader-elect" in chart_args  # so the Lease permissions are exercised below
     try:
-        with operator_process(kubeconfig, log_path) as (proc, liveness):
+        with operator_process(kubeconfig, log_path, chart_args) as (proc, liveness):
             # The liveness endpoint the chart's probes use answers once the operator has started.
             deadline = time.monotonic() + 90
             while not _healthy(liveness):
@@ -360,6 +369,8 @@ def test_operator_runs_a_workflow_with_only_the_chart_permissions(
 
             wait_for(workflow_events, 30, f"events on workflow {workflow}")
             assert proc.poll() is None, f"operator exited ({proc.returncode}):\n{log_tail()}"
+            # leases: it led through the chart's Role (the workflow could not have run otherwise).
+            assert "became the leader" in log_path.read_text(), log_tail()
     finally:
         cluster.kubectl(
             "delete", "workflow", workflow, "-n", ns, "--ignore-not-found", "--wait=false", check=False
