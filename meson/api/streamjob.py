@@ -91,6 +91,22 @@ class StreamJobSpec(ApiModel):
     priority_class_name: str | None = Field(
         default=None, max_length=253, description="PriorityClass of the job and its pods."
     )
+    min_ready_seconds: int = Field(
+        default=10,
+        ge=0,
+        le=86400,
+        description="A pod counts as available (and a revision as stable) once Ready this long without a "
+        "restart.",
+    )
+    revision_history_limit: int = Field(
+        default=10, ge=0, le=1000, description="Old revisions (ControllerRevisions) kept for rollback."
+    )
+    restarts: int = Field(
+        default=0,
+        ge=0,
+        description="Incremented to restart a Failed job (meson streamjob restart): clears the failure and "
+        "redeploys.",
+    )
 
 
 class StreamJobStatus(ApiModel):
@@ -123,6 +139,33 @@ class StreamJobStatus(ApiModel):
     observed_generation: int | None = Field(
         default=None, description="The .metadata.generation the controller last acted on."
     )
+    stable_revision: str | None = Field(
+        default=None, description="The last revision that became stable (every replica available)."
+    )
+    failed_revision: str | None = Field(
+        default=None, description="A revision rolled back for missing its deadline: not retried until the "
+        "template changes again.",
+    )
+    rollout_started_at: str | None = Field(
+        default=None, description="When the rollout of currentRevision started (unset once it is stable)."
+    )
+    desired_replicas: int | None = Field(default=None, description="spec.replicas last acted on.")
+    revision_history: list[str] | None = Field(
+        default=None, description="Revisions, oldest first (bounded by revisionHistoryLimit)."
+    )
+    restart_log: list[list[int]] | None = Field(
+        default=None,
+        description="Restarts within the budget window: [bucket start epoch seconds, count] pairs (bounded).",
+    )
+    pod_restarts: dict[str, int] | None = Field(
+        default=None, description="Container restart counts already counted, per pod (bounded)."
+    )
+    slot_failures: list[dict[str, int]] | None = Field(
+        default=None,
+        description="Slots whose last pod failed: slot, run, failures (consecutive), at (epoch seconds).",
+    )
+    failed: bool | None = Field(default=None, description="The restart budget was exceeded.")
+    observed_restarts: int | None = Field(default=None, description="spec.restarts last acted on.")
 
 
 class StreamJob(ApiModel):
