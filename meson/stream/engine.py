@@ -223,9 +223,19 @@ class _Cycle:
         self.new["stableRevision"] = stable
         self.new["rolloutStartedAt"] = rfc3339(started) if started is not None else None
         self.deletes.update(slots.deletes)
+        self.delete_replaced()
         phase, message = self.phase(target, stable, failed_rev, started, b)
         self.new["deadlineExceeded"] = deadline_passed
         return self.finish(phase, message, target, slots.requests, b)
+
+    def delete_replaced(self) -> None:
+        """Ended pods go once their slot has a later pod (or is scaled away); their run lives on in it."""
+        for pod in self.pods:
+            if pod.phase not in ("Failed", "Succeeded") or pod.deleting:
+                continue
+            later = any(p.slot == pod.slot and p.run > pod.run and is_live(p) for p in self.pods)
+            if later or pod.slot >= self.spec.replicas:
+                self.deletes[pod.name] = "Failed"
 
     def scale_events(self) -> None:
         before = self.old.get("desiredReplicas")

@@ -1,6 +1,6 @@
 """A tiny fake cluster driving the pure stream engine cycle by cycle in virtual time.
 
-Every cycle: plan_stream(job, observations, revisions, now) → persist the status and revisions → delete the pods
+Every cycle: plan_stream(job, observations, revisions, now) → persist status and revisions → delete the pods
 the plan names → create the pods of the pending requests the admission policy lets through. Pods follow their
 template's annotations: Pending for 1 s, Running, Ready 1 s later (never with ``sim.meson.dev/never-ready``;
 with ``sim.meson.dev/crash-loop`` the container restarts every 2 s and is never Ready); a deleted pod is gone
