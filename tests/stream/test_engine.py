@@ -199,7 +199,8 @@ def test_failed_pod_is_replaced_with_next_run_after_backoff():
         pod.phase = "Failed"
         sim.cycle(0.5)
         failed_at = sim.now
-        sim.until(lambda s: any(p.slot == 0 and p.run > pod.run for p in s.pods.values()), dt=0.5)
+        run = pod.run
+        sim.until(lambda s, run=run: any(p.slot == 0 and p.run > run for p in s.pods.values()), dt=0.5)
         assert sim.now - failed_at >= expected_wait - 0.5
 
 
