@@ -44,6 +44,9 @@ EXPECTED_RULES: dict[tuple[str, str], frozenset[str]] = {
     ("meson.dev", "queues"): READ,
     ("meson.dev", "cronworkflows/status"): frozenset({"get", "patch"}),
     ("meson.dev", "queues/status"): frozenset({"get", "patch"}),
+    ("meson.dev", "streamjobs"): READ,
+    ("meson.dev", "streamjobs/status"): frozenset({"get", "patch"}),
+    ("apps", "controllerrevisions"): READ | {"create", "delete"},
 }
 
 # Added only by webhook.mode=loopback: kopf manages the ValidatingWebhookConfiguration.

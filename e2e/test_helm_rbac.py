@@ -173,7 +173,7 @@ def test_service_account_has_exactly_the_granted_verbs(cluster: Cluster, release
         ("delete", "leases.coordination.k8s.io"),
         ("create", "queues.meson.dev"),
         ("delete", "cronworkflows.meson.dev"),
-        ("get", "streamjobs.meson.dev"),
+        ("update", "streamjobs.meson.dev"),
     ],
     ids=lambda a: " ".join(a).replace("--subresource=", "/"),
 )

@@ -58,6 +58,7 @@ class Clients:
     scheduling: client.SchedulingV1Api
     admissionregistration: client.AdmissionregistrationV1Api
     coordination: client.CoordinationV1Api
+    apps: client.AppsV1Api
 
     @classmethod
     def from_config(cls, cfg: client.Configuration) -> Clients:
@@ -69,6 +70,7 @@ class Clients:
             client.SchedulingV1Api(api),
             client.AdmissionregistrationV1Api(api),
             client.CoordinationV1Api(api),
+            client.AppsV1Api(api),
         )
 
 

@@ -23,6 +23,7 @@ from meson.adapters import kube
 from meson.controllers.leader import LeaderElector
 from meson.controllers.scheduling import SchedulingLoop, Tuning
 from meson.controllers.store import Store
+from meson.stream import LABEL_STREAMJOB
 
 log = logging.getLogger("meson.operator")
 GROUP = kube.GROUP
@@ -45,14 +46,18 @@ def _feed(kind: str):
 kopf.on.event(GROUP, kube.VERSION, "workflows")(_feed("workflow"))
 kopf.on.event(GROUP, kube.VERSION, "cronworkflows")(_feed("cronworkflow"))
 kopf.on.event(GROUP, kube.VERSION, "queues")(_feed("queue"))
+kopf.on.event(GROUP, kube.VERSION, "streamjobs")(_feed("streamjob"))
+kopf.on.event("apps", "v1", "controllerrevisions", labels={LABEL_STREAMJOB: kopf.PRESENT})(
+    _feed("controller_revision")
+)
 kopf.on.event("", "v1", "pods")(_feed("pod"))
 kopf.on.event("", "v1", "nodes")(_feed("node"))
 kopf.on.event("", "v1", "namespaces")(_feed("namespace"))
 kopf.on.event("scheduling.k8s.io", "v1", "priorityclasses")(_feed("priority_class"))
 
 
-def _list_raw(fn, *args: Any) -> list[dict]:
-    resp = kube.call(fn, *args, _preload_content=False)
+def _list_raw(fn, *args: Any, **kwargs: Any) -> list[dict]:
+    resp = kube.call(fn, *args, _preload_content=False, **kwargs)
     return json.loads(resp.data)["items"]
 
 
@@ -67,6 +72,13 @@ def prime(view: Store, clients: kube.Clients) -> None:
         ("queue", _list_raw(custom.list_cluster_custom_object, GROUP, kube.VERSION, "queues")),
         ("workflow", _list_raw(custom.list_cluster_custom_object, GROUP, kube.VERSION, "workflows")),
         ("cronworkflow", _list_raw(custom.list_cluster_custom_object, GROUP, kube.VERSION, "cronworkflows")),
+        ("streamjob", _list_raw(custom.list_cluster_custom_object, GROUP, kube.VERSION, "streamjobs")),
+        (
+            "controller_revision",
+            _list_raw(
+                clients.apps.list_controller_revision_for_all_namespaces, label_selector=LABEL_STREAMJOB
+            ),
+        ),
         ("pod", _list_raw(clients.core.list_pod_for_all_namespaces)),
     ):
         for obj in items:

@@ -38,6 +38,7 @@ from meson.controllers.cronworkflows import CronWorkflows
 from meson.controllers.faults import Faults
 from meson.controllers.queues import Queues
 from meson.controllers.store import Key, Store, resource_version
+from meson.controllers.streamjobs import StreamJobs
 from meson.controllers.writer import Writer, merge_patch
 from meson.core import AdmittedWorkload, Resources, Scheduler, Snapshot, Workload
 from meson.workflow import (
@@ -127,6 +128,7 @@ class SchedulingLoop:
     checks: SpecChecks = field(init=False)
     crons: CronWorkflows = field(init=False)
     queues: Queues = field(init=False)
+    streams: StreamJobs = field(init=False)
     _own: dict[Key, _OwnStatus] = field(default_factory=dict)
     _ready_since: dict[str, float] = field(default_factory=dict)
     _refused: dict[str, _Refusal] = field(default_factory=dict)
@@ -139,6 +141,7 @@ class SchedulingLoop:
         self.checks = SpecChecks(self.writer, self.store.wake.set)
         self.crons = CronWorkflows(self.store, self.writer, self.checks, self.faults)
         self.queues = Queues(self.store, self.writer, self.checks, self.faults)
+        self.streams = StreamJobs(self)
 
     @classmethod
     def tuned(cls, store: Store, clients: kube.Clients, tuning: Tuning) -> SchedulingLoop:
@@ -180,6 +183,7 @@ class SchedulingLoop:
         inputs = _Inputs()
         for key, wf in list(self.store.workflows.items()):
             self.faults.guard("Workflow", key, "plan", self._plan, key, wf, now, inputs)
+        self.streams.plan_all(now, inputs)
         decisions = self.scheduler.cycle(
             Snapshot(
                 now=now,
@@ -220,22 +224,24 @@ class SchedulingLoop:
         queue_name = spec.get("queue", "default")
         priority_class = spec.get("priorityClassName")
         priority = self.store.priority_of(priority_class)
-        hold = self._hold_reason(key, queue_name, priority_class)
+        hold = self.hold_reason(key, queue_name, priority_class)
         started: dict[tuple[str, int], float] = {}
         for o in observations:
             started[(o.instance, o.run)] = min(started.get((o.instance, o.run), o.created), o.created)
         admitted = [
             # When its first pod was made: preemption picks the newest admissions first.
-            AdmittedWorkload(_workload(req, queue_name, priority), started.get((req.instance, req.run), now))
+            AdmittedWorkload(
+                self.workload(req, queue_name, priority), started.get((req.instance, req.run), now)
+            )
             for req in p.admitted
         ]
         pending, held = [], {}
         for req in p.pending:
-            reason = hold or self._refusal_hold(req.key, now, inputs.wakes)
+            reason = hold or self.refusal_hold(req.key, now, inputs.wakes)
             if reason is not None:
                 held[req.key] = (0, reason)
             else:
-                pending.append(_workload(req, queue_name, priority))
+                pending.append(self.workload(req, queue_name, priority))
         inputs.plans[key] = p
         inputs.admitted += admitted
         inputs.pending += pending
@@ -246,7 +252,21 @@ class SchedulingLoop:
         if p.wake_at is not None:
             inputs.wakes.append(p.wake_at)
 
-    def _hold_reason(self, key: Key, queue_name: str, priority_class: str | None) -> str | None:
+    @staticmethod
+    def workload(req: InstanceRequest, queue: str, priority: int) -> Workload:
+        """A request as the core's workload: the full request (the core counts against a queue only what
+        its tree names, and fits nodes on everything)."""
+        return Workload(
+            key=req.key,
+            queue=queue,
+            priority=priority,
+            created=req.created,
+            pod_request=Resources(req.pod_request),
+            pod_count=req.pod_count,
+            gang=req.gang,
+        )
+
+    def hold_reason(self, key: Key, queue_name: str, priority_class: str | None) -> str | None:
         """Why a workflow's pending steps cannot even be offered to the core (None: they can)."""
         queue_obj = self.store.queues.get(queue_name)
         if queue_obj is not None and not translate.namespace_allowed(
@@ -257,7 +277,7 @@ class SchedulingLoop:
             return f'PriorityClass "{priority_class}" not found: create it or change spec.priorityClassName'
         return None
 
-    def _refusal_hold(self, request_key: str, now: float, wakes: list[float]) -> str | None:
+    def refusal_hold(self, request_key: str, now: float, wakes: list[float]) -> str | None:
         refusal = self._refused.get(request_key)
         if refusal is None or now >= refusal.until:
             return None
@@ -313,7 +333,7 @@ class SchedulingLoop:
         if refused:
             await self._roll_back(key, owner, req, queue, refused[0], now)
             # Shown on the step this very cycle; the queue's figures are left for the next cycle.
-            inputs.held[req.key] = (0, self._refusal_hold(req.key, now, inputs.wakes) or refused[0])
+            inputs.held[req.key] = (0, self.refusal_hold(req.key, now, inputs.wakes) or refused[0])
             inputs.rolled_back.update(self.queues.chain(queue))
             return
         self._refused.pop(req.key, None)
@@ -365,10 +385,12 @@ class SchedulingLoop:
                     self.writer.delete_pod(key[0], name, victim.reason)
                     for name in self._pods_of_run(key, req)
                 ]
+        deletes += self.streams.deletions(victims)
         # Pods bound to a deleted node are lost; remove ours at once (as the pod garbage collector would,
         # after its quarantine) so the engine retries them now and nothing reports a dead pod's success.
         for (ns, name), rec in self.store.pods.items():
-            if rec.workflow is not None and rec.node in self.store.deleted_nodes and not rec.terminal:
+            ours = rec.workflow is not None or rec.stream is not None
+            if ours and rec.node in self.store.deleted_nodes and not rec.terminal:
                 deletes.append(self.writer.delete_pod(ns, name, None))
         for outcome in await asyncio.gather(*deletes, return_exceptions=True):
             if isinstance(outcome, Exception):
@@ -415,6 +437,7 @@ class SchedulingLoop:
                     writes.append(self._patch_workflow_status(key, wf, status, None, now))
         writes += self.queues.status_writes(decisions, inputs.rolled_back)
         writes += self.crons.writes(now, inputs.wakes)
+        writes += self.streams.status_writes(inputs, decisions)
         await asyncio.gather(*writes)
         return len(writes)
 
@@ -491,6 +514,7 @@ class SchedulingLoop:
             "Workflow": self.store.workflows,
             "CronWorkflow": self.store.cronworkflows,
             "Queue": self.store.queues,
+            "StreamJob": self.store.streamjobs,
         }
         return table.get(kind, {}).get(key)
 
@@ -516,21 +540,9 @@ class SchedulingLoop:
         self.checks.forget({
             SpecChecks.key(kind, obj)
             for kind, table in (
-                ("Workflow", live), ("CronWorkflow", self.store.cronworkflows), ("Queue", self.store.queues)
+                ("Workflow", live), ("CronWorkflow", self.store.cronworkflows), ("Queue", self.store.queues),
+                ("StreamJob", self.store.streamjobs),
             )
             for obj in table.values()
         })  # fmt: skip
         self.faults.forget(lambda kind, key: self._object(kind, key) is not None)
-
-
-def _workload(req: InstanceRequest, queue: str, priority: int) -> Workload:
-    # The full request: the core counts against a queue only what its tree names, and fits nodes on all.
-    return Workload(
-        key=req.key,
-        queue=queue,
-        priority=priority,
-        created=req.created,
-        pod_request=Resources(req.pod_request),
-        pod_count=req.pod_count,
-        gang=req.gang,
-    )

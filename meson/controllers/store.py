@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meson.controllers import translate
+from meson.stream import LABEL_REVISION, LABEL_STREAMJOB, ReplicaPod
 from meson.workflow import LABEL_WORKFLOW, PodObservation
 
 Key = tuple[str, str]  # (namespace, name)
@@ -40,12 +41,19 @@ class PodRecord:
     workflow: Key | None
     observation: PodObservation | None
     resource_version: int
+    stream: Key | None = None  # the StreamJob it is a replica of
 
 
 @dataclass
 class Store:
     workflows: dict[Key, dict] = field(default_factory=dict)
     cronworkflows: dict[Key, dict] = field(default_factory=dict)
+    streamjobs: dict[Key, dict] = field(default_factory=dict)
+    # Replica pods per StreamJob (by pod name), the last one per slot that vanished without Meson deleting
+    # it (a tombstone, phase Gone), and the pod templates of its recorded revisions (ControllerRevisions).
+    stream_pods: dict[Key, dict[str, ReplicaPod]] = field(default_factory=lambda: defaultdict(dict))
+    stream_gone: dict[Key, dict[int, ReplicaPod]] = field(default_factory=lambda: defaultdict(dict))
+    revisions: dict[Key, dict[str, dict]] = field(default_factory=lambda: defaultdict(dict))
     queues: dict[str, dict] = field(default_factory=dict)
     nodes: dict[str, dict] = field(default_factory=dict)
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -57,6 +65,7 @@ class Store:
     tombstones: dict[Key, dict[str, PodObservation]] = field(default_factory=lambda: defaultdict(dict))
     # Nodes seen deleted: their pods are lost even before the pod garbage collector removes them.
     deleted_nodes: set[str] = field(default_factory=set)
+    _replica_rv: dict[str, int] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     # --- Meson objects -------------------------------------------------------------------------
@@ -83,6 +92,29 @@ class Store:
             self.drop(self.cronworkflows, key)
         else:
             self.put(self.cronworkflows, key, obj)
+
+    def on_streamjob(self, event: str, obj: dict) -> None:
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if event == "DELETED":
+            self.drop(self.streamjobs, key)
+            self.stream_gone.pop(key, None)
+            self.revisions.pop(key, None)
+        else:
+            self.put(self.streamjobs, key, obj)
+
+    def on_controller_revision(self, event: str, obj: dict) -> None:
+        """A StreamJob's recorded revision (other controllers' ControllerRevisions are ignored)."""
+        meta = obj["metadata"]
+        labels = meta.get("labels") or {}
+        job, revision = labels.get(LABEL_STREAMJOB), labels.get(LABEL_REVISION)
+        if not job or not revision:
+            return
+        key = (meta["namespace"], job)
+        if event == "DELETED":
+            self.revisions[key].pop(revision, None)
+        else:
+            self.revisions[key][revision] = (obj.get("data") or {}).get("template") or {}
+        self.wake.set()
 
     def on_queue(self, event: str, obj: dict) -> None:
         if event == "DELETED":
@@ -138,6 +170,9 @@ class Store:
         key = (meta["namespace"], meta["name"])
         wf_name = (meta.get("labels") or {}).get(LABEL_WORKFLOW)
         wf_key = (meta["namespace"], wf_name) if wf_name else None
+        job_name = (meta.get("labels") or {}).get(LABEL_STREAMJOB)
+        if job_name:
+            self._on_replica(event, obj, (meta["namespace"], job_name))
         if event == "DELETED":
             old = self.pods.pop(key, None)
             if wf_key is not None:
@@ -159,13 +194,39 @@ class Store:
             workflow=wf_key,
             observation=translate.pod_observation(obj) if wf_key else None,
             resource_version=resource_version(obj),
+            stream=(meta["namespace"], job_name) if job_name else None,
         )
         self.pods[key] = record
-        if wf_key is not None:
-            self.workflow_pods[wf_key].add(meta["name"])
+        if wf_key is not None or job_name:
+            if wf_key is not None:
+                self.workflow_pods[wf_key].add(meta["name"])
             self.wake.set()
         elif old is None or old.terminal != record.terminal or old.node != record.node:
             self.wake.set()
+
+    def _on_replica(self, event: str, obj: dict, job: Key) -> None:
+        name = obj["metadata"]["name"]
+        old = self.stream_pods[job].get(name)
+        if event != "DELETED":
+            if (
+                old is None
+                or not resource_version(obj)
+                or resource_version(obj) >= self._replica_rv.get(name, 0)
+            ):
+                self._replica_rv[name] = resource_version(obj)
+                self.stream_pods[job][name] = translate.replica_pod(obj)
+            return
+        self.stream_pods[job].pop(name, None)
+        self._replica_rv.pop(name, None)
+        gone = translate.replica_pod(obj, gone=True)
+        if gone.phase == "Gone":  # vanished while live, and not by Meson's decision: the engine replaces it
+            self.stream_gone[job][gone.slot] = gone
+
+    def replicas(self, job: Key) -> list[ReplicaPod]:
+        """A StreamJob's pods as its engine sees them: the live ones, and tombstones of slots without one."""
+        pods = list(self.stream_pods.get(job, {}).values())
+        seen = {(p.slot, p.run) for p in pods}
+        return pods + [t for t in self.stream_gone.get(job, {}).values() if (t.slot, t.run) not in seen]
 
     def observations(self, wf_key: Key) -> list[PodObservation]:
         ns = wf_key[0]

@@ -11,6 +11,7 @@ from typing import Any
 
 from meson.api.quantity import canonical
 from meson.core import NodeCapacity, QueueConfig, Resources
+from meson.stream import LABEL_REVISION, LABEL_SLOT, ReplicaPod
 from meson.workflow import LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_RUN, PodObservation, parse_time
 
 TERMINAL = ("Succeeded", "Failed")
@@ -185,3 +186,40 @@ def node_capacities(
         alloc = Resources(_resources((node.get("status") or {}).get("allocatable")))
         out.append(NodeCapacity(name=name, allocatable=alloc, free=alloc - Resources(used.get(name, {}))))
     return out
+
+
+def replica_pod(pod: Mapping[str, Any], *, gone: bool = False) -> ReplicaPod:
+    """What the stream engine needs to know of one replica pod (``gone``: it was deleted). A pod Meson
+    deleted carries the preemption annotation and is not reported Gone: the engine decided it."""
+    meta = pod["metadata"]
+    labels = meta.get("labels") or {}
+    status = pod.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if gone and phase not in TERMINAL and PREEMPTED_ANNOTATION not in (meta.get("annotations") or {}):
+        phase = "Gone"
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None) or {}
+    statuses = status.get("containerStatuses") or []
+    return ReplicaPod(
+        name=meta["name"],
+        revision=labels.get(LABEL_REVISION, ""),
+        slot=_label_int(labels.get(LABEL_SLOT)),
+        run=_label_int(labels.get(LABEL_RUN), 1),
+        phase=phase,
+        ready=ready.get("status") == "True",
+        ready_since=epoch(ready.get("lastTransitionTime")) if ready.get("status") == "True" else None,
+        restart_count=sum(int(cs.get("restartCount") or 0) for cs in statuses),
+        crash_looping=any(
+            ((cs.get("state") or {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff"
+            for cs in statuses
+        ),
+        created=epoch(meta.get("creationTimestamp")) or 0.0,
+        deleting=bool(meta.get("deletionTimestamp")),
+        node=(pod.get("spec") or {}).get("nodeName"),
+    )
+
+
+def _label_int(value: str | None, default: int = 0) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default

@@ -120,6 +120,17 @@ class Writer:
         """The object's resourceVersion after the write, or None if it is gone."""
         return await self.run(kube.patch_status, self.clients, plural, namespace, name, body)
 
+    async def create_revision(self, namespace: str, body: dict) -> dict | None:
+        """A StreamJob's ControllerRevision (None: it existed already)."""
+        created = await self.run(
+            kube.create, self.clients.apps.create_namespaced_controller_revision, namespace, body,
+            _preload_content=False,
+        )  # fmt: skip
+        return None if created is None else json.loads(created.data)
+
+    async def delete_revision(self, namespace: str, name: str) -> None:
+        await self.run(kube.delete, self.clients.apps.delete_namespaced_controller_revision, name, namespace)
+
     def create_workflow(self, cron_key: Key, body: dict) -> None:
         created = kube.create(
             self.clients.custom.create_namespaced_custom_object,

@@ -1,0 +1,180 @@
+"""StreamJobs in the scheduling loop: the stream engine's plans, admitted by the same core as workflow steps.
+
+A StreamJob is a second planner plugged into the loop next to workflows: each cycle its engine
+(:func:`meson.stream.plan_stream`) says which replicas need admission (one request per pod: replicas are
+admitted one by one, each a workload of the job's queue and priority) and which hold admitted pods; the
+loop hands both to the one scheduling core with every workflow step, so stream replicas and batch steps
+compete in the same queues, quotas and priorities, and a higher-priority replica can preempt lower-priority
+steps. This module only translates: requests in, then the engine's deletions (marked as Meson's, so they
+are not mistaken for failures), its revisions (ControllerRevisions owned by the job), its status with the
+admission reason of replicas still waiting, and its events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from meson.api.validation import invalid_condition
+from meson.controllers import faults
+from meson.controllers.store import Key
+from meson.controllers.writer import merge_patch, owner_reference
+from meson.core import AdmittedWorkload
+from meson.stream import LABEL_REVISION, LABEL_STREAMJOB, StreamPlan, plan_stream, pod_name
+
+if TYPE_CHECKING:
+    from meson.controllers.scheduling import SchedulingLoop, _Inputs
+
+KIND = "StreamJob"
+#: The condition saying whether every replica is admitted (False: the reason of the first one waiting).
+ADMITTED = "Admitted"
+
+
+class StreamJobs:
+    def __init__(self, loop: SchedulingLoop) -> None:
+        self.loop = loop
+        self.store = loop.store
+        self.writer = loop.writer
+        self.plans: dict[Key, StreamPlan] = {}
+
+    # --- planning ----------------------------------------------------------------------------------
+    def plan_all(self, now: float, inputs: _Inputs) -> None:
+        self.plans = {}
+        for key, job in list(self.store.streamjobs.items()):
+            self.loop.faults.guard(KIND, key, "plan", self._plan, key, job, now, inputs)
+
+    def _plan(self, key: Key, job: dict, now: float, inputs: _Inputs) -> None:
+        problems = self.loop.checks.problems(KIND, job)
+        if problems:
+            old = job.get("status") or {}
+            status = faults.with_condition(
+                old, invalid_condition(problems, generation=job["metadata"].get("generation"))
+            )
+            if status != old:
+                self.writer.event(job, "Warning", "InvalidSpec", "; ".join(problems))
+                inputs.writes.append(self._patch_status(key, status, old))
+            return
+        p = plan_stream(job, self.store.replicas(key), self.store.revisions.get(key, {}), now)
+        spec = job.get("spec") or {}
+        queue, priority_class = spec.get("queue", "default"), spec.get("priorityClassName")
+        priority = self.store.priority_of(priority_class)
+        hold = self.loop.hold_reason(key, queue, priority_class)
+        created = {pod.name: pod.created for pod in self.store.replicas(key)}
+        admitted = [
+            AdmittedWorkload(
+                self.loop.workload(req, queue, priority),
+                created.get(pod_name(key[1], req.step, req.index or 0, req.run), now),
+            )
+            for req in p.admitted
+        ]
+        pending, held = [], {}
+        for req in p.pending:
+            reason = hold or self.loop.refusal_hold(req.key, now, inputs.wakes)
+            if reason is not None:
+                held[req.key] = (0, reason)
+            else:
+                pending.append(self.loop.workload(req, queue, priority))
+        self.plans[key] = p
+        inputs.admitted += admitted
+        inputs.pending += pending
+        inputs.held.update(held)
+        for req in p.pending:
+            inputs.requests[req.key] = (KIND, key, req)
+        if p.wake_at is not None:
+            inputs.wakes.append(p.wake_at)
+
+    # --- acting ------------------------------------------------------------------------------------
+    def deletions(self, victims: dict) -> list[Coroutine[Any, Any, None]]:
+        """The engine's deletions (scale-down, rollout, suspend... all Meson's decisions but a pod that
+        already ended) and the core's preemption victims among running replicas."""
+        out = []
+        for (ns, job), p in self.plans.items():
+            for d in p.delete_pods:
+                out.append(self.writer.delete_pod(ns, d.name, None if d.reason == "Failed" else d.reason))
+            for req in p.admitted:
+                victim = victims.get(req.key)
+                if victim is not None:
+                    name = pod_name(job, req.step, req.index or 0, req.run)
+                    out.append(self.writer.delete_pod(ns, name, victim.reason))
+        return out
+
+    def status_writes(self, inputs: _Inputs, decisions: Any) -> list[Coroutine[Any, Any, None]]:
+        waiting: dict[Key, list[str]] = {}
+        for request_key, (kind, key, req) in inputs.requests.items():
+            if kind != KIND:
+                continue
+            info = inputs.held.get(request_key)
+            if info is None and request_key in decisions.pending:
+                pi = decisions.pending[request_key]
+                info = (pi.position, pi.reason)
+            if info is not None:
+                where = f" (position {info[0]})" if info[0] else ""
+                waiting.setdefault(key, []).append(f"replica {req.index}{where}: {info[1]}")
+        writes = []
+        for key, p in self.plans.items():
+            job = self.store.streamjobs.get(key)
+            if job is None:
+                continue
+            status = self._with_admission(p.status, waiting.get(key, []))
+            old = job.get("status") or {}
+            if status != old:
+                writes.append(self._patch_status(key, status, old, job, p))
+            writes += self._revision_writes(key, job, p)
+        return writes
+
+    @staticmethod
+    def _with_admission(status: dict, waiting: list[str]) -> dict:
+        if not waiting:
+            return faults.with_condition(
+                status, faults.condition(ADMITTED, True, "AllAdmitted", "every replica")
+            )
+        message = f"{len(waiting)} replica(s) waiting for admission; " + "; ".join(sorted(waiting)[:5])
+        return faults.with_condition(
+            status, faults.condition(ADMITTED, False, "WaitingForAdmission", message)
+        )
+
+    async def _patch_status(
+        self, key: Key, status: dict, old: dict, job: dict | None = None, p: StreamPlan | None = None
+    ) -> None:
+        patch = self.writer.patch_status("streamjobs", key[0], key[1], merge_patch(status, old))
+        await self.loop.faults.guard_write(KIND, key, patch)
+        if job is not None and p is not None and self.loop.faults.of(KIND, key) is None:
+            for ev in p.events:
+                self.writer.event(job, ev.type, ev.reason, ev.message)
+            current = self.store.streamjobs.get(key)
+            if current is not None:  # our own write, at once (the watch event supersedes it)
+                self.store.streamjobs[key] = {**current, "status": status}
+
+    def _revision_writes(self, key: Key, job: dict, p: StreamPlan) -> list[Coroutine[Any, Any, None]]:
+        known = self.store.revisions.get(key, {})
+        out = []
+        for revision, template in p.record_revisions.items():
+            if revision not in known:
+                out.append(
+                    self.loop.faults.guard_write(KIND, key, self._record(key, job, revision, template))
+                )
+        for revision in p.forget_revisions:
+            if revision in known:
+                out.append(self.loop.faults.guard_write(KIND, key, self._forget(key, revision)))
+        return out
+
+    async def _record(self, key: Key, job: dict, revision: str, template: dict) -> None:
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "ControllerRevision",
+            "metadata": {
+                "name": f"{key[1]}-{revision}",
+                "namespace": key[0],
+                "labels": {LABEL_STREAMJOB: key[1], LABEL_REVISION: revision},
+                "ownerReferences": [owner_reference(KIND, job)],
+            },
+            "data": {"template": template},
+            "revision": len(self.store.revisions.get(key, {})) + 1,
+        }
+        created = await self.writer.create_revision(key[0], body)
+        if created is not None:
+            self.store.on_controller_revision("ADDED", created)
+
+    async def _forget(self, key: Key, revision: str) -> None:
+        await self.writer.delete_revision(key[0], f"{key[1]}-{revision}")
+        self.store.revisions.get(key, {}).pop(revision, None)
