@@ -8,7 +8,7 @@ Both live in the job's status, bounded: ``podRestarts`` (restart counts already 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from meson.stream.types import ReplicaPod
@@ -62,7 +62,3 @@ class RestartLog:
 
     def wire(self) -> list[list[int]]:
         return [[s, c] for s, c in sorted(self.buckets.items())]
-
-    @staticmethod
-    def merge(entries: Iterable[list[int]]) -> list[list[int]]:
-        return sorted(entries)
