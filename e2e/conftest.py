@@ -96,6 +96,16 @@ def queues(cluster: Cluster) -> Iterator[list[str]]:
         cluster.kubectl("delete", "queue.meson.dev", *made, "--wait=false", check=False)
 
 
+@pytest.fixture(scope="module")
+def priority_classes(cluster: Cluster) -> Iterator[tuple[str, str]]:
+    """A low (10) and a high (1000) PriorityClass."""
+    low, high = f"meson-e2e-low-{uuid.uuid4().hex[:6]}", f"meson-e2e-high-{uuid.uuid4().hex[:6]}"
+    for name, value in ((low, 10), (high, 1000)):
+        cluster.kubectl("create", "priorityclass", name, f"--value={value}")
+    yield low, high
+    cluster.kubectl("delete", "priorityclass", low, high, "--wait=false", check=False)
+
+
 @pytest.fixture
 def namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (its pods go with it)."""

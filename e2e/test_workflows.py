@@ -5,9 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 
-import pytest
 from kubernetes import client
 
 from e2e.cluster.controlplane import NodeShape
@@ -28,15 +26,6 @@ from e2e.helpers import (
 from e2e.operator import OperatorProcess
 from meson.api.quantity import canonical
 from meson.workflow.status import QUEUE_POSITIONS_MAX
-
-
-@pytest.fixture(scope="module")
-def priority_classes(cluster: Cluster) -> Iterator[tuple[str, str]]:
-    low, high = f"meson-e2e-low-{uid()}", f"meson-e2e-high-{uid()}"
-    for name, value in ((low, 10), (high, 1000)):
-        cluster.kubectl("create", "priorityclass", name, f"--value={value}")
-    yield low, high
-    cluster.kubectl("delete", "priorityclass", low, high, "--wait=false", check=False)
 
 
 def ts(t) -> float:

@@ -41,6 +41,7 @@ class Fault:
             "translate": "TranslateFailed",
             "write": "WriteFailed",
             "create": "CreateFailed",
+            "revision": "RevisionWriteFailed",
         }.get(self.stage, "Failed")
 
 
@@ -70,14 +71,16 @@ class Faults:
         self.clear(kind, key, stage)
         return result
 
-    async def guard_write(self, kind: str, key: Hashable, write: Awaitable[Any]) -> None:
+    async def guard_write(
+        self, kind: str, key: Hashable, write: Awaitable[Any], stage: str = "write"
+    ) -> None:
         """Await a write; on an exception record the fault (the object's alone) instead of raising."""
         try:
             await write
         except Exception as exc:  # isolation: a write that fails is that object's fault only
-            self.record(kind, key, "write", exc)
+            self.record(kind, key, stage, exc)
         else:
-            self.clear(kind, key, "write")
+            self.clear(kind, key, stage)
 
     def record(self, kind: str, key: Hashable, stage: str, exc: BaseException) -> Fault:
         fault = Fault(kind, stage, describe(exc))
@@ -95,7 +98,7 @@ class Faults:
 
     def of(self, kind: str, key: Hashable) -> Fault | None:
         """The current fault of an object, if any (the first stage that failed)."""
-        for stage in ("plan", "translate", "create", "write"):
+        for stage in ("plan", "translate", "create", "write", "revision"):
             fault = self._current.get((kind, key, stage))
             if fault is not None:
                 return fault

@@ -151,11 +151,13 @@ class StreamJobs:
         for revision, template in p.record_revisions.items():
             if revision not in known:
                 out.append(
-                    self.loop.faults.guard_write(KIND, key, self._record(key, job, revision, template))
+                    self.loop.faults.guard_write(
+                        KIND, key, self._record(key, job, revision, template), "revision"
+                    )
                 )
         for revision in p.forget_revisions:
             if revision in known:
-                out.append(self.loop.faults.guard_write(KIND, key, self._forget(key, revision)))
+                out.append(self.loop.faults.guard_write(KIND, key, self._forget(key, revision), "revision"))
         return out
 
     async def _record(self, key: Key, job: dict, revision: str, template: dict) -> None:

@@ -122,10 +122,8 @@ class Writer:
 
     async def create_revision(self, namespace: str, body: dict) -> dict | None:
         """A StreamJob's ControllerRevision (None: it existed already)."""
-        created = await self.run(
-            kube.create, self.clients.apps.create_namespaced_controller_revision, namespace, body,
-            _preload_content=False,
-        )  # fmt: skip
+        create = self.clients.apps.create_namespaced_controller_revision
+        created = await self.run(lambda: kube.create(create, namespace, body, _preload_content=False))
         return None if created is None else json.loads(created.data)
 
     async def delete_revision(self, namespace: str, name: str) -> None:
