@@ -5,6 +5,8 @@ over batch."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from kubernetes import client
 
@@ -151,3 +153,83 @@ def test_a_high_priority_stream_job_preempts_low_priority_steps(
     assert preempted, "no step was preempted"
     assert all((s.get("attempts") or 1) == 1 for s in wf["status"]["steps"]), "a preemption used a retry"
     cluster.kubectl("delete", "streamjob", "urgent", "-n", namespace, "--wait=false")
+
+
+def meson_cli(cluster: Cluster, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "meson.cli", *args],
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def ready_pods(core: client.CoreV1Api, namespace: str, name: str) -> list[client.V1Pod]:
+    return [
+        p
+        for p in live(job_pods(core, namespace, name))
+        if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+    ]
+
+
+def test_an_update_that_never_becomes_ready_is_rolled_back_and_manual_rollback_works(
+    cluster: Cluster, operator: OperatorProcess, core, custom, namespace: str, queues
+) -> None:
+    q = f"rollback-{uid()}"
+    queues.append(q)
+    apply(cluster, queue(q, cpu=4))
+    apply(cluster, streamjob("proc", q, replicas=2, progressDeadlineSeconds=8), namespace=namespace)
+    wait_for(lambda: status(custom, namespace, "proc").get("stableRevision"), 60, "a stable revision")
+    stable = status(custom, namespace, "proc")["stableRevision"]
+
+    bad = json.loads(json.dumps(streamjob("x", q)["spec"]["template"]))
+    bad["metadata"]["annotations"]["sim.meson.dev/never-ready"] = "true"
+    bad["spec"]["containers"][0]["image"] = "busybox:broken"
+    with Sampler(
+        lambda: None if len(ready_pods(core, namespace, "proc")) >= 2 else "old pods stopped serving"
+    ) as s:
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "streamjobs", "proc", {"spec": {"template": bad}}
+        )
+
+        def rolled_back() -> dict | None:
+            st = status(custom, namespace, "proc")
+            cond = next((c for c in st.get("conditions") or [] if c["type"] == "Progressing"), {})
+            done = st.get("phase") == "Running" and st.get("currentRevision") == stable
+            return st if done and cond.get("reason") == "RolledBack" else None
+
+        st = wait_for(rolled_back, 90, "the automatic rollback")
+    assert s.violations == [], s.violations[:3]
+    assert st.get("failedRevision") and st["failedRevision"] != stable
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=proc"
+    ).stdout
+    assert "RolledBack" in events
+
+    # A good update, then `meson streamjob rollback` returns to the previous template.
+    good = json.loads(json.dumps(streamjob("x", q)["spec"]["template"]))
+    good["spec"]["containers"][0]["image"] = "busybox:2"
+    good["metadata"]["annotations"]["sim.meson.dev/never-ready"] = None  # a merge patch: null removes it
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "streamjobs", "proc", {"spec": {"template": good}}
+    )
+    wait_for(
+        lambda: status(custom, namespace, "proc").get("stableRevision") not in (None, stable),
+        90,
+        "the good update",
+    )
+    assert "rollback" in meson_cli(cluster, "streamjob", "rollback", "proc", "-n", namespace)
+    wait_for(
+        lambda: (
+            status(custom, namespace, "proc").get("stableRevision") == stable
+            and status(custom, namespace, "proc").get("phase") == "Running"
+        ),
+        90,
+        "the manual rollback",
+    )
+    images = {p.spec.containers[0].image for p in live(job_pods(core, namespace, "proc"))}
+    assert images == {"busybox:1"}, images
+    cluster.kubectl("delete", "streamjob", "proc", "-n", namespace, "--wait=false")

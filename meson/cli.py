@@ -5,16 +5,53 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
-OPERATIONS = {
-    "suspend": ("admit no new steps; running steps go on", {"spec": {"suspend": True}}),
-    "resume": ("undo suspend", {"spec": {"suspend": False}}),
-    "stop": (
-        "start no new steps, let running ones finish, run the exit step",
-        {"spec": {"shutdown": "Stop"}},
-    ),
-    "terminate": ("kill running steps now; the exit step does not run", {"spec": {"shutdown": "Terminate"}}),
+WORKFLOW_HELP = {
+    "suspend": "admit no new steps; running steps go on",
+    "resume": "undo suspend",
+    "stop": "start no new steps, let running ones finish, run the exit step",
+    "terminate": "kill running steps now; the exit step does not run",
+    "restart": "rerun the failed steps on the same object; successful steps are kept",
 }
+STREAMJOB_HELP = {
+    "suspend": "delete the job's pods and free its quota; the spec is kept",
+    "resume": "deploy it again (its replicas are admitted through the queue)",
+    "restart": "clear a Failed job (restart budget exceeded) and redeploy",
+    "rollback": "roll the pod template back to the last stable revision",
+}
+
+
+def _workflow_change(operation: str, wf: dict, clients: Any) -> dict:
+    spec = wf.get("spec") or {}
+    return {
+        "suspend": {"suspend": True},
+        "resume": {"suspend": False},
+        "stop": {"shutdown": "Stop"},
+        "terminate": {"shutdown": "Terminate"},
+        "restart": {"restarts": int(spec.get("restarts", 0)) + 1, "shutdown": None},
+    }[operation]
+
+
+def _streamjob_change(operation: str, job: dict, clients: Any) -> dict:
+    from meson.adapters import kube
+
+    spec = job.get("spec") or {}
+    if operation in ("suspend", "resume"):
+        return {"desiredState": "Suspended" if operation == "suspend" else "Running"}
+    if operation == "restart":
+        return {"restarts": int(spec.get("restarts", 0)) + 1}
+    status = job.get("status") or {}
+    target = status.get("stableRevision")
+    if not target or target == status.get("currentRevision"):
+        target = status.get("previousRevision")
+    if not target:
+        raise SystemExit(
+            f"error: streamjob {job['metadata']['name']} has no earlier revision to roll back to"
+        )
+    name = f"{job['metadata']['name']}-{target}"
+    revision = kube.call(clients.apps.read_namespaced_controller_revision, name, job["metadata"]["namespace"])
+    return {"template": revision.data["template"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,45 +120,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     wf = sub.add_parser("workflow", help="operate on a running Workflow")
     wf_sub = wf.add_subparsers(dest="operation", required=True)
-    for name, (help_text, _) in OPERATIONS.items():
+    for name, help_text in WORKFLOW_HELP.items():
         p = wf_sub.add_parser(name, help=help_text)
         p.add_argument("name")
         p.add_argument("-n", "--namespace", default="default")
-    p = wf_sub.add_parser(
-        "restart", help="rerun the failed steps on the same object; successful steps are kept"
-    )
-    p.add_argument("name")
-    p.add_argument("-n", "--namespace", default="default")
+    sj = sub.add_parser("streamjob", help="operate on a StreamJob")
+    sj_sub = sj.add_subparsers(dest="operation", required=True)
+    for name, help_text in STREAMJOB_HELP.items():
+        p = sj_sub.add_parser(name, help=help_text)
+        p.add_argument("name")
+        p.add_argument("-n", "--namespace", default="default")
     return parser
 
 
-def workflow_operation(operation: str, name: str, namespace: str) -> int:
+def operate(plural: str, operation: str, name: str, namespace: str) -> int:
+    """Read the object, then patch it with the resourceVersion read: a concurrent change is a 409, and
+    the change is computed again from the fresh object (nothing is lost or applied twice)."""
     from meson.adapters import kube
 
     clients = kube.Clients.from_config(kube.load_client_config())
-    path = (kube.GROUP, kube.VERSION, namespace, "workflows", name)
+    path = (kube.GROUP, kube.VERSION, namespace, plural, name)
+    change = _workflow_change if plural == "workflows" else _streamjob_change
+    kind = plural.rstrip("s")
     for _ in range(10):
-        if operation == "restart":
-            # Read, then write with the version read: a concurrent restart is a 409, and we read again.
-            wf = kube.call(clients.custom.get_namespaced_custom_object, *path)
-            body = {
-                "metadata": {"resourceVersion": wf["metadata"]["resourceVersion"]},
-                "spec": {"restarts": int(wf["spec"].get("restarts", 0)) + 1, "shutdown": None},
-            }
-        else:
-            body = OPERATIONS[operation][1]
         try:
+            obj = kube.call(clients.custom.get_namespaced_custom_object, *path)
+            body = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}}
+            body["spec"] = change(operation, obj, clients)
             kube.call(clients.custom.patch_namespaced_custom_object, *path, body)
         except kube.ApiException as e:
             if e.status == 409:
                 continue
             if e.status == 404:
-                print(f"error: workflow {name} not found in namespace {namespace}", file=sys.stderr)
+                print(f"error: {kind} {name} not found in namespace {namespace}", file=sys.stderr)
                 return 1
             raise
-        print(f"workflow.meson.dev/{name} {operation}")
+        print(f"{kind}.meson.dev/{name} {operation}")
         return 0
-    print(f"error: workflow {name} kept changing; {operation} not applied", file=sys.stderr)
+    print(f"error: {kind} {name} kept changing; {operation} not applied", file=sys.stderr)
     return 1
 
 
@@ -158,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             ),
         )
     if args.command == "workflow":
-        return workflow_operation(args.operation, args.name, args.namespace)
+        return operate("workflows", args.operation, args.name, args.namespace)
+    if args.command == "streamjob":
+        return operate("streamjobs", args.operation, args.name, args.namespace)
     parser.print_help()
     return 0
 
