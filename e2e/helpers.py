@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -105,3 +107,16 @@ def steps_by_instance(wf: dict) -> dict[str, dict]:
 
 def workflow_pods(core: client.CoreV1Api, namespace: str, name: str) -> list[client.V1Pod]:
     return core.list_namespaced_pod(namespace, label_selector=f"meson.dev/workflow={name}").items
+
+
+def meson_cli(cluster: Cluster, *args: str) -> str:
+    """The `meson` command a user runs (kubeconfig from $KUBECONFIG); its output, or a failure with stderr."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "meson.cli", *args],
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout

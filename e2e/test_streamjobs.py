@@ -5,8 +5,6 @@ over batch."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from kubernetes import client
 
@@ -15,6 +13,7 @@ from e2e.helpers import (
     GROUP,
     VERSION,
     apply,
+    meson_cli,
     queue,
     step,
     uid,
@@ -153,18 +152,6 @@ def test_a_high_priority_stream_job_preempts_low_priority_steps(
     assert preempted, "no step was preempted"
     assert all((s.get("attempts") or 1) == 1 for s in wf["status"]["steps"]), "a preemption used a retry"
     cluster.kubectl("delete", "streamjob", "urgent", "-n", namespace, "--wait=false")
-
-
-def meson_cli(cluster: Cluster, *args: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "meson.cli", *args],
-        env=cluster.env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 def ready_pods(core: client.CoreV1Api, namespace: str, name: str) -> list[client.V1Pod]:

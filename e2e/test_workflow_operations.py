@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -16,6 +14,7 @@ from e2e.helpers import (
     VERSION,
     apply,
     get_workflow,
+    meson_cli,
     queue,
     step,
     steps_by_instance,
@@ -36,18 +35,6 @@ def q(cluster: Cluster, operator: OperatorProcess) -> Iterator[str]:
     apply(cluster, queue(name, cpu=64))
     yield name
     cluster.kubectl("delete", "queue.meson.dev", name, "--wait=false", check=False)
-
-
-def meson_cli(cluster: Cluster, *args: str) -> str:
-    """The `meson` command a user runs (kubeconfig from $KUBECONFIG)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "meson.cli", *args],
-        env=cluster.env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return proc.stdout
 
 
 def test_suspend_admits_nothing_until_resumed(cluster: Cluster, core, custom, namespace: str, q: str) -> None:

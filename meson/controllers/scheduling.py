@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,22 +235,49 @@ class SchedulingLoop:
             )
             for req in p.admitted
         ]
-        pending, held = [], {}
-        for req in p.pending:
+        inputs.plans[key] = p
+        self.offer(WORKFLOW, key, p.pending, admitted, (queue_name, priority, hold), p.wake_at, now, inputs)
+
+    def offer(
+        self,
+        kind: str,
+        key: Key,
+        pending: list[InstanceRequest],
+        admitted: list[AdmittedWorkload],
+        placement: tuple[str, int, str | None],
+        wake_at: float | None,
+        now: float,
+        inputs: _Inputs,
+    ) -> None:
+        """Add one object's requests to the cycle: ``placement`` is (queue, priority, why it is held back
+        before the core, if it is); a request refused by the API server a moment ago waits out its backoff."""
+        queue, priority, hold = placement
+        for req in pending:
             reason = hold or self.refusal_hold(req.key, now, inputs.wakes)
             if reason is not None:
-                held[req.key] = (0, reason)
+                inputs.held[req.key] = (0, reason)
             else:
-                pending.append(self.workload(req, queue_name, priority))
-        inputs.plans[key] = p
-        inputs.admitted += admitted
-        inputs.pending += pending
-        inputs.held.update(held)
-        for req in p.pending:
-            inputs.requests[req.key] = (WORKFLOW, key, req)
+                inputs.pending.append(self.workload(req, queue, priority))
+            inputs.requests[req.key] = (kind, key, req)
             self._ready_since.setdefault(req.key, now)
-        if p.wake_at is not None:
-            inputs.wakes.append(p.wake_at)
+        inputs.admitted += admitted
+        if wake_at is not None:
+            inputs.wakes.append(wake_at)
+
+    @staticmethod
+    def waiting(
+        inputs: _Inputs, decisions, kind: str
+    ) -> Iterator[tuple[Key, InstanceRequest, tuple[int, str]]]:
+        """The requests of ``kind`` not admitted this cycle, with their (queue position, reason)."""
+        for request_key, (owner_kind, key, req) in inputs.requests.items():
+            if owner_kind != kind:
+                continue
+            info = inputs.held.get(request_key)
+            if info is None and request_key in decisions.pending:
+                pi = decisions.pending[request_key]
+                info = (pi.position, pi.reason)
+            if info is not None:
+                yield key, req, info
 
     @staticmethod
     def workload(req: InstanceRequest, queue: str, priority: int) -> Workload:
@@ -408,15 +435,8 @@ class SchedulingLoop:
     # --- stage 4: write status ---------------------------------------------------------------------
     async def _write_status(self, inputs: _Inputs, decisions, now: float) -> int:
         positions: dict[Key, dict[str, tuple[int, str]]] = defaultdict(dict)
-        for request_key, (kind, key, req) in inputs.requests.items():
-            if kind != WORKFLOW:
-                continue
-            info = inputs.held.get(request_key)
-            if info is None and request_key in decisions.pending:
-                pi = decisions.pending[request_key]
-                info = (pi.position, pi.reason)
-            if info is not None:
-                positions[key][req.instance] = info
+        for key, req, info in self.waiting(inputs, decisions, WORKFLOW):
+            positions[key][req.instance] = info
         writes = inputs.writes
         for key, p in inputs.plans.items():
             wf = self.store.workflows.get(key)

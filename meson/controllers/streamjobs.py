@@ -67,21 +67,8 @@ class StreamJobs:
             )
             for req in p.admitted
         ]
-        pending, held = [], {}
-        for req in p.pending:
-            reason = hold or self.loop.refusal_hold(req.key, now, inputs.wakes)
-            if reason is not None:
-                held[req.key] = (0, reason)
-            else:
-                pending.append(self.loop.workload(req, queue, priority))
         self.plans[key] = p
-        inputs.admitted += admitted
-        inputs.pending += pending
-        inputs.held.update(held)
-        for req in p.pending:
-            inputs.requests[req.key] = (KIND, key, req)
-        if p.wake_at is not None:
-            inputs.wakes.append(p.wake_at)
+        self.loop.offer(KIND, key, p.pending, admitted, (queue, priority, hold), p.wake_at, now, inputs)
 
     # --- acting ------------------------------------------------------------------------------------
     def deletions(self, victims: dict) -> list[Coroutine[Any, Any, None]]:
@@ -100,16 +87,9 @@ class StreamJobs:
 
     def status_writes(self, inputs: _Inputs, decisions: Any) -> list[Coroutine[Any, Any, None]]:
         waiting: dict[Key, list[str]] = {}
-        for request_key, (kind, key, req) in inputs.requests.items():
-            if kind != KIND:
-                continue
-            info = inputs.held.get(request_key)
-            if info is None and request_key in decisions.pending:
-                pi = decisions.pending[request_key]
-                info = (pi.position, pi.reason)
-            if info is not None:
-                where = f" (position {info[0]})" if info[0] else ""
-                waiting.setdefault(key, []).append(f"replica {req.index}{where}: {info[1]}")
+        for key, req, info in self.loop.waiting(inputs, decisions, KIND):
+            where = f" (position {info[0]})" if info[0] else ""
+            waiting.setdefault(key, []).append(f"replica {req.index}{where}: {info[1]}")
         writes = []
         for key, p in self.plans.items():
             job = self.store.streamjobs.get(key)
