@@ -14,6 +14,7 @@ from meson.workflow.compiled import (
 from meson.workflow.instances import (
     _Inst,
 )
+from meson.workflow.types import FAILURE_KINDS
 
 
 class Advancing:
@@ -61,7 +62,10 @@ class Advancing:
                 inst.end = self.since_start(self.now)
                 inst.retry_at = None
                 inst.message = f"{inst.reason}: not retried: {why}"
-                self.event(True, "StepFailed", f"{inst.id}: failed ({inst.reason}), not retried: {why}")
+                # The failure it was to retry (read back from the status: a known kind only).
+                kind = inst.reason if inst.reason in FAILURE_KINDS else None
+                text = f"{inst.id}: failed ({inst.reason}), not retried: {why}"
+                self.event(True, "StepFailed", text, kind)  # type: ignore[arg-type]
             elif inst.phase == "Running" and how in ("kill", "terminate"):
                 inst.phase = "Failed"
                 inst.end = self.since_start(self.now)

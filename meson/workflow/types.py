@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 __all__ = [
     "LIVE_POD_PHASES",
@@ -15,6 +15,8 @@ __all__ = [
 ]
 
 FailureKind = Literal["FailedExit", "NodeLost", "Evicted", "Timeout", "Preempted"]
+#: Every :data:`FailureKind` (to check a kind read back from a persisted status).
+FAILURE_KINDS: frozenset[str] = frozenset(get_args(FailureKind))
 
 #: Pod phases of a pod that still holds (or may hold) its resources.
 LIVE_POD_PHASES = frozenset({"Pending", "Running", "Unknown"})

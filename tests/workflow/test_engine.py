@@ -679,6 +679,9 @@ def test_stop_during_a_retry_backoff_fails_the_step_without_retrying():
     result = c.cycle()
     assert result.finished and c.phase("s") == "Failed"
     assert c.entry("s")["message"] == "FailedExit: not retried: stopped" and c.launches == [("s", 1, 1)]
+    assert [(e.reason, e.failure) for e in result.events if e.reason == "StepFailed"] == [
+        ("StepFailed", "FailedExit")
+    ]
 
 
 def test_suspend_during_a_retry_backoff_holds_the_next_attempt():
