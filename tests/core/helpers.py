@@ -20,14 +20,16 @@ def cpu(cores: float) -> Resources:
     return Resources(cpu=int(cores * 1000))
 
 
-def queue(name: str, parent: str | None = None, g: float = 0, limit: float | None = None,
-          **kw) -> QueueConfig:
+def queue(
+    name: str, parent: str | None = None, g: float = 0, limit: float | None = None, **kw
+) -> QueueConfig:
     lim = None if limit is None else cpu(limit)
     return QueueConfig(name, parent=parent, guaranteed=cpu(g), limit=lim, **kw)
 
 
-def wl(key: str, q: str, cores: float = 1, prio: int = 0, created: float = 0.0, pods: int = 1,
-       **kw) -> Workload:
+def wl(
+    key: str, q: str, cores: float = 1, prio: int = 0, created: float = 0.0, pods: int = 1, **kw
+) -> Workload:
     return Workload(key, q, prio, created, cpu(cores), pods, **kw)
 
 
@@ -39,9 +41,14 @@ def node(name: str, cores: float, free: float | None = None) -> NodeCapacity:
     return NodeCapacity(name, cpu(cores), cpu(cores if free is None else free))
 
 
-def cycle(queues: Sequence[QueueConfig], pending: Iterable[Workload],
-          admitted: Iterable[AdmittedWorkload] = (), now: float = 0.0, sched: Scheduler | None = None,
-          **kw) -> Decisions:
+def cycle(
+    queues: Sequence[QueueConfig],
+    pending: Iterable[Workload],
+    admitted: Iterable[AdmittedWorkload] = (),
+    now: float = 0.0,
+    sched: Scheduler | None = None,
+    **kw,
+) -> Decisions:
     return (sched or Scheduler()).cycle(Snapshot(now, list(queues), list(pending), list(admitted), **kw))
 
 

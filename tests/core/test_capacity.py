@@ -13,8 +13,9 @@ def test_admission_respects_free_node_capacity():
 
 
 def test_a_pod_larger_than_every_node_never_fits():
-    d = cycle(QS, [wl("giant", "a", cores=16), wl("ok", "a", created=1)],
-              nodes=[node("n1", 8), node("n2", 12)])
+    d = cycle(
+        QS, [wl("giant", "a", cores=16), wl("ok", "a", created=1)], nodes=[node("n1", 8), node("n2", 12)]
+    )
     assert d.pending["giant"].never_fits
     assert d.pending["giant"].reason == "never fits: a pod needs cpu 16, more than any node can offer"
     assert admitted_keys(d) == ["ok"]

@@ -7,16 +7,21 @@ from .helpers import admitted_keys, cycle, queue, wl
 
 def test_higher_priority_goes_first_then_oldest():
     qs = [queue("a", g=2)]
-    d = cycle(qs, [wl("old-low", "a", prio=0, created=0), wl("new-high", "a", prio=9, created=5),
-                   wl("old-high", "a", prio=9, created=1)])
+    d = cycle(
+        qs,
+        [
+            wl("old-low", "a", prio=0, created=0),
+            wl("new-high", "a", prio=9, created=5),
+            wl("old-high", "a", prio=9, created=1),
+        ],
+    )
     assert admitted_keys(d) == ["old-high", "new-high"]
     assert d.pending["old-low"].position == 1
 
 
 def test_strict_fifo_blocks_behind_the_head():
     qs = [queue("a", g=4, strategy="StrictFIFO")]
-    d = cycle(qs, [wl("big", "a", cores=5, created=0), wl("small", "a", cores=1, created=1)],
-              [])
+    d = cycle(qs, [wl("big", "a", cores=5, created=0), wl("small", "a", cores=1, created=1)], [])
     # big can never fit: it must not block the queue forever
     assert d.pending["big"].never_fits and admitted_keys(d) == ["small"]
 
@@ -31,8 +36,11 @@ def test_strict_fifo_blocks_behind_the_head():
 
 def test_best_effort_lets_smaller_workloads_that_fit_go_ahead():
     qs = [queue("a", g=4, strategy="BestEffortFIFO")]
-    d = cycle(qs, [wl("big", "a", cores=3, created=0), wl("s0", "a", created=1), wl("s1", "a", created=2)],
-              [_run("r", "a", 2)])
+    d = cycle(
+        qs,
+        [wl("big", "a", cores=3, created=0), wl("s0", "a", created=1), wl("s1", "a", created=2)],
+        [_run("r", "a", 2)],
+    )
     assert admitted_keys(d) == ["s0", "s1"]
     assert d.pending["big"].position == 1
 
@@ -50,8 +58,11 @@ def test_best_effort_head_that_waited_too_long_reserves_its_capacity():
 def test_within_guarantee_admissions_go_before_borrowing_ones():
     qs = [queue("co"), queue("a", "co", g=2), queue("b", "co", g=2)]
     # a is already at its guarantee; b is empty. b's workload is newer but not borrowing.
-    d = cycle(qs, [wl("a-borrow", "a", cores=2, prio=100, created=0), wl("b-own", "b", cores=2, created=5)],
-              [_run("a0", "a", 2)])
+    d = cycle(
+        qs,
+        [wl("a-borrow", "a", cores=2, prio=100, created=0), wl("b-own", "b", cores=2, created=5)],
+        [_run("a0", "a", 2)],
+    )
     assert admitted_keys(d) == ["b-own"]
 
 

@@ -34,16 +34,21 @@ def queue_trees(draw) -> list[QueueConfig]:
         for i in range(draw(st.integers(2, 4))):
             g = draw(st.integers(0, 6))
             lim = draw(st.one_of(st.none(), st.integers(g, g + 8)))
-            queues.append(QueueConfig(
-                f"{root}.q{i}", parent=draw(st.sampled_from(parents)),
-                guaranteed=Resources(cpu=g * 1000, memory=g * GIB),
-                limit=None if lim is None else Resources(cpu=lim * 1000, memory=lim * GIB),
-                weight=draw(st.sampled_from([1.0, 2.0, 3.0])),
-                strategy=draw(st.sampled_from(["StrictFIFO", "BestEffortFIFO"])),
-                preempt_within_queue=draw(st.sampled_from(["Never", "LowerPriority"])),
-                reclaim_borrowed=draw(st.booleans()),
-                max_admitted=draw(st.sampled_from([None, None, 2])),
-                admission_rate=draw(st.sampled_from([None, None, 2.0])), admission_burst=3))
+            queues.append(
+                QueueConfig(
+                    f"{root}.q{i}",
+                    parent=draw(st.sampled_from(parents)),
+                    guaranteed=Resources(cpu=g * 1000, memory=g * GIB),
+                    limit=None if lim is None else Resources(cpu=lim * 1000, memory=lim * GIB),
+                    weight=draw(st.sampled_from([1.0, 2.0, 3.0])),
+                    strategy=draw(st.sampled_from(["StrictFIFO", "BestEffortFIFO"])),
+                    preempt_within_queue=draw(st.sampled_from(["Never", "LowerPriority"])),
+                    reclaim_borrowed=draw(st.booleans()),
+                    max_admitted=draw(st.sampled_from([None, None, 2])),
+                    admission_rate=draw(st.sampled_from([None, None, 2.0])),
+                    admission_burst=3,
+                )
+            )
     return queues
 
 
@@ -55,17 +60,29 @@ def scenarios(draw):
     trace = []
     for i in range(draw(st.integers(1, 30))):
         cores = draw(st.integers(1, 4))
-        w = wl(f"w{i:02d}", draw(st.sampled_from(leaves)), cores=cores, prio=draw(st.integers(0, 3)),
-               created=draw(st.integers(0, 40)) / 2, pods=draw(st.integers(1, 3)), gang=draw(st.booleans()),
-               preemptible=draw(st.integers(0, 5)) > 0)
+        w = wl(
+            f"w{i:02d}",
+            draw(st.sampled_from(leaves)),
+            cores=cores,
+            prio=draw(st.integers(0, 3)),
+            created=draw(st.integers(0, 40)) / 2,
+            pods=draw(st.integers(1, 3)),
+            gang=draw(st.booleans()),
+            preemptible=draw(st.integers(0, 5)) > 0,
+        )
         trace.append(TraceItem(w, draw(st.integers(1, 10)) / 2))
     nodes = None
     if draw(st.booleans()):
         sizes = draw(st.lists(st.integers(2, 16), min_size=1, max_size=3))
         slots = draw(st.sampled_from([0, 3, 110]))  # pod slots per node; 0: not reported
-        nodes = [NodeCapacity(f"n{i}", Resources(cpu=c * 1000, memory=64 * GIB, pods=slots),
-                              Resources(cpu=c * 1000, memory=64 * GIB, pods=slots))
-                 for i, c in enumerate(sizes)]
+        nodes = [
+            NodeCapacity(
+                f"n{i}",
+                Resources(cpu=c * 1000, memory=64 * GIB, pods=slots),
+                Resources(cpu=c * 1000, memory=64 * GIB, pods=slots),
+            )
+            for i, c in enumerate(sizes)
+        ]
     return queues, trace, nodes, draw(st.sampled_from([None, 5.0]))
 
 
@@ -133,8 +150,15 @@ class Checker:
 
 def run(queues, trace, nodes, global_rate) -> tuple[Checker, object]:
     checker = Checker(queues)
-    res = Simulator(queues, trace, scheduler=Scheduler(reserve_after=10.0), nodes=nodes,
-                    global_rate=global_rate, global_burst=4, on_cycle=checker).run(max_cycles=20_000)
+    res = Simulator(
+        queues,
+        trace,
+        scheduler=Scheduler(reserve_after=10.0),
+        nodes=nodes,
+        global_rate=global_rate,
+        global_burst=4,
+        on_cycle=checker,
+    ).run(max_cycles=20_000)
     return checker, res
 
 
@@ -177,9 +201,15 @@ def lending_states(draw):
     n = draw(st.integers(2, 4))
     gs = [draw(st.integers(1, 6)) for _ in range(n)]
     queues = [QueueConfig("co")] + [
-        QueueConfig(f"q{i}", "co", guaranteed=Resources(cpu=g * 1000), reclaim_borrowed=True,
-                    preempt_within_queue=draw(st.sampled_from(["Never", "LowerPriority"])))
-        for i, g in enumerate(gs)]
+        QueueConfig(
+            f"q{i}",
+            "co",
+            guaranteed=Resources(cpu=g * 1000),
+            reclaim_borrowed=True,
+            preempt_within_queue=draw(st.sampled_from(["Never", "LowerPriority"])),
+        )
+        for i, g in enumerate(gs)
+    ]
     pool = sum(gs)
     running: list[AdmittedWorkload] = []
     used = 0

@@ -30,8 +30,13 @@ def test_without_a_limit_a_queue_borrows_up_to_the_parents_pool():
 
 
 def test_parent_limit_caps_the_whole_subtree():
-    qs = [queue("cluster", g=40), queue("org", "cluster", limit=10), queue("x", "org", g=3),
-          queue("y", "org", g=3), queue("other", "cluster", g=4)]
+    qs = [
+        queue("cluster", g=40),
+        queue("org", "cluster", limit=10),
+        queue("x", "org", g=3),
+        queue("y", "org", g=3),
+        queue("other", "cluster", g=4),
+    ]
     d = cycle(qs, [wl(f"{q}{i}", q, created=i) for q in "xy" for i in range(8)])
     assert len(d.admit) == 10
     assert "queue org has 0 free of limit 10" in d.pending["x7"].reason

@@ -3,8 +3,9 @@ from hypothesis import strategies as st
 
 from meson.core import ZERO, Resources
 
-vec = st.dictionaries(st.sampled_from(["cpu", "memory", "nvidia.com/gpu", "pods"]),
-                      st.integers(-10**12, 10**12)).map(Resources)
+vec = st.dictionaries(
+    st.sampled_from(["cpu", "memory", "nvidia.com/gpu", "pods"]), st.integers(-(10**12), 10**12)
+).map(Resources)
 
 
 def test_missing_names_read_as_zero_and_zero_entries_vanish():
