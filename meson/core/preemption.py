@@ -19,6 +19,10 @@ Safety rules, each of which a property test checks:
   preemptor fits, then every victim that is not needed after all is put back (highest priority,
   oldest first). Finding the *smallest* possible set is a knapsack problem; this greedy set is
   irreducible (no victim can be spared) and prefers cheap victims;
+* exactly enough victims when several workloads preempt in one cycle (or while earlier ones still
+  wait): a victim already chosen frees capacity for its own preemptor only and is never counted
+  again, and what it frees beyond that preemptor's need is there for the next one, which evicts
+  nothing if that covers it (see ``QuotaState``);
 * no ping-pong: a workload may not preempt one that has preempted it (the scheduler keeps that
   history), and within-queue preemption needs strictly higher priority, so the "preempts" relation
   has no cycles.
@@ -67,18 +71,23 @@ def choose_victims(
     """A minimal set of admitted workloads whose eviction lets ``preemptor`` fit its quota.
 
     ``excluded(victim)`` lets the scheduler rule out victims already being evicted and pairs that
-    would ping-pong. Usage in ``state`` is left as it was found.
+    would ping-pong. Fit is judged as it will be once the preemptions in progress are done (see
+    ``QuotaState``): a victim already chosen for another preemptor frees capacity only for that one,
+    and capacity they free beyond its need is there for this one, so None if the preemptor needs no
+    victim at all. Usage in ``state`` is left as it was found.
     """
     tree = state.tree
     leaf = preemptor.queue
     need = tree.charged(leaf, preemptor.total)  # quota counts only what the tree names
     within_guarantee = state.within_guarantee(leaf, need)
+    borrowing = not within_guarantee
+    if state.check(leaf, need, borrowing, after_evictions=True) is None:
+        return None  # the capacity being freed already covers it: wait, evict nothing more
     candidates = _candidates(state, preemptor, admitted_by_leaf, excluded, within_guarantee)
     if not candidates:
         return None
     candidates.sort(key=lambda c: _victim_order(c[0]))
 
-    borrowing = not within_guarantee
     removed: list[tuple[AdmittedWorkload, str]] = []
     fits = False
 
@@ -91,7 +100,7 @@ def choose_victims(
             continue  # that queue is back within its entitlement: the rest of it is guaranteed
         state.release(q, usage(a))
         removed.append((a, why))
-        if state.check(leaf, need, borrowing) is None:
+        if state.check(leaf, need, borrowing, after_evictions=True) is None:
             fits = True
             break
     if not fits:
@@ -103,7 +112,7 @@ def choose_victims(
     kept: list[tuple[AdmittedWorkload, str]] = []
     for a, why in reversed(removed):
         state.charge(a.workload.queue, usage(a))
-        if state.check(leaf, need, borrowing) is None:
+        if state.check(leaf, need, borrowing, after_evictions=True) is None:
             continue  # spared
         state.release(a.workload.queue, usage(a))
         kept.append((a, why))

@@ -191,18 +191,33 @@ class QueueTree:
 class QuotaState:
     """Usage and reservations per queue during one cycle, with the admission check.
 
-    ``held`` is capacity promised to preemptors waiting for their victims to exit; every admission
-    must leave room for it. ``guard`` is capacity reserved by blocked workloads (a queue reclaiming
-    its guarantee, or a head that has waited too long); only *borrowing* admissions must leave room
-    for it, so one queue's reservation never eats into another queue's guarantee.
+    A preemption in progress (``nominate``) is a preemptor waiting for its victims to exit. The
+    victims still run, so they stay in ``used``; they are also counted in ``evicting``, and the
+    preemptor's need in ``promised``. Two views follow:
+
+    * now (``check``): an admission must leave room for every waiting preemptor to enter once its
+      victims are gone, so per preemption a queue counts the larger of the victims' usage under it
+      and the preemptor's need; ``held`` is the part of the need that the victims' usage does not
+      already cover. Counting both would make the next preemptor evict more than it needs;
+    * once the victims have exited (``check(..., after_evictions=True)``, used to choose victims):
+      ``used - evicting + promised``. A preemptor that would fit then needs no victim of its own,
+      and victims already chosen are never counted again.
+
+    ``guard`` is capacity reserved by blocked workloads (a queue reclaiming its guarantee, or a head
+    that has waited too long); only *borrowing* admissions must leave room for it, so one queue's
+    reservation never eats into another queue's guarantee.
+
+    ``used``, ``held`` and ``guard`` only grow during the pass (fair-share keys rely on it).
     """
 
-    __slots__ = ("guard", "held", "tree", "used")
+    __slots__ = ("evicting", "guard", "held", "promised", "tree", "used")
 
     def __init__(self, tree: QueueTree) -> None:
         self.tree = tree
         self.used: dict[str, Vec] = {n: {} for n in tree.names}
         self.held: dict[str, Vec] = {}
+        self.promised: dict[str, Vec] = {}
+        self.evicting: dict[str, Vec] = {}
         self.guard: dict[str, Vec] = {}
 
     def _add(self, table: dict[str, Vec], leaf: str, amount: Mapping[str, int], sign: int) -> None:
@@ -219,30 +234,62 @@ class QuotaState:
     def release(self, leaf: str, amount: Mapping[str, int]) -> None:
         self._add(self.used, leaf, amount, -1)
 
-    def hold(self, leaf: str, amount: Mapping[str, int]) -> None:
-        self._add(self.held, leaf, amount, 1)
+    def nominate(
+        self, leaf: str, need: Mapping[str, int], victims: Sequence[tuple[str, Mapping[str, int]]]
+    ) -> None:
+        """A preemptor of ``leaf`` needing ``need`` waits for ``victims`` ((leaf, usage) pairs, still
+        running and still in ``used``) to exit."""
+        freed: dict[str, Vec] = {}
+        for q, amount in victims:
+            self._add(self.evicting, q, amount, 1)
+            self._add(freed, q, amount, 1)
+        self._add(self.promised, leaf, need, 1)
+        for a in self.tree.path[leaf]:
+            covered = freed.get(a, {})
+            d = self.held.setdefault(a, {})
+            for k, v in need.items():
+                extra = v - covered.get(k, 0)
+                if extra > 0:
+                    d[k] = d.get(k, 0) + extra
 
     def reserve(self, leaf: str, amount: Mapping[str, int]) -> None:
         self._add(self.guard, leaf, amount, 1)
 
     def within_guarantee(self, leaf: str, amount: Mapping[str, int]) -> bool:
-        """Would ``amount`` keep the leaf within its own guarantee (i.e. not borrow)?"""
+        """Would ``amount`` keep the leaf within its own guarantee (i.e. not borrow)? What is held
+        for the leaf's waiting preemptors counts: they will use that guarantee."""
         used = self.used[leaf]
+        h = self.held.get(leaf) if self.held else None
         g = self.tree.guaranteed_raw[leaf]
-        for k, v in amount.items():  # noqa: SIM110 - hot path, a plain loop is faster than all()
-            if used.get(k, 0) + v > g.get(k, 0):
+        for k, v in amount.items():
+            taken = used.get(k, 0)
+            if h:
+                taken += h.get(k, 0)
+            if taken + v > g.get(k, 0):
                 return False
         return True
 
     def borrowing(self, queue: str) -> bool:
-        """Is the queue's subtree using more than it is entitled to on some resource?"""
+        """Once the preemptions in progress are done, will the queue's subtree use more than it is
+        entitled to on some resource?"""
         e = self.tree.entitlement[queue]
-        return any(v > e.get(k, 0) for k, v in self.used[queue].items())
+        used = self.used[queue]
+        if self.evicting or self.promised:
+            used = dict(used)
+            for k, v in self.evicting.get(queue, {}).items():
+                used[k] = used.get(k, 0) - v
+            for k, v in self.promised.get(queue, {}).items():
+                used[k] = used.get(k, 0) + v
+        return any(v > e.get(k, 0) for k, v in used.items())
 
-    def check(self, leaf: str, amount: Mapping[str, int], borrowing: bool) -> QuotaBlock | None:
-        """None if ``amount`` can be admitted to ``leaf`` now, else the first constraint it hits."""
+    def check(
+        self, leaf: str, amount: Mapping[str, int], borrowing: bool, after_evictions: bool = False
+    ) -> QuotaBlock | None:
+        """None if ``amount`` can be admitted to ``leaf`` now (or, ``after_evictions``, once the
+        preemptions in progress are done), else the first constraint it hits."""
         tree = self.tree
-        held = self.held
+        held = self.promised if after_evictions else self.held
+        gone = self.evicting if after_evictions else {}
         guard = self.guard
         caps = tree.cap
         for a in tree.path[leaf]:
@@ -251,6 +298,7 @@ class QuotaState:
                 continue
             used = self.used[a]
             h = held.get(a)
+            e = gone.get(a)
             g = guard.get(a) if borrowing else None
             for k, v in amount.items():
                 c = cap.get(k)
@@ -259,6 +307,8 @@ class QuotaState:
                 taken = used.get(k, 0)
                 if h:
                     taken += h.get(k, 0)
+                if e:
+                    taken -= e.get(k, 0)
                 if g:
                     taken += g.get(k, 0)
                 if taken + v > c:

@@ -13,7 +13,9 @@ A cycle:
 2. Emit evictions for queues set to ``HoldAndDrain`` (repeated every cycle until the victims are
    gone, so the operator may apply them idempotently).
 3. Preemptors whose victims are all gone are admitted first, with the capacity they were promised.
-   Those still waiting keep that capacity held, so nobody else takes it in the meantime.
+   Those still waiting keep that capacity held, so nobody else takes it in the meantime; their
+   victims free it for them alone (``QuotaState.nominate``), so later preemptors evict only what
+   they need themselves.
 4. Every leaf queue offers its next candidate (see ``ordering``). Candidates are taken from a heap
    keyed by (borrows?, hierarchical DRF shares if borrowing, -priority, created, key): admissions
    within a queue's guarantee go first by priority; spare capacity goes to the sibling with the
@@ -34,6 +36,7 @@ therefore be reclaimed.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -169,6 +172,7 @@ class _Cycle:
         self.notes: dict[str, tuple[str, bool]] = {}
         self.waiting: dict[str, str] = {}  # preemptor still waiting for its victims -> reason
         self.in_flight: set[str] = set()  # victims already being evicted
+        self.waiting_victims: list[str] = []  # victims of earlier cycles' preemptors, still running
         self.wake: list[float] = []
         self.reason_cache: dict[QuotaBlock, str] = {}
         self.cursors: dict[str, QueueCursor] = {}
@@ -262,11 +266,8 @@ class _Cycle:
             alive = sorted(v for v in nom.victims if v in self.admitted_keys)
             if alive:
                 self.in_flight.update(alive)
-                # What a victim still uses is promised to its preemptor (held below): counting both
-                # would make the next preemptor evict more than it needs.
-                for victim in alive:
-                    self._release_victim(victim)
-                self.state.hold(w.queue, tree.charged(w.queue, w.total))
+                self.waiting_victims.extend(alive)
+                self._nominate(w, tree.charged(w.queue, w.total), [self.admitted_by_key[v] for v in alive])
                 names = ", ".join(alive[:3]) + (", ..." if len(alive) > 3 else "")
                 plural = "s" if len(alive) != 1 else ""
                 self.waiting[key] = f"waiting for {len(alive)} preempted workload{plural} to exit ({names})"
@@ -274,10 +275,14 @@ class _Cycle:
                 ready.append(w)
         return ready
 
-    def _release_victim(self, key: str) -> None:
-        a = self.admitted_by_key.get(key)
-        if a is not None and a.workload.queue in self.tree.config:
-            self.state.release(a.workload.queue, self.tree.charged(a.workload.queue, a.workload.total))
+    def _nominate(self, w: Workload, need: Resources, victims: Sequence[AdmittedWorkload]) -> None:
+        """Hold capacity for ``w`` until ``victims`` exit: they free it for ``w`` only (``QuotaState``)."""
+        tree = self.tree
+        self.state.nominate(
+            w.queue,
+            need,
+            [(v.queue, tree.charged(v.queue, v.workload.total)) for v in victims if v.queue in tree.config],
+        )
 
     def _admit_ready(self, ready: list[Workload]) -> None:
         """Ready preemptors go first: the capacity was freed for them."""
@@ -488,7 +493,7 @@ class _Cycle:
             sched._history[(w.key, victim.workload.key)] = now
             self.in_flight.add(victim.workload.key)
         sched._nominated[w.key] = _Nomination(w.queue, frozenset(v.workload.key for v in choice.victims), now)
-        self.state.hold(w.queue, total)
+        self._nominate(w, total, choice.victims)
         n = len(choice.victims)
         self.notes[w.key] = (f"preempting {n} workload{'s' if n != 1 else ''}: {reason}", False)
         return True
@@ -509,6 +514,11 @@ class _Cycle:
             state.release(a.queue, tree.charged(a.queue, a.workload.total))  # the pass is over
             for q in tree.path[a.queue]:
                 count[q] -= 1
+        for key in self.waiting_victims:  # their usage is their preemptors' (counted as admitted)
+            a = running.get(key)
+            if a is not None and key not in gone:
+                gone.add(key)
+                state.release(a.queue, tree.charged(a.queue, a.workload.total))
         pending = dict.fromkeys(tree.names, 0)
         for leaf, items in self.index.by_leaf.items():
             for q in tree.path[leaf]:

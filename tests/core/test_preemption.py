@@ -2,7 +2,7 @@
 
 from meson.core import Scheduler, Snapshot
 
-from .helpers import admitted_keys, cycle, queue, running, wl
+from .helpers import admitted_keys, cpu, cycle, queue, running, wl
 
 
 def within(**kw):
@@ -10,9 +10,11 @@ def within(**kw):
 
 
 def test_higher_priority_evicts_the_fewest_lowest_priority_newest_victims():
-    run = [running(wl("low-old", "a", cores=2, prio=1), at=0),
-           running(wl("low-new", "a", cores=2, prio=1), at=5),
-           running(wl("lowest", "a", cores=0.5, prio=0), at=1)]
+    run = [
+        running(wl("low-old", "a", cores=2, prio=1), at=0),
+        running(wl("low-new", "a", cores=2, prio=1), at=5),
+        running(wl("lowest", "a", cores=0.5, prio=0), at=1),
+    ]
     qs = [queue("a", g=5, preempt_within_queue="LowerPriority")]
     d = cycle(qs, [wl("urgent", "a", cores=2, prio=10)], run, now=10)
     # 0.5 free; needs 2: evicting "lowest" alone is not enough, so it takes one prio-1 workload
@@ -63,8 +65,11 @@ def test_a_queue_below_its_guarantee_reclaims_what_it_lent():
 
 def test_reclaim_never_cuts_into_the_lenders_own_guarantee():
     # b borrows 1; a wants 4 of its 4 but only b's borrowed slice may be taken.
-    run = [running(wl("b-own", "b", cores=4), at=0), running(wl("b-extra", "b", cores=1), at=1),
-           running(wl("a0", "a", cores=1), at=0)]
+    run = [
+        running(wl("b-own", "b", cores=4), at=0),
+        running(wl("b-extra", "b", cores=1), at=1),
+        running(wl("a0", "a", cores=1), at=0),
+    ]
     d = cycle(reclaim_tree(), [wl("a-big", "a", cores=3)], run)
     assert [p.victim_key for p in d.preempt] == ["b-extra"]
 
@@ -95,14 +100,23 @@ def test_no_ping_pong_a_victim_may_not_preempt_its_preemptor_back():
     assert d.preempt == []
 
 
+def victims_by_preemptor(d) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for p in d.preempt:
+        out.setdefault(p.preemptor_key, []).append(p.victim_key)
+    return {k: sorted(v) for k, v in out.items()}
+
+
 def test_several_preemptors_in_one_cycle_evict_exactly_what_they_need():
     """Victims already chosen free capacity for their preemptor: the next preemptor must not count them
-    as still used (three 1-CPU preemptors once evicted six 1-CPU workloads)."""
+    as still used (it would evict two for one, and the third preemptor would find nothing left)."""
     q = queue("q", g=4, preempt_within_queue="LowerPriority")
     low = [running(wl(f"low-{i}", "q", prio=0), at=float(i)) for i in range(4)]
     high = [wl(f"high-{i}", "q", prio=10, created=10.0 + i) for i in range(3)]
     d = cycle([q], high, low, now=20.0)
-    assert len(d.preempt) == 3, [p.victim_key for p in d.preempt]
+    assert victims_by_preemptor(d) == {"high-0": ["low-3"], "high-1": ["low-2"], "high-2": ["low-1"]}
+    assert all(d.pending[h.key].reason.startswith("preempting 1 workload:") for h in high)
+    assert d.queues["q"].usage == cpu(1)  # low-0: victims are not counted, waiting preemptors not yet
 
 
 def test_reclaimers_in_one_cycle_take_back_exactly_what_they_lent():
@@ -112,7 +126,44 @@ def test_reclaimers_in_one_cycle_take_back_exactly_what_they_lent():
     borrowed = [running(wl(f"b-{i}", "borrower"), at=float(i)) for i in range(4)]
     reclaimers = [wl(f"r-{i}", "lender", created=10.0 + i) for i in range(3)]
     d = cycle([org, lender, borrower], reclaimers, borrowed, now=20.0)
-    assert len(d.preempt) == 3, [p.victim_key for p in d.preempt]
+    assert victims_by_preemptor(d) == {"r-0": ["b-3"], "r-1": ["b-2"], "r-2": ["b-1"]}
+
+
+def test_three_one_cpu_reclaimers_evict_three_workloads_not_six():
+    # The reported case: each reclaimer counted the victims of the ones before it as still running,
+    # so they took 1, 2 and 3 victims.
+    qs = [queue("org"), queue("lender", "org", g=3), queue("borrower", "org", g=3)]
+    borrowed = [running(wl(f"b-{i}", "borrower"), at=float(i)) for i in range(6)]
+    reclaimers = [wl(f"r-{i}", "lender", created=10.0 + i) for i in range(3)]
+    d = cycle(qs, reclaimers, borrowed, now=20.0)
+    assert sorted(p.victim_key for p in d.preempt) == ["b-3", "b-4", "b-5"]
+    assert set(victims_by_preemptor(d)) == {"r-0", "r-1", "r-2"}
+    assert d.queues["borrower"].usage == cpu(3) and d.queues["borrower"].borrowed == cpu(0)
+
+
+def test_capacity_held_for_a_reclaimer_counts_against_its_queues_guarantee():
+    # lender is guaranteed 1 CPU; the rest of org's 10 is shared. Its first workload takes its
+    # guarantee back; the second would borrow, and borrowing never justifies a reclaim.
+    qs = [queue("org", g=10), queue("lender", "org", g=1), queue("borrower", "org", g=1)]
+    borrowed = [running(wl(f"b-{i}", "borrower"), at=float(i)) for i in range(10)]
+    d = cycle(qs, [wl("r-0", "lender", created=10.0), wl("r-1", "lender", created=11.0)], borrowed, now=20.0)
+    assert victims_by_preemptor(d) == {"r-0": ["b-9"]}
+    assert not d.pending["r-1"].reason.startswith("preempting")
+
+
+def test_within_queue_victims_sized_above_the_need_leave_room_for_the_next_preemptor():
+    # A 2-CPU victim frees one CPU more than the first preemptor needs: the second fits in it.
+    q = queue("q", g=4, preempt_within_queue="LowerPriority")
+    low = [
+        running(wl("big", "q", cores=2, prio=0), at=5.0),
+        running(wl("small-0", "q", prio=1), at=0.0),
+        running(wl("small-1", "q", prio=1), at=1.0),
+    ]
+    high = [wl(f"high-{i}", "q", prio=10, created=10.0 + i) for i in range(2)]
+    d = cycle([q], high, low, now=20.0)
+    assert victims_by_preemptor(d) == {"high-0": ["big"]}
+    assert [a.key for a in d.admit] == []  # high-1 fits only once big is gone: it waits, evicting nothing
+    assert not d.pending["high-1"].reason.startswith("preempting")
 
 
 def test_a_waiting_preemptors_victims_are_not_counted_twice_in_later_cycles():
