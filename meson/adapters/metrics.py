@@ -41,6 +41,13 @@ STATUS_CORRECTIONS = Counter(
 LEADER = Gauge("meson_leader", "1 while this operator replica holds the leader Lease (runs the loop)")
 WORKFLOWS = Gauge("meson_workflows", "Workflows known to the operator, by phase", ["phase"])
 
+WRITES_IN_FLIGHT = Gauge(
+    "meson_writes_in_flight", "Writes to the API server the scheduling loop has started and not yet seen end"
+)
+RESERVATIONS = Gauge(
+    "meson_admissions_reserved", "Admissions recorded in the view whose pods are not yet seen created"
+)
+
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:
     start_http_server(port, addr=addr)

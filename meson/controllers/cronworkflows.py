@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Coroutine
-from typing import Any
 
 from meson.api.validation import invalid_condition
 from meson.controllers import faults, translate
 from meson.controllers.checks import SpecChecks
 from meson.controllers.faults import Faults
+from meson.controllers.inflight import Write
 from meson.controllers.store import Key, Store
 from meson.controllers.writer import Writer, merge_patch, owner_reference
 from meson.workflow.cron import (
@@ -27,7 +26,6 @@ from meson.workflow.cron import (
     plan_cron,
 )
 
-Write = Coroutine[Any, Any, None]
 KIND = "CronWorkflow"
 
 
@@ -83,13 +81,13 @@ class CronWorkflows:
             status = faults.with_condition(old, refused)
             if status != old:
                 self.writer.event(cron, "Warning", "InvalidSpec", "; ".join(problems))
-                writes.append(self._patch_status(key, status, old))
+                writes.append(((KIND, key), self._patch_status(key, status, old)))
             return
         cp = plan_cron(cron, now, children)
         if cp.wake_at is not None:
             wakes.append(cp.wake_at)
         if cp.create or cp.delete or cp.status != old:
-            writes.append(self._apply(key, cron, cp, old))
+            writes.append(((KIND, key), self._apply(key, cron, cp, old)))
 
     async def _apply(self, key: Key, cron: dict, cp: CronPlan, old: dict) -> None:
         """Deletions and creations first, then the status that records them: a run whose Workflow could

@@ -8,13 +8,14 @@ it admits (False: its configuration, or an ancestor's, is invalid, with the reas
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from meson.adapters import metrics
 from meson.controllers import faults, translate
 from meson.controllers.checks import SpecChecks
 from meson.controllers.faults import Faults
+from meson.controllers.inflight import Write
 from meson.controllers.store import Store
 from meson.controllers.writer import Writer, merge_patch
 from meson.core import QueueConfig
@@ -60,11 +61,12 @@ class Queues:
             current = ((self.store.queues.get(current) or {}).get("spec") or {}).get("parent")
         return chain
 
-    def status_writes(self, decisions: Any, held: Iterable[str] = ()) -> list[Coroutine[Any, Any, None]]:
+    def status_writes(self, decisions: Any, held: Iterable[str] = ()) -> list[Write]:
         """Each queue's status as the core accounted it (a parent counts its subtree); disabled queues say
-        why. ``held``: queues whose figures count an admission rolled back this cycle (the next waits)."""
+        why. ``held``: queues whose figures count a retry of a refused pod create (written once it works,
+        so a create refused again and again does not flip the figures at every retry)."""
         held = set(held)
-        writes = []
+        writes: list[Write] = []
         for name, acct in decisions.queues.items():
             metrics.PENDING.labels(queue=name).set(acct.pending)
             metrics.ADMITTED.labels(queue=name).set(acct.admitted)
@@ -82,7 +84,7 @@ class Queues:
                 writes += self._write(name, {"pending": 0, "admitted": 0}, reason)
         return writes
 
-    def _write(self, name: str, status: dict, disabled: str | None) -> list[Coroutine[Any, Any, None]]:
+    def _write(self, name: str, status: dict, disabled: str | None) -> list[Write]:
         """The write of one queue's status with its Active condition (none if nothing changed)."""
         old = (self.store.queues.get(name) or {}).get("status") or {}
         active = next((c for c in old.get("conditions") or [] if c.get("type") == ACTIVE), None)
@@ -99,7 +101,7 @@ class Queues:
         status = {**status, "conditions": [active if same else cond]}
         if self._written.get(name) == status:
             return []
-        return [self._patch(name, status, merge_patch(status, old))]
+        return [((KIND, name), self._patch(name, status, merge_patch(status, old)))]
 
     async def _patch(self, name: str, status: dict, body: dict) -> None:
         try:

@@ -3,8 +3,15 @@
 One cycle, in named stages: read the in-memory view and ask the workflow engine what each workflow needs
 (:meth:`SchedulingLoop._plan`); hand every step instance that needs admission to the scheduling core
 together with what is already admitted and the observed node capacity (``Scheduler.cycle``); apply the
-core's decisions (:meth:`_admit` creates the admitted pods, :meth:`_evict` deletes preemption victims);
-then write what changed (:meth:`_write_status`: workflow and queue status, events, TTL, cron children).
+core's decisions (:meth:`_admit` reserves each admission and creates its pods, :meth:`_evict` deletes
+preemption victims); then write what changed (:meth:`_write_status`: workflow and queue status, events,
+TTL, cron children).
+
+Writes are off the critical path: a cycle records its admissions in memory (a reservation, counted as
+admitted by the next cycles until the pods are seen) and starts its writes in the background
+(:mod:`.inflight`, one at a time per object), so a throttled or slow write delays only its own object.
+A pod create the API server refuses rolls its reservation back and holds the step with a backoff and the
+API server's reason in its status.
 
 Writes are idempotent so a crash at any point is safe: pods have deterministic names (a repeated create
 is a 409, taken as done), status is recomputed from the pods, and the view is updated with each write's
@@ -27,7 +34,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +43,7 @@ from meson.controllers import faults, translate
 from meson.controllers.checks import SpecChecks
 from meson.controllers.cronworkflows import CronWorkflows
 from meson.controllers.faults import Faults
+from meson.controllers.inflight import Inflight, Write
 from meson.controllers.queues import Queues
 from meson.controllers.store import Key, Store, resource_version
 from meson.controllers.streamjobs import StreamJobs
@@ -59,6 +67,9 @@ REFUSAL_BACKOFF = (2.0, 60.0)
 # A workflow status refused as too large is not resent before this many seconds (it should not happen:
 # the engine bounds its status; this is the safety net).
 TOO_LARGE_BACKOFF = 60.0
+# An admission whose pods were created but are still not in the view after this long is offered again
+# (a create repeated by then finds the pod and is taken as done).
+RESERVATION_TTL = 120.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,15 @@ class _Refusal:
 
 
 @dataclass
+class _Reservation:
+    """An admission recorded before its pods exist: counted as admitted until the pods are seen."""
+
+    owner: tuple[str, Key]  # (kind, key) of the object whose request it is
+    at: float
+    created: bool = False  # every pod create returned
+
+
+@dataclass
 class _Inputs:
     """What one cycle hands the core, built from the view (see :meth:`SchedulingLoop._plan`)."""
 
@@ -101,9 +121,11 @@ class _Inputs:
     # Requests held back before the core (not counted in any queue), with the reason shown on the step.
     held: dict[str, tuple[int, str]] = field(default_factory=dict)
     wakes: list[float] = field(default_factory=list)
-    writes: list[Coroutine[Any, Any, None]] = field(default_factory=list)
-    # Queues with an admission rolled back this cycle: the core's accounting counted it.
-    rolled_back: set[str] = field(default_factory=set)
+    writes: list[Write] = field(default_factory=list)
+    # Reserved admissions whose owner still asks for them (their pods are not in the view yet).
+    reserved: set[str] = field(default_factory=set)
+    # Queues admitting a retry of a refused pod create this cycle: their figures wait for its outcome.
+    retrying: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -129,6 +151,8 @@ class SchedulingLoop:
     crons: CronWorkflows = field(init=False)
     queues: Queues = field(init=False)
     streams: StreamJobs = field(init=False)
+    inflight: Inflight = field(init=False)
+    _reserved: dict[str, _Reservation] = field(default_factory=dict)
     _own: dict[Key, _OwnStatus] = field(default_factory=dict)
     _ready_since: dict[str, float] = field(default_factory=dict)
     _refused: dict[str, _Refusal] = field(default_factory=dict)
@@ -137,6 +161,7 @@ class SchedulingLoop:
 
     def __post_init__(self) -> None:
         self.writer = Writer(self.clients, self.store, self.workers)
+        self.inflight = Inflight(self.store.wake.set)
         self.faults = Faults(report=self._report_fault)
         self.checks = SpecChecks(self.writer, self.store.wake.set)
         self.crons = CronWorkflows(self.store, self.writer, self.checks, self.faults)
@@ -174,6 +199,7 @@ class SchedulingLoop:
         """Stop after the current cycle's writes; queued writes are abandoned (they are idempotent)."""
         self._stopping = True
         self.store.wake.set()
+        self.inflight.cancel()
         self.writer.shutdown()
 
     # --- one cycle ---------------------------------------------------------------------------------
@@ -199,9 +225,10 @@ class SchedulingLoop:
         if decisions.wake_at is not None:
             inputs.wakes.append(decisions.wake_at)
         result = CycleResult(pending=len(inputs.pending), preempted=len(decisions.preempt))
-        result.admitted = await self._admit(inputs, decisions, now)
-        await self._evict(inputs, decisions)
-        result.writes = await self._write_status(inputs, decisions, now)
+        result.admitted = self._admit(inputs, decisions, now)
+        self._evict(inputs, decisions)
+        result.writes = self._write_status(inputs, decisions, now)
+        self._settle_reservations(inputs, now)
         self._count_phases()
         self._forget_gone(inputs.requests)
         result.wake_at = min(inputs.wakes) if inputs.wakes else None
@@ -216,7 +243,9 @@ class SchedulingLoop:
         if problems:
             refused = refused_status(wf, problems, now, wf["metadata"].get("generation"))
             if refused != (wf.get("status") or {}):
-                inputs.writes.append(self._patch_workflow_status(key, wf, refused, None, now))
+                inputs.writes.append(
+                    ((WORKFLOW, key), self._patch_workflow_status(key, wf, refused, None, now))
+                )
             return
         observations = self.store.observations(key)
         p = plan(self._engine_view(key, wf, observations), observations, now, nodes=set(self.store.nodes))
@@ -250,9 +279,16 @@ class SchedulingLoop:
         inputs: _Inputs,
     ) -> None:
         """Add one object's requests to the cycle: ``placement`` is (queue, priority, why it is held back
-        before the core, if it is); a request refused by the API server a moment ago waits out its backoff."""
+        before the core, if it is); a request refused by the API server a moment ago waits out its backoff,
+        and one already admitted (reserved) whose pods are not in the view yet counts as admitted."""
         queue, priority, hold = placement
         for req in pending:
+            reservation = self._reserved.get(req.key)
+            if reservation is not None:
+                inputs.reserved.add(req.key)
+                inputs.requests[req.key] = (kind, key, req)
+                inputs.admitted.append(AdmittedWorkload(self.workload(req, queue, priority), reservation.at))
+                continue
             reason = hold or self.refusal_hold(req.key, now, inputs.wakes)
             if reason is not None:
                 inputs.held[req.key] = (0, reason)
@@ -309,6 +345,10 @@ class SchedulingLoop:
         if refusal is None or now >= refusal.until:
             return None
         wakes.append(refusal.until)
+        return self._refusal_text(refusal)
+
+    @staticmethod
+    def _refusal_text(refusal: _Refusal) -> str:
         # No countdown: the message (so the status) stays the same from one retry to the next.
         return f"pod creation refused by the API server: {refusal.message} (retried with backoff)"
 
@@ -336,37 +376,54 @@ class SchedulingLoop:
         self.writer.event(wf, "Warning", "StatusCorrected", message)
 
     # --- stage 2: admit ----------------------------------------------------------------------------
-    async def _admit(self, inputs: _Inputs, decisions, now: float) -> int:
-        """Create the pods of each admission; a refused create rolls that admission back."""
-        creates = []
+    def _admit(self, inputs: _Inputs, decisions, now: float) -> int:
+        """Reserve each admission in memory and create its pods in the background."""
+        admitted = 0
         for adm in decisions.admit:
             kind, owner_key, req = inputs.requests[adm.key]
             owner = self._object(kind, owner_key)
             if owner is None:
                 continue
-            creates.append(self._admit_one(kind, owner_key, owner, req, adm.queue, now, inputs))
-        admitted = len(creates)
+            self._reserved[req.key] = _Reservation((kind, owner_key), now)
+            refusal = self._refused.get(req.key)
+            if refusal is not None:
+                # A retry: until its create works, the step still says why it waited.
+                inputs.held[req.key] = (0, self._refusal_text(refusal))
+                inputs.retrying.update(self.queues.chain(adm.queue))
+            write = self._admit_one(kind, owner_key, owner, req, adm.queue, now)
+            admitted += self.inflight.start(("admit", req.key), write)
+        creating = {r.owner for r in self._reserved.values() if not r.created}
         for key, p in inputs.plans.items():
             # Gang members of an admitted run never created (a crash mid-creation): finish the job.
-            if p.create_pods and key in self.store.workflows:
-                creates.append(self.faults.guard_write("Workflow", key, self._create(key, p.create_pods)))
-        await asyncio.gather(*creates)
+            if p.create_pods and key in self.store.workflows and (WORKFLOW, key) not in creating:
+                write = self.faults.guard_write("Workflow", key, self._create(key, p.create_pods))
+                self.inflight.start(("create", key), write)
         return admitted
 
     async def _admit_one(
-        self, kind: str, key: Key, owner: dict, req: InstanceRequest, queue: str, now: float, inputs: _Inputs
+        self, kind: str, key: Key, owner: dict, req: InstanceRequest, queue: str, now: float
     ) -> None:
         refused = await self.writer.create_pods(kind, owner, req.pods)
         if refused:
+            self._reserved.pop(req.key, None)
             await self._roll_back(key, owner, req, queue, refused[0], now)
-            # Shown on the step this very cycle; the queue's figures are left for the next cycle.
-            inputs.held[req.key] = (0, self.refusal_hold(req.key, now, inputs.wakes) or refused[0])
-            inputs.rolled_back.update(self.queues.chain(queue))
             return
+        reservation = self._reserved.get(req.key)
+        if reservation is not None:
+            reservation.created = True
         self._refused.pop(req.key, None)
         waited = now - self._ready_since.pop(req.key, now)
         metrics.ADMISSION_WAIT.labels(queue=queue).observe(waited)
         metrics.ADMISSIONS.labels(queue=queue).inc()
+
+    def _settle_reservations(self, inputs: _Inputs, now: float) -> None:
+        """Forget reservations whose pods are in the view (their owner no longer asks for them)."""
+        for request_key, reservation in list(self._reserved.items()):
+            if self.inflight.busy(("admit", request_key)):
+                continue
+            if request_key not in inputs.reserved or now - reservation.at > RESERVATION_TTL:
+                del self._reserved[request_key]
+        metrics.RESERVATIONS.set(len(self._reserved))
 
     async def _create(self, key: Key, pods: list[dict]) -> None:
         wf = self.store.workflows.get(key)
@@ -397,11 +454,11 @@ class SchedulingLoop:
         self.store.wake.set()
 
     # --- stage 3: evict ----------------------------------------------------------------------------
-    async def _evict(self, inputs: _Inputs, decisions) -> None:
+    def _evict(self, inputs: _Inputs, decisions) -> None:
         victims = {p.victim_key: p for p in decisions.preempt}
-        deletes = []
+        deletes: list[Write] = []
         for key, p in inputs.plans.items():
-            deletes += [self.writer.delete_pod(key[0], name, None) for name in p.delete_pods]
+            deletes += [self.deletion(key[0], name, None) for name in p.delete_pods]
             for req in p.admitted:
                 victim = victims.get(req.key)
                 if victim is None:
@@ -409,8 +466,7 @@ class SchedulingLoop:
                 queue = (self.store.workflows[key].get("spec") or {}).get("queue", "")
                 metrics.PREEMPTIONS.labels(queue=queue).inc()
                 deletes += [
-                    self.writer.delete_pod(key[0], name, victim.reason)
-                    for name in self._pods_of_run(key, req)
+                    self.deletion(key[0], name, victim.reason) for name in self._pods_of_run(key, req)
                 ]
         deletes += self.streams.deletions(victims)
         # Pods bound to a deleted node are lost; remove ours at once (as the pod garbage collector would,
@@ -418,10 +474,19 @@ class SchedulingLoop:
         for (ns, name), rec in self.store.pods.items():
             ours = rec.workflow is not None or rec.stream is not None
             if ours and rec.node in self.store.deleted_nodes and not rec.terminal:
-                deletes.append(self.writer.delete_pod(ns, name, None))
-        for outcome in await asyncio.gather(*deletes, return_exceptions=True):
-            if isinstance(outcome, Exception):
-                log.warning("pod deletion failed (retried next cycle): %s", faults.describe(outcome))
+                deletes.append(self.deletion(ns, name, None))
+        self.inflight.start_all(deletes)
+
+    def deletion(self, namespace: str, name: str, preempted_reason: str | None) -> Write:
+        """The deletion of one of Meson's pods, as a background write (``preempted_reason``: see
+        :meth:`Writer.delete_pod`)."""
+        return ("delete", namespace, name), self._delete(namespace, name, preempted_reason)
+
+    async def _delete(self, namespace: str, name: str, preempted_reason: str | None) -> None:
+        try:
+            await self.writer.delete_pod(namespace, name, preempted_reason)
+        except Exception as exc:  # the pod is still in the view: the next cycle deletes it again
+            log.warning("pod %s/%s deletion failed (retried): %s", namespace, name, faults.describe(exc))
 
     def _pods_of_run(self, key: Key, req: InstanceRequest) -> list[str]:
         return [
@@ -433,7 +498,7 @@ class SchedulingLoop:
         ]
 
     # --- stage 4: write status ---------------------------------------------------------------------
-    async def _write_status(self, inputs: _Inputs, decisions, now: float) -> int:
+    def _write_status(self, inputs: _Inputs, decisions, now: float) -> int:
         positions: dict[Key, dict[str, tuple[int, str]]] = defaultdict(dict)
         for key, req, info in self.waiting(inputs, decisions, WORKFLOW):
             positions[key][req.instance] = info
@@ -443,26 +508,26 @@ class SchedulingLoop:
             if wf is None:
                 continue
             if p.delete_workflow:
-                writes.append(self.faults.guard_write("Workflow", key, self.writer.delete_workflow(key)))
+                write = self.faults.guard_write("Workflow", key, self.writer.delete_workflow(key))
+                writes.append(((WORKFLOW, key), write))
                 continue
             status = with_queue_positions(p.status, positions.get(key, {}))
             status = faults.without_condition(status, faults.RECONCILED)
             if self._needs_write(key, wf, status, now):
-                writes.append(self._patch_workflow_status(key, wf, status, p, now))
+                writes.append(self._status_write(key, wf, status, p, now))
         for key, wf in self.store.workflows.items():
             fault = self.faults.of("Workflow", key)
             if fault is not None and fault.stage == "plan":
                 status = faults.with_condition(wf.get("status") or {}, faults.fault_condition(fault))
                 if status != (wf.get("status") or {}):
-                    writes.append(self._patch_workflow_status(key, wf, status, None, now))
-        writes += self.queues.status_writes(decisions, inputs.rolled_back)
+                    writes.append(((WORKFLOW, key), self._patch_workflow_status(key, wf, status, None, now)))
+        writes += self.queues.status_writes(decisions, inputs.retrying)
         writes += self.crons.writes(now, inputs.wakes)
         writes += self.streams.status_writes(inputs, decisions)
-        await asyncio.gather(*writes)
-        return len(writes)
+        return self.inflight.start_all(writes)
 
     def _needs_write(self, key: Key, wf: dict, status: dict, now: float) -> bool:
-        if self._write_backoff.get(key, 0.0) > now:
+        if self._write_backoff.get(key, 0.0) > now or self.inflight.busy((WORKFLOW, key)):
             return False  # its last status was refused as too large: not resent every cycle
         if status == (wf.get("status") or {}):
             own = self._own.get(key)
@@ -472,6 +537,9 @@ class SchedulingLoop:
         own = self._own.get(key)
         # The watch has not caught up with our own write yet: nothing to do.
         return not (own is not None and own.status == status and resource_version(wf) <= own.resource_version)
+
+    def _status_write(self, key: Key, wf: dict, status: dict, p: Plan | None, now: float) -> Write:
+        return (WORKFLOW, key), self._patch_workflow_status(key, wf, status, p, now)
 
     async def _patch_workflow_status(
         self, key: Key, wf: dict, status: dict, p: Plan | None, now: float

@@ -12,11 +12,11 @@ admission reason of replicas still waiting, and its events.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from meson.api.validation import invalid_condition
 from meson.controllers import faults
+from meson.controllers.inflight import Write
 from meson.controllers.store import Key
 from meson.controllers.writer import merge_patch, owner_reference
 from meson.core import AdmittedWorkload
@@ -52,7 +52,7 @@ class StreamJobs:
             )
             if status != old:
                 self.writer.event(job, "Warning", "InvalidSpec", "; ".join(problems))
-                inputs.writes.append(self._patch_status(key, status, old))
+                inputs.writes.append(((KIND, key), self._patch_status(key, status, old)))
             return
         p = plan_stream(job, self.store.replicas(key), self.store.revisions.get(key, {}), now)
         spec = job.get("spec") or {}
@@ -71,26 +71,26 @@ class StreamJobs:
         self.loop.offer(KIND, key, p.pending, admitted, (queue, priority, hold), p.wake_at, now, inputs)
 
     # --- acting ------------------------------------------------------------------------------------
-    def deletions(self, victims: dict) -> list[Coroutine[Any, Any, None]]:
+    def deletions(self, victims: dict) -> list[Write]:
         """The engine's deletions (scale-down, rollout, suspend... all Meson's decisions but a pod that
         already ended) and the core's preemption victims among running replicas."""
         out = []
         for (ns, job), p in self.plans.items():
             for d in p.delete_pods:
-                out.append(self.writer.delete_pod(ns, d.name, None if d.reason == "Failed" else d.reason))
+                out.append(self.loop.deletion(ns, d.name, None if d.reason == "Failed" else d.reason))
             for req in p.admitted:
                 victim = victims.get(req.key)
                 if victim is not None:
                     name = pod_name(job, req.step, req.index or 0, req.run)
-                    out.append(self.writer.delete_pod(ns, name, victim.reason))
+                    out.append(self.loop.deletion(ns, name, victim.reason))
         return out
 
-    def status_writes(self, inputs: _Inputs, decisions: Any) -> list[Coroutine[Any, Any, None]]:
+    def status_writes(self, inputs: _Inputs, decisions: Any) -> list[Write]:
         waiting: dict[Key, list[str]] = {}
         for key, req, info in self.loop.waiting(inputs, decisions, KIND):
             where = f" (position {info[0]})" if info[0] else ""
             waiting.setdefault(key, []).append(f"replica {req.index}{where}: {info[1]}")
-        writes = []
+        writes: list[Write] = []
         for key, p in self.plans.items():
             job = self.store.streamjobs.get(key)
             if job is None:
@@ -98,7 +98,7 @@ class StreamJobs:
             status = self._with_admission(p.status, waiting.get(key, []))
             old = job.get("status") or {}
             if status != old:
-                writes.append(self._patch_status(key, status, old, job, p))
+                writes.append(((KIND, key), self._patch_status(key, status, old, job, p)))
             writes += self._revision_writes(key, job, p)
         return writes
 
@@ -125,19 +125,19 @@ class StreamJobs:
             if current is not None:  # our own write, at once (the watch event supersedes it)
                 self.store.streamjobs[key] = {**current, "status": status}
 
-    def _revision_writes(self, key: Key, job: dict, p: StreamPlan) -> list[Coroutine[Any, Any, None]]:
+    def _revision_writes(self, key: Key, job: dict, p: StreamPlan) -> list[Write]:
         known = self.store.revisions.get(key, {})
-        out = []
+        out: list[Write] = []
         for revision, template in p.record_revisions.items():
             if revision not in known:
-                out.append(
-                    self.loop.faults.guard_write(
-                        KIND, key, self._record(key, job, revision, template), "revision"
-                    )
+                write = self.loop.faults.guard_write(
+                    KIND, key, self._record(key, job, revision, template), "revision"
                 )
+                out.append(((KIND, key, "revision", revision), write))
         for revision in p.forget_revisions:
             if revision in known:
-                out.append(self.loop.faults.guard_write(KIND, key, self._forget(key, revision), "revision"))
+                write = self.loop.faults.guard_write(KIND, key, self._forget(key, revision), "revision")
+                out.append(((KIND, key, "revision", revision), write))
         return out
 
     async def _record(self, key: Key, job: dict, revision: str, template: dict) -> None:

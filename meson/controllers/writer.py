@@ -1,8 +1,10 @@
 """The loop's writes to the API server: pods, status patches, deletions, Events.
 
 Every call goes through :mod:`meson.adapters.kube` (retries with backoff) on a pool of worker threads,
-so a cycle's writes run concurrently. The in-memory view belongs to the event loop's thread: results are
-handed back to it with ``call_soon_threadsafe``, never written from a worker.
+so a cycle's writes run concurrently. Pod creates of one namespace hold at most a quarter of the workers:
+a namespace whose creates are throttled or slow (a webhook, a ResourceQuota admission under contention)
+cannot take every worker and stall the others. The in-memory view belongs to the event loop's thread:
+results are handed back to it with ``call_soon_threadsafe``, never written from a worker.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Writer:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meson-write")
         self._events = ThreadPoolExecutor(max_workers=2, thread_name_prefix="meson-events")
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._namespace_creates = max(1, workers // 4)
+        self._creating: dict[str, asyncio.Semaphore] = {}
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -58,15 +62,16 @@ class Writer:
     async def create_pods(self, kind: str, owner: dict, pods: Sequence[dict]) -> list[str]:
         """Create ``pods`` owned by ``owner``; the API server's messages for those it refused."""
         meta = owner["metadata"]
+        namespace = meta["namespace"]
         ref = owner_reference(kind, owner)
-        calls = []
-        for pod in pods:
-            body = {
-                **pod,
-                "metadata": {**pod["metadata"], "namespace": meta["namespace"], "ownerReferences": [ref]},
-            }
-            calls.append(self.run(self._create_pod, meta["namespace"], body))
-        return [m for m in await asyncio.gather(*calls) if m]
+        slots = self._creating.setdefault(namespace, asyncio.Semaphore(self._namespace_creates))
+
+        async def create(pod: dict) -> str | None:
+            body = {**pod, "metadata": {**pod["metadata"], "namespace": namespace, "ownerReferences": [ref]}}
+            async with slots:
+                return await self.run(self._create_pod, namespace, body)
+
+        return [m for m in await asyncio.gather(*(create(pod) for pod in pods)) if m]
 
     def _create_pod(self, namespace: str, body: dict) -> str | None:
         try:

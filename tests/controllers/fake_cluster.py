@@ -159,6 +159,8 @@ class FakeCluster:
         self.events: list[dict] = []
         self.created_pods: list[tuple[str, str]] = []  # every successful pod create, in order
         self.faults: list[Fault] = []
+        # Requests that wait (a throttled or slow API server) until their gate opens: (verb, resource, ns).
+        self.gates: dict[tuple[str, str, str | None], threading.Event] = {}
         self.requests: Counter[tuple[str, str]] = Counter()  # (verb, resource) of every request served
         self.watch_lag = 0
         # Returns the API server's message for a pod the server-side dry run finds invalid (None: valid).
@@ -223,6 +225,11 @@ class FakeCluster:
         with self.lock:
             self.faults.append(fault)
         return fault
+
+    def slow(self, verb: str, resource: str, namespace: str | None = None) -> threading.Event:
+        """Requests matching this wait until the returned gate is set (at most 30 s)."""
+        gate = self.gates[(verb, resource, namespace)] = threading.Event()
+        return gate
 
     def remove(self, fault: Fault) -> None:
         with self.lock:
@@ -327,6 +334,9 @@ class FakeCluster:
     # --- the API server's side of the operator's calls --------------------------------------------------
     def serve(self, verb: str, resource: str, ns: str | None, name: str, body: Any, fn: Callable[[], T]) -> T:
         """Carry out one request, unless an injected fault says otherwise."""
+        gate = self.gates.get((verb, resource, ns)) or self.gates.get((verb, resource, None))
+        if gate is not None:
+            gate.wait(timeout=30)
         fault = None
         with self.lock:
             self.requests[(verb, resource)] += 1
@@ -562,10 +572,14 @@ class Operator:
         self.cluster.deliver()
         result = await self.loop.cycle()
         await self.settle()
+        if not self.session.alive:  # it died in one of the cycle's background writes
+            raise OperatorKilled("this operator process is dead")
         self.cycles += 1
         return result
 
     async def settle(self) -> None:
+        """Wait for the cycle's background writes (a test looks at the world after them)."""
+        await self.loop.inflight.drain()
         pools = (self.loop.writer._pool, self.loop.writer._events)
         while any(p.busy for p in pools):  # type: ignore[attr-defined]
             await asyncio.sleep(0.001)
