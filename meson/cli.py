@@ -130,7 +130,79 @@ def build_parser() -> argparse.ArgumentParser:
         p = sj_sub.add_parser(name, help=help_text)
         p.add_argument("name")
         p.add_argument("-n", "--namespace", default="default")
+    _add_view_parsers(sub)
     return parser
+
+
+# --- views: meson queues, meson pending ---------------------------------------------------------------
+
+
+def _add_view_parsers(sub: Any) -> None:
+    qs = sub.add_parser("queues", help="the queue tree: usage against guarantee and limit, pending counts")
+    pd = sub.add_parser("pending", help="workloads waiting for admission, in order, with position and reason")
+    pd.add_argument("queue", nargs="?", help="only this queue and the queues below it")
+    pd.add_argument("-n", "--namespace", help="only workloads of this namespace (default: every namespace)")
+    for p in (qs, pd):
+        p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+        p.add_argument("--kubeconfig", help="kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config)")
+
+
+def read_snapshot(clients: Any, namespace: str | None = None) -> Any:
+    """The Queues, Workflows and StreamJobs the views need, listed through the adapters."""
+    from meson.adapters import kube
+    from meson.views import Snapshot
+
+    def items(plural: str, namespaced: bool) -> list[dict]:
+        custom = clients.custom
+        if namespaced and namespace:
+            out = kube.call(custom.list_namespaced_custom_object, kube.GROUP, kube.VERSION, namespace, plural)
+        else:
+            out = kube.call(custom.list_cluster_custom_object, kube.GROUP, kube.VERSION, plural)
+        return out.get("items") or []
+
+    return Snapshot(
+        queues=items("queues", False),
+        workflows=items("workflows", True),
+        streamjobs=items("streamjobs", True),
+    )
+
+
+def view(command: str, args: argparse.Namespace) -> int:
+    """`meson queues` and `meson pending`: read, build the rows, print a table or the rows as data."""
+    import json
+
+    import yaml
+    from rich.console import Console
+
+    from meson import views
+    from meson.adapters import kube
+
+    try:
+        clients = kube.Clients.from_config(kube.load_client_config(args.kubeconfig))
+        snap = read_snapshot(clients, getattr(args, "namespace", None))
+    except kube.ApiException as e:
+        print(f"error: {e.status} {e.reason}: {(e.body or '')[:300]}", file=sys.stderr)
+        return 1
+    queues = views.queue_rows(snap.queues)
+    if command == "queues":
+        rows: list[Any] = queues
+        table: Any = views.queues_table(queues, title=None)
+    else:
+        scope = None
+        if args.queue:
+            if args.queue not in {q.name for q in queues}:
+                print(f"error: queue {args.queue} not found", file=sys.stderr)
+                return 1
+            scope = views.subtree(queues, args.queue)
+        rows = views.pending_rows(snap.workflows, snap.streamjobs, scope)
+        table = views.pending_table(rows, title=None)
+    if args.output == "json":
+        print(json.dumps(views.as_data(rows), indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(views.as_data(rows), sort_keys=False), end="")
+    else:
+        Console(width=None if sys.stdout.isatty() else 160).print(table)
+    return 0
 
 
 def operate(plural: str, operation: str, name: str, namespace: str) -> int:
@@ -197,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         return operate("workflows", args.operation, args.name, args.namespace)
     if args.command == "streamjob":
         return operate("streamjobs", args.operation, args.name, args.namespace)
+    if args.command in ("queues", "pending"):
+        return view(args.command, args)
     parser.print_help()
     return 0
 

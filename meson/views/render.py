@@ -1,0 +1,204 @@
+"""Rows of :mod:`meson.views.model` as `rich` renderables (tables with usage bars), for the `meson` CLI and
+`make demo`. Pure: builds renderables, prints nothing. Bars are `rich` Text with styles, so the same
+renderable prints in colour on a terminal and as plain characters in a log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from meson.views.model import PendingRow, QueueRow, ResourceUsage, StreamRow, WorkflowRow
+
+BAR_WIDTH = 24
+PHASE_STYLE = {
+    "Succeeded": "green",
+    "Running": "cyan",
+    "Deploying": "cyan",
+    "Updating": "cyan",
+    "Pending": "yellow",
+    "Suspended": "magenta",
+    "RollingBack": "magenta",
+    "Failed": "bold red",
+}
+
+
+def amount(resource: str, value: int) -> str:
+    """A canonical amount for people: cpu in cores (``31.5``), bytes in Gi/Mi, counts as they are."""
+    if resource == "cpu":
+        cores = value / 1000
+        return f"{cores:g}" if cores == int(cores) or cores >= 10 else f"{cores:.1f}".rstrip("0").rstrip(".")
+    if resource == "memory" or resource == "ephemeral-storage" or resource.startswith("hugepages-"):
+        for suffix, factor in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+            if value >= factor:
+                return f"{value / factor:.3g}{suffix}"
+        return str(value)
+    return str(value)
+
+
+def usage_bar(r: ResourceUsage, width: int = BAR_WIDTH) -> Text:
+    """``usage`` against the queue's ``limit``: within the guarantee green, borrowed beyond it yellow, a
+    ``|`` where the guarantee ends, ``·`` for room left up to the limit. With no limit the scale is the
+    larger of usage and guarantee."""
+    scale = max(r.limit or 0, r.guaranteed, r.usage, 1)
+    cells = [round(v * width / scale) for v in (min(r.usage, r.guaranteed), r.usage, r.guaranteed)]
+    within, used, guarantee = cells
+    used = max(used, within)
+    if r.usage and not used:
+        used = within = 1 if r.usage <= r.guaranteed else 0
+        used = max(used, 1)
+    bar = Text()
+    for i in range(width):
+        if i < within:
+            bar.append("█", "green")
+        elif i < used:
+            bar.append("█", "yellow")
+        elif guarantee and i == guarantee and r.limit != r.guaranteed:
+            bar.append("|", "dim")
+        else:
+            bar.append("·", "dim")
+    return bar
+
+
+def _tree_prefix(row: QueueRow) -> str:
+    if row.depth == 0:
+        return ""
+    lines = "".join("   " if last else "│  " for last in row.ancestors_last)
+    return lines + ("└─ " if row.last else "├─ ")
+
+
+def queues_table(rows: Sequence[QueueRow], title: str | None = "Queues") -> Table:
+    """The queue tree: per resource a bar of usage against the limit, used / guaranteed / limit, and the
+    admitted and pending counts."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("QUEUE", no_wrap=True)
+    table.add_column("WEIGHT", justify="right")
+    table.add_column("RESOURCE")
+    table.add_column("USAGE (| = guarantee)", no_wrap=True)
+    table.add_column("USED/GUAR/LIMIT", justify="right", no_wrap=True)
+    table.add_column("ADMITTED", justify="right")
+    table.add_column("PENDING", justify="right")
+    table.add_column("NOTES")
+    for row in rows:
+        name = Text(_tree_prefix(row), "dim") + Text(row.name, "bold" if row.depth == 0 else "")
+        notes = []
+        if not row.active:
+            notes.append(Text(f"inactive: {row.message}", "red"))
+        if row.rate:
+            notes.append(Text(f"rate {row.rate}", "blue"))
+        if row.stop_policy != "None":
+            notes.append(Text(f"stop {row.stop_policy}", "magenta"))
+        if row.strategy == "StrictFIFO":
+            notes.append(Text("StrictFIFO", "dim"))
+        resources = row.resources or [ResourceUsage("-", 0, None, 0)]
+        labels = Text("\n").join(Text(r.resource) for r in resources)
+        bars = Text("\n").join(usage_bar(r) if r.resource != "-" else Text("") for r in resources)
+        numbers = Text("\n").join(
+            Text(
+                f"{amount(r.resource, r.usage)}/{amount(r.resource, r.guaranteed)}/"
+                + ("-" if r.limit is None else amount(r.resource, r.limit))
+            )
+            if r.resource != "-"
+            else Text("")
+            for r in resources
+        )
+        pending = Text(str(row.pending), "bold yellow" if row.pending else "dim")
+        table.add_row(
+            name,
+            str(row.weight),
+            labels,
+            bars,
+            numbers,
+            str(row.admitted),
+            pending,
+            Text(", ").join(notes) if notes else "",
+        )
+    return table
+
+
+def pending_table(
+    rows: Sequence[PendingRow], title: str | None = "Pending", limit: int | None = None
+) -> Table | Group:
+    """Waiting workloads in admission order per queue: position, what, priority and why."""
+    shown = list(rows if limit is None else rows[:limit])
+    table = Table(title=title, title_justify="left")
+    table.add_column("QUEUE", no_wrap=True)
+    table.add_column("POS", justify="right")
+    table.add_column("WORKLOAD", no_wrap=True)
+    table.add_column("PRIORITY")
+    table.add_column("REASON", overflow="fold")
+    previous = None
+    for r in shown:
+        queue = r.queue if r.queue != previous else ""
+        previous = r.queue
+        what = f"{r.namespace}/{r.name} {r.workload}" + (f" (x{r.count})" if r.count > 1 else "")
+        table.add_row(
+            Text(queue, "bold"),
+            "-" if r.position is None else str(r.position),
+            Text(what) if r.kind == "Workflow" else Text(what, "cyan"),
+            Text(r.priority, "bold magenta" if "urgent" in r.priority or "high" in r.priority else ""),
+            r.reason,
+        )
+    if limit is not None and len(rows) > limit:
+        more = sum(r.count for r in rows[limit:])
+        return Group(table, Text(f"... and {more} more waiting", "dim"))
+    if not shown:
+        return Group(table, Text("nothing is waiting for admission", "dim"))
+    return table
+
+
+def progress_bar(done: int, running: int, total: int, width: int = 20) -> Text:
+    """Finished (green) and running (cyan) step instances out of the total."""
+    bar = Text()
+    if total <= 0:
+        return Text("·" * width, "dim")
+    d = round(done * width / total)
+    r = min(width - d, round(running * width / total))
+    bar.append("█" * d, "green")
+    bar.append("▒" * r, "cyan")
+    bar.append("·" * (width - d - r), "dim")
+    return bar
+
+
+def workflows_table(rows: Sequence[WorkflowRow], title: str | None = "Workflows") -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("WORKFLOW", "QUEUE", "PRIORITY", "PHASE", "PROGRESS", "", "RUN", "PEND", "PREEMPTED"):
+        table.add_column(
+            col, no_wrap=True, justify="right" if col in ("RUN", "PEND", "PREEMPTED") else "left"
+        )
+    for r in rows:
+        done = r.succeeded + r.failed
+        table.add_row(
+            f"{r.namespace}/{r.name}",
+            r.queue,
+            Text(r.priority, "bold magenta" if "urgent" in r.priority or "high" in r.priority else ""),
+            Text(r.phase, PHASE_STYLE.get(r.phase, "")),
+            progress_bar(done, r.running, r.total),
+            r.progress or f"{done}/{r.total}",
+            str(r.running),
+            str(r.pending),
+            Text(str(r.preempted), "yellow") if r.preempted else Text("0", "dim"),
+        )
+    return table
+
+
+def streams_table(rows: Sequence[StreamRow], title: str | None = "Stream jobs") -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("STREAMJOB", "QUEUE", "PHASE", "READY", "REPLICAS", "WAITING", "REVISION"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        ready = Text()
+        ready.append("●" * r.ready, "green")
+        ready.append("○" * max(0, r.desired - r.ready), "dim")
+        table.add_row(
+            f"{r.namespace}/{r.name}",
+            r.queue,
+            Text(r.phase, PHASE_STYLE.get(r.phase, "")),
+            ready + Text(f" {r.ready}/{r.desired}"),
+            str(r.replicas),
+            Text(str(r.waiting), "yellow") if r.waiting else Text("0", "dim"),
+            r.revision,
+        )
+    return table
