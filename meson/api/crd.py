@@ -194,7 +194,7 @@ KINDS: tuple[CrdKind, ...] = (
                 "name": "Replicas",
                 "type": "integer",
                 "jsonPath": ".spec.replicas",
-                "description": "Desired pods.",
+                "description": "Desired pods (spec.replicas).",
             },
             {
                 "name": "Ready",
@@ -207,6 +207,12 @@ KINDS: tuple[CrdKind, ...] = (
                 "type": "string",
                 "jsonPath": ".status.currentRevision",
                 "description": "Current revision.",
+            },
+            {
+                "name": "Updated",
+                "type": "integer",
+                "jsonPath": ".status.updatedReplicas",
+                "description": "Pods of the current revision.",
             },
             {
                 "name": "Queue",
