@@ -41,6 +41,24 @@ STATUS_CORRECTIONS = Counter(
 LEADER = Gauge("meson_leader", "1 while this operator replica holds the leader Lease (runs the loop)")
 WORKFLOWS = Gauge("meson_workflows", "Workflows known to the operator, by phase", ["phase"])
 
+STREAMJOB_REPLICAS = Gauge(
+    "meson_streamjob_replicas",
+    "StreamJob replicas by state: pending (no pod yet: waiting for admission or being created), starting "
+    "(a pod of the current revision, not Ready), ready (current revision, Ready), old (a pod of an earlier "
+    "revision still serving during a rollout)",
+    ["namespace", "state"],
+)
+STREAMJOB_ROLLBACKS = Counter(
+    "meson_streamjob_rollbacks_total",
+    "Automatic StreamJob rollbacks: a revision not stable within its progress deadline",
+    ["namespace"],
+)
+STREAMJOB_RESTARTS = Counter(
+    "meson_streamjob_restarts_total",
+    "StreamJob replica restarts (container restarts and replaced pods): what the restart budget counts",
+    ["namespace"],
+)
+
 WRITES_IN_FLIGHT = Gauge(
     "meson_writes_in_flight", "Writes to the API server the scheduling loop has started and not yet seen end"
 )

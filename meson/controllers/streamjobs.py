@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from meson.adapters import metrics
 from meson.api.validation import invalid_condition
 from meson.controllers import faults
 from meson.controllers.inflight import Write
@@ -21,6 +22,7 @@ from meson.controllers.store import Key
 from meson.controllers.writer import merge_patch, owner_reference
 from meson.core import AdmittedWorkload
 from meson.stream import LABEL_REVISION, LABEL_STREAMJOB, StreamPlan, plan_stream, pod_name
+from meson.stream.rollout import is_live
 
 if TYPE_CHECKING:
     from meson.controllers.scheduling import SchedulingLoop, _Inputs
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 KIND = "StreamJob"
 #: The condition saying whether every replica is admitted (False: the reason of the first one waiting).
 ADMITTED = "Admitted"
+#: The states of ``meson_streamjob_replicas`` (see :meth:`StreamJobs.count_replicas`).
+REPLICA_STATES = ("pending", "starting", "ready", "old")
 
 
 class StreamJobs:
@@ -36,6 +40,7 @@ class StreamJobs:
         self.store = loop.store
         self.writer = loop.writer
         self.plans: dict[Key, StreamPlan] = {}
+        self._namespaces: set[str] = set()  # namespaces with a meson_streamjob_replicas series
 
     # --- planning ----------------------------------------------------------------------------------
     def plan_all(self, now: float, inputs: _Inputs) -> None:
@@ -100,7 +105,31 @@ class StreamJobs:
             if status != old:
                 writes.append(((KIND, key), self._patch_status(key, status, old, job, p)))
             writes += self._revision_writes(key, job, p)
+        self.count_replicas()
         return writes
+
+    def count_replicas(self) -> None:
+        """``meson_streamjob_replicas{namespace,state}`` from this cycle's plans: pending (a replica with
+        no pod yet), starting / ready (pods of the current revision), old (pods of an earlier revision still
+        serving). Pods being deleted, or deleted by this cycle's plan, are not counted."""
+        counts: dict[str, dict[str, int]] = {}
+        for (ns, name), p in self.plans.items():
+            per = counts.setdefault(ns, dict.fromkeys(REPLICA_STATES, 0))
+            per["pending"] += len(p.pending)
+            target = p.status.get("currentRevision")
+            deleted = {d.name for d in p.delete_pods}
+            for pod in self.store.replicas((ns, name)):
+                if not is_live(pod) or pod.deleting or pod.name in deleted:
+                    continue
+                state = "old" if pod.revision != target else "ready" if pod.ready else "starting"
+                per[state] += 1
+        for ns in self._namespaces - counts.keys():
+            for state in REPLICA_STATES:
+                metrics.STREAMJOB_REPLICAS.remove(ns, state)
+        for ns, per in counts.items():
+            for state, n in per.items():
+                metrics.STREAMJOB_REPLICAS.labels(namespace=ns, state=state).set(n)
+        self._namespaces = set(counts)
 
     @staticmethod
     def _with_admission(status: dict, waiting: list[str]) -> dict:
@@ -121,9 +150,21 @@ class StreamJobs:
         if job is not None and p is not None and self.loop.faults.of(KIND, key) is None:
             for ev in p.events:
                 self.writer.event(job, ev.type, ev.reason, ev.message)
+            self._count_transitions(key[0], p, status, old)
             current = self.store.streamjobs.get(key)
             if current is not None:  # our own write, at once (the watch event supersedes it)
                 self.store.streamjobs[key] = {**current, "status": status}
+
+    @staticmethod
+    def _count_transitions(namespace: str, p: StreamPlan, status: dict, old: dict) -> None:
+        """Rollbacks and restarts, counted once: when the status recording them is written (a write that
+        fails is made again by the next cycle, from the same old status)."""
+        rollbacks = sum(1 for ev in p.events if ev.reason == "RolledBack")
+        if rollbacks:
+            metrics.STREAMJOB_ROLLBACKS.labels(namespace=namespace).inc(rollbacks)
+        before, after = old.get("restarts"), status.get("restarts")
+        if isinstance(after, int) and after > (before if isinstance(before, int) else 0):
+            metrics.STREAMJOB_RESTARTS.labels(namespace=namespace).inc(after - (before or 0))
 
     def _revision_writes(self, key: Key, job: dict, p: StreamPlan) -> list[Write]:
         known = self.store.revisions.get(key, {})
