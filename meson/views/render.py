@@ -119,33 +119,47 @@ def queues_table(rows: Sequence[QueueRow], title: str | None = "Queues") -> Tabl
 
 
 def pending_table(
-    rows: Sequence[PendingRow], title: str | None = "Pending", limit: int | None = None
+    rows: Sequence[PendingRow],
+    title: str | None = "Pending",
+    limit: int | None = None,
+    per_queue: int | None = None,
 ) -> Table | Group:
-    """Waiting workloads in admission order per queue: position, what, priority and why."""
-    shown = list(rows if limit is None else rows[:limit])
+    """Waiting workloads in admission order per queue: position, what, priority and why. ``per_queue``
+    shows only the first rows of each queue (and how many more wait there); ``limit`` caps the rows."""
     table = Table(title=title, title_justify="left")
     table.add_column("QUEUE", no_wrap=True)
     table.add_column("POS", justify="right")
     table.add_column("WORKLOAD", no_wrap=True)
     table.add_column("PRIORITY")
     table.add_column("REASON", overflow="fold")
-    previous = None
-    for r in shown:
-        queue = r.queue if r.queue != previous else ""
-        previous = r.queue
-        what = f"{r.namespace}/{r.name} {r.workload}" + (f" (x{r.count})" if r.count > 1 else "")
-        table.add_row(
-            Text(queue, "bold"),
-            "-" if r.position is None else str(r.position),
-            Text(what) if r.kind == "Workflow" else Text(what, "cyan"),
-            Text(r.priority, "bold magenta" if "urgent" in r.priority or "high" in r.priority else ""),
-            r.reason,
-        )
-    if limit is not None and len(rows) > limit:
-        more = sum(r.count for r in rows[limit:])
-        return Group(table, Text(f"... and {more} more waiting", "dim"))
-    if not shown:
+    by_queue: dict[str, list[PendingRow]] = {}
+    for r in rows:
+        by_queue.setdefault(r.queue, []).append(r)
+    shown = 0
+    hidden = 0
+    for queue, waiting in by_queue.items():
+        first = True
+        for i, r in enumerate(waiting):
+            if (per_queue is not None and i >= per_queue) or (limit is not None and shown >= limit):
+                more = sum(w.count for w in waiting[i:])
+                hidden += more
+                if per_queue is not None and (limit is None or shown < limit):
+                    table.add_row("", "", Text(f"... and {more} more in {queue}", "dim"), "", "")
+                break
+            what = f"{r.namespace}/{r.name} {r.workload}" + (f" (x{r.count})" if r.count > 1 else "")
+            table.add_row(
+                Text(queue if first else "", "bold"),
+                "-" if r.position is None else str(r.position),
+                Text(what) if r.kind == "Workflow" else Text(what, "cyan"),
+                Text(r.priority, "bold magenta" if "urgent" in r.priority or "high" in r.priority else ""),
+                r.reason,
+            )
+            first = False
+            shown += 1
+    if not rows:
         return Group(table, Text("nothing is waiting for admission", "dim"))
+    if hidden and per_queue is None:
+        return Group(table, Text(f"... and {hidden} more waiting", "dim"))
     return table
 
 

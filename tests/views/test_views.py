@@ -165,6 +165,10 @@ def test_pending_table_text():
     assert "ns/hotfix rebuild" in out and "waiting for preemption" in out and "demo-urgent" in out
     assert "... and 6 more waiting" in out  # 5 + 1 instances beyond the first 4 rows
     assert "nothing is waiting" in text(views.pending_table([]))
+    per_queue = text(views.pending_table(views.pending_rows(WORKFLOWS, [STREAM]), per_queue=1))
+    assert "ns/clicks replica 3" in per_queue and "... and 1 more in nightly" in per_queue
+    assert "ns/hotfix rebuild" in per_queue and "... and 6 more in team-a" in per_queue
+    assert "ns/backfill b[3]" in per_queue
 
 
 def test_workflow_and_stream_rows():
