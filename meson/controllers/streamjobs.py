@@ -86,6 +86,8 @@ class StreamJobs:
             for req in p.admitted:
                 victim = victims.get(req.key)
                 if victim is not None:
+                    queue = ((self.store.streamjobs.get((ns, job)) or {}).get("spec") or {}).get("queue", "")
+                    metrics.PREEMPTIONS.labels(queue=queue).inc()
                     name = pod_name(job, req.step, req.index or 0, req.run)
                     out.append(self.loop.deletion(ns, name, victim.reason))
         return out
