@@ -63,15 +63,60 @@ def build_parser() -> argparse.ArgumentParser:
     op = sub.add_parser("operator", help="run the operator (controllers + scheduling loop)")
     op.add_argument("--kubeconfig", help="kubeconfig to use (default: in-cluster, else $KUBECONFIG)")
     op.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)")
-    op.add_argument(
+    hook = op.add_argument_group("validating admission webhook")
+    hook.add_argument(
         "--webhook",
-        choices=("off", "loopback"),
+        choices=("off", "in-cluster", "loopback"),
         default="off",
-        help="serve the validating admission webhook: loopback = on 127.0.0.1 with a self-signed "
-        "certificate, for a control plane on the same machine (default: off; the controller still refuses "
-        "invalid objects with a Valid=False condition)",
+        help="serve the validating admission webhook. in-cluster: on every address, behind the chart's "
+        "Service, with the certificate of --webhook-secret (created, rotated and injected into "
+        "--webhook-configuration by the operator) or of --webhook-cert-dir (cert-manager); loopback: on "
+        "127.0.0.1 with a self-signed certificate, kopf registering validate.meson.dev (development); "
+        "default off (the controller still refuses invalid objects with a Valid=False condition)",
     )
-    op.add_argument("--webhook-port", type=int, default=9443, help="webhook port (default 9443)")
+    hook.add_argument("--webhook-port", type=int, default=9443, help="webhook port (default 9443)")
+    hook.add_argument("--webhook-address", default="", help="in-cluster: listen address (default: all)")
+    hook.add_argument("--webhook-service", default="meson-webhook", help="in-cluster: the webhook Service")
+    hook.add_argument(
+        "--webhook-namespace", default=None, help="in-cluster: its namespace (default: $POD_NAMESPACE)"
+    )
+    hook.add_argument(
+        "--webhook-secret",
+        default="meson-webhook-tls",
+        help="in-cluster: the Secret with the CA and certificate",
+    )
+    hook.add_argument(
+        "--webhook-configuration",
+        default="meson-webhook",
+        help="in-cluster: the ValidatingWebhookConfiguration whose caBundle the operator keeps",
+    )
+    hook.add_argument(
+        "--webhook-cert-dir",
+        default=None,
+        help="in-cluster: serve tls.crt/tls.key from this directory (a mounted cert-manager Secret) instead "
+        "of managing the Secret",
+    )
+    hook.add_argument(
+        "--webhook-cert-validity",
+        type=float,
+        default=365 * 86400.0,
+        metavar="SECONDS",
+        help="validity of the serving certificate; renewed when a third of it remains (default 1 year)",
+    )
+    hook.add_argument(
+        "--webhook-ca-validity",
+        type=float,
+        default=10 * 365 * 86400.0,
+        metavar="SECONDS",
+        help="validity of the operator's CA; renewed when a third of it remains (default 10 years)",
+    )
+    hook.add_argument(
+        "--webhook-check-interval",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how often the certificate is checked and the Secret re-read (default 30)",
+    )
     op.add_argument("--liveness-port", type=int, default=0, help="serve /healthz on this port (0: off)")
     tuning = op.add_argument_group("scheduling")
     tuning.add_argument(
@@ -251,6 +296,17 @@ def main(argv: list[str] | None = None) -> int:
             metrics_port=args.metrics_port,
             webhook=args.webhook,
             webhook_port=args.webhook_port,
+            webhook_options={
+                "webhook_address": args.webhook_address,
+                "webhook_service": args.webhook_service,
+                "webhook_namespace": args.webhook_namespace,
+                "webhook_secret": args.webhook_secret,
+                "webhook_configuration": args.webhook_configuration,
+                "webhook_cert_dir": args.webhook_cert_dir,
+                "webhook_cert_validity": args.webhook_cert_validity,
+                "webhook_ca_validity": args.webhook_ca_validity,
+                "webhook_check_interval": args.webhook_check_interval,
+            },
             liveness_port=args.liveness_port or None,
             verbose=args.verbose,
             election=(

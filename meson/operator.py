@@ -22,6 +22,7 @@ def run(
     verbose: bool,
     tuning: Tuning | None = None,
     election: dict | None = None,
+    webhook_options: dict | None = None,
 ) -> int:
     from meson.controllers import handlers  # noqa: F401 - registers the kopf handlers
 
@@ -31,7 +32,12 @@ def run(
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
     memo = kopf.Memo(
-        options={"kubeconfig": kubeconfig, "webhook": webhook, "webhook_port": webhook_port},
+        options={
+            **(webhook_options or {}),
+            "kubeconfig": kubeconfig,
+            "webhook": webhook,
+            "webhook_port": webhook_port,
+        },
         tuning=tuning or Tuning(),
         election=election,
     )

@@ -39,9 +39,11 @@ are never reviewed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import shutil
-import subprocess
+import os
+import ssl
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,6 +55,7 @@ from meson.adapters import dryrun, kube
 from meson.adapters.dryrun import PodDryRun, _api_message  # noqa: F401 - re-exported
 from meson.api.common import GROUP, VERSION
 from meson.api.validation import validate
+from meson.controllers import webhook_certs
 
 __all__ = [
     "WEBHOOK_CONFIGURATION",
@@ -172,23 +175,13 @@ def validate_queue(
 def self_signed_certificate(
     directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
 ) -> tuple[Path, Path]:
-    """Write a self-signed ``tls.crt``/``tls.key`` (CA:TRUE, SANs for ``hosts``) with openssl."""
+    """Write a self-signed ``tls.crt``/``tls.key`` (CA:TRUE, SANs for ``hosts``), for the loopback mode."""
     directory.mkdir(parents=True, exist_ok=True)
+    cert_pem, key_pem = webhook_certs.self_signed(hosts, webhook_certs.now_utc(), 3650 * webhook_certs.DAY)
     cert, key = directory / "tls.crt", directory / "tls.key"
-    sans = ",".join(f"IP:{h}" if h.replace(".", "").isdigit() or ":" in h else f"DNS:{h}" for h in hosts)
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "3650",
-            "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={hosts[0]}",
-            "-addext", f"subjectAltName={sans}",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign",
-            "-addext", "extendedKeyUsage=serverAuth",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    key.chmod(0o600)
+    cert.write_bytes(cert_pem)
+    key.touch(mode=0o600)
+    key.write_bytes(key_pem)
     return cert, key
 
 
@@ -204,12 +197,143 @@ def configure_webhook(
     """Serve the validating webhooks on ``addr:port`` with a self-signed certificate; let kopf manage the
     ValidatingWebhookConfiguration ``managed``. Call from a ``@kopf.on.startup`` handler."""
     host = host or addr
-    if shutil.which("openssl"):
-        directory = certdir or Path(tempfile.mkdtemp(prefix="meson-webhook-"))
-        cert, key = self_signed_certificate(directory, tuple(dict.fromkeys((host, addr, "localhost"))))
-        server = kopf.WebhookServer(addr=addr, host=host, port=port, certfile=cert, pkeyfile=key, cafile=cert)
-    else:  # kopf generates one itself (needs the certbuilder package)
-        server = kopf.WebhookServer(addr=addr, host=host, port=port)
+    directory = certdir or Path(tempfile.mkdtemp(prefix="meson-webhook-"))
+    cert, key = self_signed_certificate(directory, tuple(dict.fromkeys((host, addr, "localhost"))))
+    server = kopf.WebhookServer(addr=addr, host=host, port=port, certfile=cert, pkeyfile=key, cafile=cert)
     settings.admission.server = server
     settings.admission.managed = managed
     return server
+
+
+# --- in-cluster: behind a Service, with the Secret's certificate ---------------------------------------
+
+
+class ReloadingWebhookServer(kopf.WebhookServer):
+    """kopf's HTTPS webhook server with a certificate replaced in place: :meth:`load` swaps the
+    certificate of the listening socket's TLS context, so connections in progress finish and new ones get
+    the new certificate, with no restart (kopf's own file watching restarts the listener, refusing
+    connections meanwhile). It starts listening once a certificate is loaded."""
+
+    def __init__(self, *, addr: str | None, port: int) -> None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        super().__init__(addr=addr, port=port, context=context)
+        self.digest: str | None = None
+        self.loaded = asyncio.Event()
+
+    def load(self, cert_pem: bytes, key_pem: bytes) -> bool:
+        """Serve this certificate from now on; False when it is the one served already."""
+        digest = webhook_certs.digest(cert_pem, key_pem)
+        if digest == self.digest:
+            return False
+        # ssl only loads from files: a private temporary file (0600), removed at once.
+        with tempfile.NamedTemporaryFile(prefix="meson-webhook-", suffix=".pem") as f:
+            f.write(key_pem + b"\n" + cert_pem)
+            f.flush()
+            assert self.context is not None
+            self.context.load_cert_chain(f.name)
+        self.digest = digest
+        self.loaded.set()
+        return True
+
+    def _build_ssl(self) -> tuple[bytes | None, ssl.SSLContext | None]:  # kopf's hook, overridden
+        return None, self.context
+
+    async def __call__(self, fn: Any) -> Any:  # an async generator, like kopf's
+        await self.loaded.wait()
+        async for client_config in super().__call__(fn):
+            yield client_config
+
+
+def _may_write(memo: Any) -> bool:
+    """Only the leader (or the only replica) creates and rotates the certificate."""
+    if not memo.get("election"):
+        return True
+    elector = memo.get("elector")
+    return elector is not None and bool(elector.leading)
+
+
+def _read_cert_dir(directory: Path) -> dict[str, bytes] | None:
+    try:
+        return {
+            webhook_certs.TLS_CERT: (directory / "tls.crt").read_bytes(),
+            webhook_certs.TLS_KEY: (directory / "tls.key").read_bytes(),
+        }
+    except OSError:
+        return None
+
+
+async def _keep_certificate(
+    server: ReloadingWebhookServer,
+    manager: webhook_certs.CertificateManager | None,
+    options: Mapping[str, Any],
+) -> None:
+    """Every ``webhook_check_interval`` seconds: reconcile the Secret (operator-managed) or read the
+    mounted files (cert-manager), and serve what is there."""
+    interval = float(options.get("webhook_check_interval") or 30)
+    cert_dir = options.get("webhook_cert_dir")
+    loop = asyncio.get_running_loop()
+    waiting_logged = False
+    while True:
+        try:
+            if manager is not None:
+                data = await loop.run_in_executor(None, manager.reconcile)
+            else:
+                data = _read_cert_dir(Path(cert_dir))
+            if data and webhook_certs.TLS_CERT in data and webhook_certs.TLS_KEY in data:
+                if server.load(data[webhook_certs.TLS_CERT], data[webhook_certs.TLS_KEY]):
+                    logger.info(
+                        "webhook serving certificate %s", webhook_certs.summary(data[webhook_certs.TLS_CERT])
+                    )
+            elif not waiting_logged:
+                logger.info("webhook waiting for its certificate (%s)", cert_dir or "the leader creates it")
+                waiting_logged = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the next pass tries again; the served certificate stays
+            logger.warning("webhook certificate check failed: %s", exc)
+        await asyncio.sleep(interval)
+
+
+def configure_in_cluster(settings: kopf.OperatorSettings, memo: Any) -> ReloadingWebhookServer:
+    """Serve the webhooks on all addresses (port ``webhook_port``) with the certificate of the Secret
+    (operator-managed) or of ``webhook_cert_dir`` (cert-manager's mounted Secret). The chart owns the
+    ValidatingWebhookConfiguration: kopf does not manage it (``settings.admission.managed`` stays None)."""
+    options = memo.get("options") or {}
+    server = ReloadingWebhookServer(addr=options.get("webhook_address") or None, port=options["webhook_port"])
+    settings.admission.server = server
+    settings.admission.managed = None
+    manager = None
+    if not options.get("webhook_cert_dir"):
+        namespace = options.get("webhook_namespace") or os.environ.get("POD_NAMESPACE") or "default"
+        manager = webhook_certs.CertificateManager(
+            clients=_clients(memo),
+            namespace=namespace,
+            secret=options["webhook_secret"],
+            configuration=options["webhook_configuration"],
+            service=options["webhook_service"],
+            policy=webhook_certs.CertPolicy(
+                ca_validity=float(options["webhook_ca_validity"]),
+                cert_validity=float(options["webhook_cert_validity"]),
+            ),
+            may_write=lambda: _may_write(memo),
+        )
+    memo["webhook_certificate_task"] = asyncio.create_task(
+        _keep_certificate(server, manager, options), name="meson-webhook-certificate"
+    )
+    return server
+
+
+@kopf.on.startup(id="webhook-in-cluster")
+async def _start_in_cluster(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    if (memo.get("options") or {}).get("webhook") == "in-cluster":
+        configure_in_cluster(settings, memo)
+
+
+@kopf.on.cleanup(id="webhook-in-cluster")
+async def _stop_in_cluster(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("webhook_certificate_task")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
