@@ -262,6 +262,10 @@ def _start(state: State, bins: dict[str, Path]) -> None:
             "--service-cluster-ip-range=10.96.0.0/16",
             "--endpoint-reconciler-type=none",  # loopback is not a valid endpoint address
             "--allow-privileged=true",
+            # Webhook (and aggregated API) Services are called at an endpoint of their EndpointSlices, not
+            # at the ClusterIP: there is no kube-proxy here, so a ClusterIP leads nowhere.
+            # (cmd/kube-apiserver/app/server.go buildServiceResolver -> NewEndpointServiceResolver)
+            "--enable-aggregator-routing=true",
         ],
     )
     _wait(
