@@ -61,18 +61,38 @@ The ServiceAccount the operator runs as.
 {{- end }}
 
 {{/*
-The webhook mode, validated: "off" or "loopback". An unquoted `off` in a values file is the YAML boolean
-false; it is read as "off".
+The webhook mode: "off", "in-cluster" or "loopback" (values.schema.json refuses anything else). An unquoted
+`off` in a values file is the YAML boolean false; it is read as "off".
 */}}
 {{- define "meson.webhookMode" -}}
 {{- $mode := toString .Values.webhook.mode }}
 {{- if and (kindIs "bool" .Values.webhook.mode) (eq $mode "false") }}
 {{- $mode = "off" }}
 {{- end }}
-{{- if not (has $mode (list "off" "loopback")) }}
-{{- fail (printf "webhook.mode must be \"off\" or \"loopback\" (the in-cluster Service webhook is not implemented yet), got %q" $mode) }}
+{{- if not (has $mode (list "off" "in-cluster" "loopback")) }}
+{{- fail (printf "webhook.mode must be \"off\", \"in-cluster\" or \"loopback\", got %q" $mode) }}
 {{- end }}
 {{- $mode }}
+{{- end }}
+
+{{/*
+The in-cluster webhook's objects: the Service, the Secret with its certificate, the
+ValidatingWebhookConfiguration (cluster-scoped, so named after the release).
+*/}}
+{{- define "meson.webhookService" -}}
+{{- printf "%s-webhook" (include "meson.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "meson.webhookSecret" -}}
+{{- printf "%s-webhook-tls" (include "meson.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "meson.webhookConfiguration" -}}
+{{- printf "%s-webhook" (include "meson.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{/*
+"true" when the operator manages the webhook certificate itself (in-cluster without cert-manager).
+*/}}
+{{- define "meson.webhookManagedCert" -}}
+{{- if and (eq (include "meson.webhookMode" .) "in-cluster") (not .Values.webhook.certManager.enabled) }}true{{ end }}
 {{- end }}
 
 {{/*
