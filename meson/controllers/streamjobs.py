@@ -171,16 +171,17 @@ class StreamJobs:
     def _revision_writes(self, key: Key, job: dict, p: StreamPlan) -> list[Write]:
         known = self.store.revisions.get(key, {})
         out: list[Write] = []
+        busy = self.loop.inflight.busy  # a write still running is not made again (nor its coroutine built)
         for revision, template in p.record_revisions.items():
-            if revision not in known:
+            if revision not in known and not busy(ident := (KIND, key, "revision", revision)):
                 write = self.loop.faults.guard_write(
                     KIND, key, self._record(key, job, revision, template), "revision"
                 )
-                out.append(((KIND, key, "revision", revision), write))
+                out.append((ident, write))
         for revision in p.forget_revisions:
-            if revision in known:
+            if revision in known and not busy(ident := (KIND, key, "revision", revision)):
                 write = self.loop.faults.guard_write(KIND, key, self._forget(key, revision), "revision")
-                out.append(((KIND, key, "revision", revision), write))
+                out.append((ident, write))
         return out
 
     async def _record(self, key: Key, job: dict, revision: str, template: dict) -> None:
