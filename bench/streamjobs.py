@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import threading
 import time
@@ -98,6 +99,13 @@ class Watcher:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+
+def _by_status(text: str) -> dict[str, int]:
+    """meson_api_errors_total per HTTP status (404 and 409 included: a delete of what is gone, a create of
+    what exists, both taken as done)."""
+    found = re.findall(r'^meson_api_errors_total\{status="([^"]*)"\} ([0-9.e+-]+)$', text, re.M)
+    return {status: int(float(n)) for status, n in found}
 
 
 def _statuses(custom: client.CustomObjectsApi, ns: str) -> list[dict]:
@@ -210,6 +218,9 @@ def main() -> int:
         result["api_errors"] = int(
             _metric(after, "meson_api_errors_total") - _metric(before, "meson_api_errors_total")
         )
+        result["api_errors_by_status"] = {
+            status: n - _by_status(before).get(status, 0) for status, n in _by_status(after).items()
+        }
     finally:
         watcher.stop()
         operator.stop()
