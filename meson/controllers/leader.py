@@ -20,6 +20,7 @@ kopf's own "peering" only pauses handlers across operators; it is not a lock, wh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -149,10 +150,17 @@ class LeaderElector:
         await start()
         renewed = self.clock()
         while True:
-            await asyncio.sleep(self.retry_period)
-            if await run(None, self._attempt):
+            # Fencing: stop at the renew deadline even when the API server does not answer at all (a
+            # partition holds a request forever), so each attempt may only use the time left before it.
+            deadline = renewed + self.renew_deadline
+            await asyncio.sleep(max(0.0, min(self.retry_period, deadline - self.clock())))
+            ok = False
+            if deadline - self.clock() > 0:
+                with contextlib.suppress(TimeoutError):
+                    ok = await asyncio.wait_for(run(None, self._attempt), timeout=deadline - self.clock())
+            if ok:
                 renewed = self.clock()
-            elif not self.leading or self.clock() - renewed > self.renew_deadline:
+            elif not self.leading or self.clock() >= deadline:
                 log.error("lost the lease %s/%s; stopping", self.namespace, self.name)
                 metrics.LEADER.set(0)
                 self.leading = False
