@@ -5,6 +5,8 @@ over batch."""
 from __future__ import annotations
 
 import json
+import math
+import re
 
 from kubernetes import client
 
@@ -23,7 +25,8 @@ from e2e.helpers import (
     workflow_pods,
 )
 from e2e.operator import OperatorProcess
-from e2e.test_workflows import Sampler, live
+from e2e.test_workflows import Sampler, live, pod_cpu
+from meson.api.quantity import canonical
 
 
 def streamjob(name: str, queue_name: str, replicas: int = 3, image: str = "busybox:1", **spec) -> dict:
@@ -63,6 +66,23 @@ def queue_cpu(custom: client.CustomObjectsApi, name: str) -> str:
     return ((q.get("status") or {}).get("usage") or {}).get("cpu", "0")
 
 
+def columns(cluster: Cluster, namespace: str, name: str) -> dict[str, str]:
+    """`kubectl get msj NAME` as a user reads it: the CRD's printer columns, by header."""
+    header, row = cluster.kubectl("get", "msj", name, "-n", namespace).stdout.splitlines()[:2]
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    cells = [row[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+    return dict(zip(header.split(), cells, strict=True))
+
+
+def metric(operator: OperatorProcess, name: str, **labels: str) -> float | None:
+    """One sample of the operator's /metrics (None: no such series)."""
+    for line in operator.metrics().splitlines():
+        m = re.fullmatch(rf"{re.escape(name)}\{{(.*)\}} (\S+)", line)
+        if m and dict(re.findall(r'(\w+)="([^"]*)"', m.group(1))) == labels:
+            return float(m.group(2))
+    return None
+
+
 def test_deploy_scale_suspend_resume_and_update(
     cluster: Cluster, operator: OperatorProcess, core, custom, namespace: str, queues
 ) -> None:
@@ -74,6 +94,16 @@ def test_deploy_scale_suspend_resume_and_update(
     pods = job_pods(core, namespace, "enricher")
     assert len(live(pods)) == 3 and all(p.spec.node_name for p in pods)
     assert wait_for(lambda: queue_cpu(custom, q) == "1500m", 20, "queue usage 1500m")
+    shown = columns(cluster, namespace, "enricher")
+    assert {k: shown[k] for k in ("PHASE", "REPLICAS", "READY", "UPDATED")} == {
+        "PHASE": "Running", "REPLICAS": "3", "READY": "3", "UPDATED": "3"
+    }, shown  # fmt: skip
+    assert shown["REVISION"] == status(custom, namespace, "enricher")["currentRevision"]
+    wait_for(
+        lambda: metric(operator, "meson_streamjob_replicas", namespace=namespace, state="ready") == 3,
+        20,
+        "meson_streamjob_replicas{state=ready} 3",
+    )
 
     # kubectl scale (the scale subresource): 3 -> 6 admitted through the queue (room for 8), then 6 -> 2.
     cluster.kubectl("scale", "streamjob/enricher", "--replicas=6", "-n", namespace)
@@ -92,6 +122,8 @@ def test_deploy_scale_suspend_resume_and_update(
     wait_for(lambda: not live(job_pods(core, namespace, "enricher")), 60, "no pod while suspended")
     wait_for(lambda: queue_cpu(custom, q) in ("0", "0m", None), 20, "queue usage back to 0")
     assert status(custom, namespace, "enricher")["phase"] == "Suspended"
+    shown = columns(cluster, namespace, "enricher")
+    assert (shown["PHASE"], shown["REPLICAS"], shown["READY"]) == ("Suspended", "2", "0"), shown
     patch = {"spec": {"desiredState": "Running", "replicas": 3}}
     custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, "streamjobs", "enricher", patch)
     wait_for(lambda: status(custom, namespace, "enricher").get("phase") == "Running", 60, "Running again")
@@ -130,27 +162,43 @@ def test_deploy_scale_suspend_resume_and_update(
     cluster.kubectl("delete", "streamjob", "enricher", "-n", namespace, "--wait=false")
 
 
-def test_a_high_priority_stream_job_preempts_low_priority_steps(
+def test_a_high_priority_stream_job_preempts_exactly_enough_low_priority_steps(
     cluster: Cluster, operator: OperatorProcess, core, custom, namespace: str, queues, priority_classes
 ) -> None:
     low, high = priority_classes
     q = f"mixed-{uid()}"
     queues.append(q)
     apply(cluster, queue(q, cpu=2, preemption={"withinQueue": "LowerPriority"}))
+    # Steps long enough that none ends by itself before the stream job has been admitted.
     batch = workflow(
-        "batch", q, [step("work", cpu="500m", duration="10s", foreach={"items": list(range(6))})],
+        "batch", q, [step("work", cpu="500m", duration="20s", foreach={"items": list(range(6))})],
         priorityClassName=low,
     )  # fmt: skip
     apply(cluster, batch, namespace=namespace)
     wait_for(lambda: len(live(workflow_pods(core, namespace, "batch"))) == 4, 60, "the queue full of steps")
-    apply(cluster, streamjob("urgent", q, replicas=2, priorityClassName=high), namespace=namespace)
+    urgent = streamjob("urgent", q, replicas=2, priorityClassName=high)
+    # What the stream job needs beyond what the queue has free decides how many steps must go.
+    quota = canonical("cpu", 2)
+    running = live(workflow_pods(core, namespace, "batch"))
+    used = sum(pod_cpu(p) for p in running)
+    step_cpu = pod_cpu(running[0])
+    replica_cpu = canonical(
+        "cpu", urgent["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
+    )
+    needed = max(0, urgent["spec"]["replicas"] * replica_cpu - (quota - used))
+    expected = math.ceil(needed / step_cpu)
+    assert (used, expected) == (2000, 2), (used, expected)
+
+    apply(cluster, urgent, namespace=namespace)
     wait_for(
         lambda: status(custom, namespace, "urgent").get("phase") == "Running", 90, "the stream job Running"
     )
-    wf = wait_workflow(custom, namespace, "batch", ("Succeeded",), timeout=180)
-    preempted = [s for s in wf["status"]["steps"] if (s.get("run") or 1) > 1]
-    assert preempted, "no step was preempted"
+    wf = wait_workflow(custom, namespace, "batch", ("Succeeded",), timeout=240)
+    preempted = sum((s.get("run") or 1) - 1 for s in wf["status"]["steps"])
+    assert preempted == expected, f"{preempted} steps preempted, {expected} needed: {wf['status']['steps']}"
     assert all((s.get("attempts") or 1) == 1 for s in wf["status"]["steps"]), "a preemption used a retry"
+    runs = {p.metadata.labels["meson.dev/run"] for p in live(job_pods(core, namespace, "urgent"))}
+    assert runs == {"1"}, f"a stream replica was replaced while batch ran: runs {runs}"
     cluster.kubectl("delete", "streamjob", "urgent", "-n", namespace, "--wait=false")
 
 
@@ -195,6 +243,7 @@ def test_an_update_that_never_becomes_ready_is_rolled_back_and_manual_rollback_w
         "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=proc"
     ).stdout
     assert "RolledBack" in events
+    assert metric(operator, "meson_streamjob_rollbacks_total", namespace=namespace) == 1
 
     # A good update, then `meson streamjob rollback` returns to the previous template.
     good = json.loads(json.dumps(streamjob("x", q)["spec"]["template"]))
@@ -220,3 +269,96 @@ def test_an_update_that_never_becomes_ready_is_rolled_back_and_manual_rollback_w
     images = {p.spec.containers[0].image for p in live(job_pods(core, namespace, "proc"))}
     assert images == {"busybox:1"}, images
     cluster.kubectl("delete", "streamjob", "proc", "-n", namespace, "--wait=false")
+
+
+def test_a_crash_loop_beyond_the_restart_budget_fails_the_job_until_meson_streamjob_restart(
+    cluster: Cluster, operator: OperatorProcess, core, custom, namespace: str, queues
+) -> None:
+    q = f"crash-{uid()}"
+    queues.append(q)
+    apply(cluster, queue(q, cpu=4))
+    budget = {"maxRestarts": 3, "windowSeconds": 600}
+    apply(cluster, streamjob("flaky", q, replicas=2, restartBudget=budget), namespace=namespace)
+    wait_for(lambda: status(custom, namespace, "flaky").get("stableRevision"), 60, "a stable revision")
+
+    # An update whose container crash-loops (restartCount rising every second, CrashLoopBackOff).
+    crashing = json.loads(json.dumps(streamjob("x", q)["spec"]["template"]))
+    crashing["metadata"]["annotations"]["sim.meson.dev/crash-loop"] = "true"
+    crashing["spec"]["containers"][0]["image"] = "busybox:crashing"
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "streamjobs", "flaky", {"spec": {"template": crashing}}
+    )
+    st = wait_for(
+        lambda: (s := status(custom, namespace, "flaky")).get("phase") == "Failed" and s, 90, "phase Failed"
+    )
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert (conds["Available"]["status"], conds["Available"]["reason"]) == ("False", "RestartBudgetExceeded")
+    assert conds["Progressing"]["reason"] == "RestartBudgetExceeded", conds
+    assert "more than 3 restarts" in st["message"], st
+    assert st["restarts"] > 3, st
+    warnings = json.loads(
+        cluster.kubectl(
+            "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=flaky", "-o", "json"
+        ).stdout
+    )["items"]
+    budget_events = [e for e in warnings if e["reason"] == "RestartBudgetExceeded"]
+    assert len(budget_events) == 1 and budget_events[0]["type"] == "Warning", budget_events
+    wait_for(lambda: not live(job_pods(core, namespace, "flaky")), 60, "every pod deleted")
+    wait_for(lambda: queue_cpu(custom, q) in ("0", "0m", None), 30, "the queue's quota freed")
+    assert columns(cluster, namespace, "flaky")["PHASE"] == "Failed"
+    restarts = metric(operator, "meson_streamjob_restarts_total", namespace=namespace)
+    assert restarts is not None and restarts >= st["restarts"], (restarts, st["restarts"])
+
+    # Fixing the template alone does not clear the failure: the job stays Failed, with no pod.
+    fixed = json.loads(json.dumps(crashing))
+    fixed["metadata"]["annotations"]["sim.meson.dev/crash-loop"] = None
+    fixed["spec"]["containers"][0]["image"] = "busybox:fixed"
+    job = custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "streamjobs", "flaky", {"spec": {"template": fixed}}
+    )
+    generation = job["metadata"]["generation"]
+    wait_for(
+        lambda: status(custom, namespace, "flaky").get("observedGeneration") == generation,
+        30,
+        "the fix observed",
+    )
+    assert status(custom, namespace, "flaky")["phase"] == "Failed"
+    assert not live(job_pods(core, namespace, "flaky"))
+
+    assert "restart" in meson_cli(cluster, "streamjob", "restart", "flaky", "-n", namespace)
+    wait_for(
+        lambda: (
+            status(custom, namespace, "flaky").get("phase") == "Running"
+            and len(ready_pods(core, namespace, "flaky")) == 2
+        ),
+        90,
+        "Running again after meson streamjob restart",
+    )
+    st = status(custom, namespace, "flaky")
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["Available"]["status"] == "True", conds
+    assert not st.get("failed") and st.get("restartsInWindow", 0) == 0, st
+    images = {p.spec.containers[0].image for p in live(job_pods(core, namespace, "flaky"))}
+    assert images == {"busybox:fixed"}, images
+    reasons = {
+        e["reason"]
+        for e in json.loads(
+            cluster.kubectl(
+                "get",
+                "events",
+                "-n",
+                namespace,
+                "--field-selector",
+                "involvedObject.name=flaky",
+                "-o",
+                "json",
+            ).stdout
+        )["items"]
+    }
+    assert "Restarted" in reasons, reasons
+    wait_for(
+        lambda: metric(operator, "meson_streamjob_replicas", namespace=namespace, state="ready") == 2,
+        30,
+        "meson_streamjob_replicas{state=ready} 2",
+    )
+    cluster.kubectl("delete", "streamjob", "flaky", "-n", namespace, "--wait=false")
