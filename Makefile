@@ -68,3 +68,11 @@ cluster-down: venv
 
 demo: venv
 	$(PYTHON) -m e2e.demo
+
+# Meson on the embedded control plane next to raw pods and Kueue's own harness (bench/run.py):
+# make bench [SCENARIOS=kueue,kueue-upstream,workflows,cost,latency] [SCALE=0.1]
+.PHONY: bench
+SCENARIOS ?= all
+SCALE ?= 1
+bench: venv
+	$(PYTHON) -m bench.run --scenarios $(SCENARIOS) --scale $(SCALE)
