@@ -10,6 +10,7 @@ is the module's directory (its packages look for the repository root at start-up
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from e2e.cluster import build
@@ -87,6 +89,15 @@ def assets_dir() -> Path:
     return d
 
 
+def _stop_leftovers(assets: str, since: float) -> None:
+    """The envtest etcd and kube-apiserver this run started, if the runner left them behind."""
+    for p in psutil.process_iter(["cmdline", "create_time"]):
+        cmd = p.info["cmdline"] or []
+        if cmd and cmd[0].startswith(assets) and p.info["create_time"] >= since - 1:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+
+
 def run(log=print, timeout: float = 1800) -> dict[str, Any]:
     """Build (if needed) and run Kueue's baseline, then its checker. Never raises: errors are recorded."""
     result: dict[str, Any] = {"version": VERSION}
@@ -105,16 +116,18 @@ def run(log=print, timeout: float = 1800) -> dict[str, Any]:
             str(module_dir / "test/performance/scheduler/configs/baseline/generator.yaml"),
             "--minimalKueue",
             str(bins["minimalkueue"]),
+            "--timeout=25m",
             "--withLogs=true",
             "--logToFile=true",
         ]
         log(f"  running Kueue's harness: {' '.join(args)}")
-        t0 = time.monotonic()
+        t0, started = time.monotonic(), time.time()
         with (out / "runner.log").open("w") as f:
             proc = subprocess.run(
                 args, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, check=False
             )
         result["runner_wall_s"] = round(time.monotonic() - t0, 1)
+        _stop_leftovers(env["KUBEBUILDER_ASSETS"], started)
         result["artifacts"] = str(out)
         if proc.returncode != 0:
             result["error"] = f"runner exited {proc.returncode}: " + (out / "runner.log").read_text()[-2000:]

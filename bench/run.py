@@ -109,9 +109,11 @@ async def run_cluster(
         if "kueue" in chosen:
             log("kueue trace: raw pods")
             results["kueue"] = {"raw": await scenarios.kueue_side(api, ctx, "raw")}
+            results["kueue"]["raw"]["load_avg_after"] = os.getloadavg()[0]
             save()
             log("kueue trace: Meson")
             results["kueue"]["meson"] = await scenarios.kueue_side(api, ctx, "meson")
+            results["kueue"]["meson"]["load_avg_after"] = os.getloadavg()[0]
             save()
         if "kueue-upstream" in chosen:
             log("Kueue's own harness")
