@@ -1,8 +1,9 @@
 """The in-cluster webhook's certificate, managed by the operator (``webhook.certManager.enabled=false``).
 
 A private CA and a serving certificate for the webhook Service's DNS names are kept in one Secret of the
-release's namespace (``kubernetes.io/tls``: ``tls.crt``, ``tls.key``, plus ``ca.crt`` — the CA bundle,
-newest CA first — and ``ca.key``). The CA bundle is injected as ``caBundle`` into every webhook of the
+release's namespace (the chart creates it empty; the operator fills ``tls.crt``, ``tls.key``, ``ca.crt`` —
+the CA bundle, newest CA first — and ``ca.key``, patching it by name, guarded by its resourceVersion).
+The CA bundle is injected as ``caBundle`` into every webhook of the
 chart's ValidatingWebhookConfiguration. Every replica serves the Secret's certificate and reloads it in
 place when it changes (no listener restart, so no refused connection); only the writer (the leader, or
 the only replica) creates, rotates and injects.
@@ -158,6 +159,11 @@ def due(cert: x509.Certificate, now: dt.datetime, fraction: float) -> bool:
     return cert.not_valid_after_utc - now < _nominal(cert) * fraction
 
 
+def _outlives(cert: x509.Certificate, now: dt.datetime, validity: float) -> bool:
+    """True when the certificate is valid for longer than the configured validity (it was lowered)."""
+    return cert.not_valid_after_utc - now > dt.timedelta(seconds=validity * 1.01 + 1)
+
+
 def dns_names(service: str, namespace: str) -> list[str]:
     """The names the API server may use for the webhook Service (it uses ``<svc>.<ns>.svc``)."""
     return [
@@ -198,7 +204,7 @@ def plan(
         return {CA_CERT: ca_cert, CA_KEY: ca_key, TLS_CERT: cert, TLS_KEY: key}, "issued a new CA"
     newest = cas[0]
     alive = [c for c in cas if c.not_valid_after_utc > now]
-    if due(newest, now, policy.renew_fraction):
+    if due(newest, now, policy.renew_fraction) or _outlives(newest, now, policy.ca_validity):
         # Step 1 of a CA rotation: publish the new CA next to the old ones; the serving certificate stays.
         ca_cert, ca_key = new_ca(now, policy.ca_validity)
         bundle = ca_cert + b"".join(_pem(c) for c in alive)
@@ -215,6 +221,8 @@ def plan(
         reason = "the CA was renewed"
     elif due(leaf, now, policy.renew_fraction):
         reason = "the serving certificate is due for renewal"
+    elif _outlives(leaf, now, policy.cert_validity):
+        reason = "the configured validity is shorter"
     if not reason:
         return None, ""
     expired = now >= leaf.not_valid_after_utc
@@ -309,7 +317,7 @@ class CertificateManager:
         return {
             "apiVersion": "v1",
             "kind": "Secret",
-            "type": "kubernetes.io/tls",
+            "type": "Opaque",
             "metadata": meta,
             "data": {k: base64.b64encode(v).decode() for k, v in sorted(data.items())},
         }
@@ -381,9 +389,9 @@ class CertificateManager:
                 if version is None:
                     create = self.clients.core.create_namespaced_secret
                     kube.call(create, self.namespace, body, _preload_content=False)
-                else:
-                    replace = self.clients.core.replace_namespaced_secret
-                    kube.call(replace, self.secret, self.namespace, body, _preload_content=False)
+                else:  # a patch guarded by the resourceVersion read: Helm's labels stay, a race is a 409
+                    patch = {"metadata": {"resourceVersion": version}, "data": body["data"]}
+                    kube.call(self.clients.core.patch_namespaced_secret, self.secret, self.namespace, patch)
             except kube.ApiException as e:
                 if e.status in (409, 404):  # someone else wrote it first: read it again next pass
                     return self.read_secret()[0]

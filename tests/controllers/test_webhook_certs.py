@@ -120,3 +120,15 @@ def test_server_reloads_its_certificate_in_place() -> None:
 
     a, b, served_first, served_second = asyncio.run(scenario())
     assert (served_first, served_second) == (a, b)
+
+
+def test_a_lowered_validity_renews_the_ca_then_the_certificate() -> None:
+    data, _ = wc.plan(None, None, NAMES, T0, wc.CertPolicy())
+    assert data is not None
+    step1, reason = wc.plan(data, wc.load_bundle(data[wc.CA_CERT]), NAMES, at(1), POLICY)
+    assert step1 is not None and "renewed the CA" in reason
+    bundle = wc.load_bundle(step1[wc.CA_CERT])
+    step2, reason = wc.plan(step1, bundle, NAMES, at(2), POLICY)
+    assert step2 is not None and "CA was renewed" in reason
+    assert leaf(step2).not_valid_after_utc == at(2) + dt.timedelta(seconds=30)
+    assert wc.plan(step2, bundle, NAMES, at(3), POLICY) == (None, "")
