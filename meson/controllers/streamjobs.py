@@ -12,6 +12,7 @@ admission reason of replicas still waiting, and its events.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from meson.adapters import metrics
@@ -34,19 +35,40 @@ ADMITTED = "Admitted"
 REPLICA_STATES = ("pending", "starting", "ready", "old")
 
 
+class StalePlan(AssertionError):
+    """A reused plan differs from a plan made from scratch (checked only with ``loop.verify_incremental``,
+    and only once the job's status is the plan's: a transition in flight keeps its first timestamps)."""
+
+
+@dataclass
+class _Made:
+    inputs: tuple
+    plan: StreamPlan
+    admitted: list[AdmittedWorkload]
+
+
 class StreamJobs:
     def __init__(self, loop: SchedulingLoop) -> None:
         self.loop = loop
         self.store = loop.store
         self.writer = loop.writer
         self.plans: dict[Key, StreamPlan] = {}
+        self._made: dict[Key, _Made] = {}  # each job's last plan and what it was made from
+        self.replans = 0  # stream jobs planned from scratch (the others reused their last plan)
         self._namespaces: set[str] = set()  # namespaces with a meson_streamjob_replicas series
 
     # --- planning ----------------------------------------------------------------------------------
     def plan_all(self, now: float, inputs: _Inputs) -> None:
+        """Plan every job. A job is planned again only when its inputs moved (the object, including the
+        status this operator wrote, its pods, its recorded revisions, its queue and priority) or a time its
+        last plan asked to be woken at has come; otherwise that plan is offered again as it is."""
         self.plans = {}
+        self._stale: list[Key] = []
+        self.forget_gone()
         for key, job in list(self.store.streamjobs.items()):
             self.loop.faults.guard(KIND, key, "plan", self._plan, key, job, now, inputs)
+        if self._stale:
+            raise StalePlan(f"stream jobs {self._stale}: a reused plan differs from a plan from scratch")
 
     def _plan(self, key: Key, job: dict, now: float, inputs: _Inputs) -> None:
         problems = self.loop.checks.problems(KIND, job)
@@ -59,12 +81,43 @@ class StreamJobs:
                 self.writer.event(job, "Warning", "InvalidSpec", "; ".join(problems))
                 inputs.writes.append(((KIND, key), self._patch_status(key, status, old)))
             return
-        p = plan_stream(job, self.store.replicas(key), self.store.revisions.get(key, {}), now)
         spec = job.get("spec") or {}
         queue, priority_class = spec.get("queue", "default"), spec.get("priorityClassName")
         priority = self.store.priority_of(priority_class)
-        hold = self.loop.hold_reason(key, queue, priority_class)
-        created = {pod.name: pod.created for pod in self.store.replicas(key)}
+        placement = (queue, priority, self.loop.hold_reason(key, queue, priority_class))
+        pods = self.store.replicas(key)
+        revisions = self.store.revisions.get(key, {})
+        made_from = (job, tuple(sorted(pods, key=lambda r: (r.name, r.phase))), dict(revisions), placement)
+        made = self._made.get(key)
+        if (
+            made is None
+            or not self._same(made.inputs, made_from)
+            or (made.plan.wake_at is not None and now >= made.plan.wake_at)
+        ):
+            made = self._made[key] = self._plan_from_scratch(key, job, pods, revisions, now, placement)
+            made.inputs = made_from
+            self.replans += 1
+        elif getattr(self.loop, "verify_incremental", False) and made.plan.status == job.get("status"):
+            fresh = self._plan_from_scratch(key, job, pods, revisions, now, placement)
+            if (fresh.plan, fresh.admitted) != (made.plan, made.admitted):
+                self._stale.append(key)  # raised after the guard (which would take it for the job's fault)
+        self.plans[key] = made.plan
+        self.loop.offer(
+            KIND, key, made.plan.pending, made.admitted, placement, made.plan.wake_at, now, inputs
+        )
+
+    @staticmethod
+    def _same(a: tuple, b: tuple) -> bool:
+        """The job compared by identity (the store replaces it on every event and own write), the rest by
+        value (pods and revisions are small)."""
+        return a[0] is b[0] and a[1:] == b[1:]
+
+    def _plan_from_scratch(
+        self, key: Key, job: dict, pods: list, revisions: dict, now: float, placement: tuple
+    ) -> _Made:
+        queue, priority, _ = placement
+        p = plan_stream(job, pods, revisions, now)
+        created = {pod.name: pod.created for pod in pods}
         admitted = [
             AdmittedWorkload(
                 self.loop.workload(req, queue, priority),
@@ -72,8 +125,11 @@ class StreamJobs:
             )
             for req in p.admitted
         ]
-        self.plans[key] = p
-        self.loop.offer(KIND, key, p.pending, admitted, (queue, priority, hold), p.wake_at, now, inputs)
+        return _Made((), p, admitted)
+
+    def forget_gone(self) -> None:
+        for key in [k for k in self._made if k not in self.store.streamjobs]:
+            del self._made[key]
 
     # --- acting ------------------------------------------------------------------------------------
     def deletions(self, victims: dict) -> list[Write]:

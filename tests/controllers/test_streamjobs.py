@@ -408,6 +408,33 @@ async def test_an_operator_killed_mid_rollout_resumes_it_without_a_duplicate_or_
     assert cluster.revisions("proc") == set(revisions[-2:]), (cluster.revisions("proc"), revisions)
 
 
+# --- incremental planning --------------------------------------------------------------------------------
+@sync
+async def test_an_idle_job_is_not_replanned_and_any_change_of_its_pods_is_seen_at_once() -> None:
+    cluster = StreamCluster()
+    cluster.apply(queue("q", cpu=4))
+    cluster.apply(streamjob("proc", "q", replicas=2))
+    op = Operator(cluster)  # verify_incremental: every reused plan is checked against a fresh one
+    await run(cluster, op, lambda: cluster.job("proc").get("stableRevision") is not None)
+    for _ in range(3):  # settle: the last status write seen back
+        await op.cycle()
+        cluster.clock.advance(1)
+    replans = op.loop.streams.replans
+    for _ in range(5):
+        await op.cycle()
+        cluster.clock.advance(1)
+    assert op.loop.streams.replans == replans, "an idle stream job was planned again"
+
+    (first, second) = sorted(p["metadata"]["name"] for p in cluster.replicas("proc"))
+    cluster.restart_container(first)  # only a pod moved: no wake-up is due, the job is unchanged
+    await op.cycle()
+    await op.cycle()
+    assert cluster.job("proc")["restarts"] == 1, cluster.job("proc")
+    cluster.delete("pods", "default", second)  # someone deletes a replica
+    await run(cluster, op, lambda: len(cluster.replicas("proc")) == 2, max_cycles=10)
+    assert "ReplicaRestarted" in cluster.reasons("proc")
+
+
 # --- the restart budget, and metrics -----------------------------------------------------------------------
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
