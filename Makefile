@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 
-.PHONY: venv test unit e2e lint lock lock-check demo bench-core bench-operator bench-streamjobs crds cluster-up cluster-down
+.PHONY: venv test unit e2e e2e-oldest lint lock lock-check demo bench-core bench-operator bench-streamjobs crds cluster-up cluster-down
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -42,6 +42,13 @@ unit: venv
 
 e2e: venv
 	$(PYTHON) -m pytest -q e2e
+
+# The e2e suite on the oldest Kubernetes minor the chart supports (helm/meson/Chart.yaml: >= 1.33), built
+# into its own cache directory and run in its own cluster directory; `make e2e` runs the newest.
+OLDEST_K8S ?= 1.33
+e2e-oldest: venv
+	MESON_K8S_VERSION=$(OLDEST_K8S) MESON_CLUSTER_DIR=$${MESON_CLUSTER_DIR:-$${TMPDIR:-/tmp}/meson-cluster-$(OLDEST_K8S)} \
+	  $(PYTHON) -m pytest -q e2e
 
 # Unit tests, lint, then e2e against the embedded real control plane (built on first use).
 test: lint unit e2e
