@@ -21,6 +21,12 @@ Isolation: every object is planned, translated and written inside a guard (:mod:
 object that cannot be handled is skipped with a condition, an Event and a metric while every other
 object proceeds in the same cycle.
 
+Incremental: a workflow is planned again only when one of its inputs moved (the object, the status this
+operator last wrote, its pods, the world every workflow shares, its validity) or a time it asked to be
+woken at has come; otherwise its last plan is offered again as it is. ``verify_incremental`` re-plans every
+reused plan from scratch, at the time it was made, and records any difference in ``mismatches`` (the
+integration tests run with it).
+
 Status is a record, not an input: the engine is fed the status this operator last wrote (kept in
 memory), not the one on the object, so a status edited by someone else is ignored and overwritten.
 After a restart, when there is no memory, the observed status is first checked against the pods
@@ -101,6 +107,19 @@ class _Refusal:
 
 
 @dataclass
+class _Planned:
+    """A workflow's last plan, and what it was made from (compared by identity: any change replans)."""
+
+    inputs: tuple
+    now: float
+    plan: Plan
+    admitted: list[AdmittedWorkload]
+    placement: tuple[str, int, str | None]
+    # The queue positions with which this plan's status last needed no write (None: not yet).
+    settled: dict | None = None
+
+
+@dataclass
 class _Reservation:
     """An admission recorded before its pods exist: counted as admitted until the pods are seen."""
 
@@ -153,6 +172,10 @@ class SchedulingLoop:
     streams: StreamJobs = field(init=False)
     inflight: Inflight = field(init=False)
     _reserved: dict[str, _Reservation] = field(default_factory=dict)
+    _planned: dict[Key, _Planned] = field(default_factory=dict)
+    verify_incremental: bool = False
+    mismatches: list[str] = field(default_factory=list)  # what verify_incremental found
+    replans: int = 0  # workflows planned from scratch (the rest reused their plan)
     _own: dict[Key, _OwnStatus] = field(default_factory=dict)
     _ready_since: dict[str, float] = field(default_factory=dict)
     _refused: dict[str, _Refusal] = field(default_factory=dict)
@@ -205,6 +228,12 @@ class SchedulingLoop:
     # --- one cycle ---------------------------------------------------------------------------------
     async def cycle(self) -> CycleResult:
         now = self.clock()
+        if self.verify_incremental:
+            scratch = {
+                n: {k: v for k, v in u.items() if v} for n, u in self.store.node_usage_from_scratch().items()
+            }
+            if {n: u for n, u in scratch.items() if u} != self.store.node_usage():
+                self._mismatch("node usage kept pod by pod differs from a sum over every pod")
         queues, unreadable = self.queues.configs()
         inputs = _Inputs()
         for key, wf in list(self.store.workflows.items()):
@@ -247,6 +276,50 @@ class SchedulingLoop:
                     ((WORKFLOW, key), self._patch_workflow_status(key, wf, refused, None, now))
                 )
             return
+        planned = self._planned.get(key)
+        if (
+            planned is None
+            or not self._same_inputs(planned.inputs, self._inputs_of(key, wf))
+            or (planned.plan.wake_at is not None and now >= planned.plan.wake_at)
+        ):
+            planned = self._planned[key] = self._plan_from_scratch(key, wf, now)
+            self.replans += 1
+        elif self.verify_incremental:
+            # At the time it was made: a transition not yet recorded (its status write in flight) is
+            # stamped with the time of the plan that found it, and reusing that plan keeps the stamp.
+            fresh = self._plan_from_scratch(key, wf, planned.now)
+            if (fresh.plan, fresh.admitted, fresh.placement) != (
+                planned.plan,
+                planned.admitted,
+                planned.placement,
+            ):
+                self._mismatch(f"workflow {key}: reused plan differs from a plan from scratch")
+        p = planned.plan
+        inputs.plans[key] = p
+        self.offer(WORKFLOW, key, p.pending, planned.admitted, planned.placement, p.wake_at, now, inputs)
+
+    def _mismatch(self, message: str) -> None:
+        # Recorded, not raised: a plan's failure is caught by its object's guard.
+        log.error("incremental cycle: %s", message)
+        self.mismatches.append(message)
+
+    def _inputs_of(self, key: Key, wf: dict) -> tuple:
+        """What a workflow's plan is made of, besides the clock (objects compared by identity)."""
+        own = self._own.get(key)
+        return (
+            wf,
+            own,
+            own and own.status,
+            own and own.resource_version,
+            self.store.pod_versions.get(key, 0),
+            self.store.world_version,
+        )
+
+    @staticmethod
+    def _same_inputs(a: tuple, b: tuple) -> bool:
+        return all(x is y or (type(x) is int and x == y) for x, y in zip(a, b, strict=True))
+
+    def _plan_from_scratch(self, key: Key, wf: dict, now: float) -> _Planned:
         observations = self.store.observations(key)
         p = plan(self._engine_view(key, wf, observations), observations, now, nodes=set(self.store.nodes))
         spec = wf.get("spec") or {}
@@ -264,8 +337,8 @@ class SchedulingLoop:
             )
             for req in p.admitted
         ]
-        inputs.plans[key] = p
-        self.offer(WORKFLOW, key, p.pending, admitted, (queue_name, priority, hold), p.wake_at, now, inputs)
+        # Taken after planning: reading the status may have recorded it as this operator's own.
+        return _Planned(self._inputs_of(key, wf), now, p, admitted, (queue_name, priority, hold))
 
     def offer(
         self,
@@ -363,7 +436,12 @@ class SchedulingLoop:
             own = self._own[key] = _OwnStatus(uid, status, -1 if corrections else resource_version(wf))
             if corrections:
                 self._status_corrected(wf, "; ".join(corrections))
-        elif observed != own.status and resource_version(wf) > own.resource_version >= 0:
+        elif (
+            observed != own.status
+            and resource_version(wf) > own.resource_version >= 0
+            # A write of ours still in flight may already be in the watch event: judged when it returns.
+            and not self.inflight.busy((WORKFLOW, key))
+        ):
             # Someone else wrote the status after our last write: keep ours, and write it back.
             self._status_corrected(wf, "status was edited by someone other than the operator; restored")
             own.resource_version = -1
@@ -471,7 +549,7 @@ class SchedulingLoop:
         deletes += self.streams.deletions(victims)
         # Pods bound to a deleted node are lost; remove ours at once (as the pod garbage collector would,
         # after its quarantine) so the engine retries them now and nothing reports a dead pod's success.
-        for (ns, name), rec in self.store.pods.items():
+        for (ns, name), rec in self.store.pods.items() if self.store.deleted_nodes else ():
             ours = rec.workflow is not None or rec.stream is not None
             if ours and rec.node in self.store.deleted_nodes and not rec.terminal:
                 deletes.append(self.deletion(ns, name, None))
@@ -511,10 +589,20 @@ class SchedulingLoop:
                 write = self.faults.guard_write("Workflow", key, self.writer.delete_workflow(key))
                 writes.append(((WORKFLOW, key), write))
                 continue
-            status = with_queue_positions(p.status, positions.get(key, {}))
+            waiting = positions.get(key, {})
+            planned = self._planned.get(key)
+            reused = planned is not None and planned.plan is p
+            settled = reused and planned.settled == waiting
+            if settled and not self.verify_incremental:
+                continue  # the same plan, the same positions: the same status, already written
+            status = with_queue_positions(p.status, waiting)
             status = faults.without_condition(status, faults.RECONCILED)
+            if settled and status != (wf.get("status") or {}):
+                self._mismatch(f"workflow {key}: a settled status needs a write")
             if self._needs_write(key, wf, status, now):
                 writes.append(self._status_write(key, wf, status, p, now))
+            elif reused and status == (wf.get("status") or {}):
+                planned.settled = waiting
         for key, wf in self.store.workflows.items():
             fault = self.faults.of("Workflow", key)
             if fault is not None and fault.stage == "plan":

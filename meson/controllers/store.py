@@ -4,6 +4,10 @@ Only the event-loop thread touches it. Watch handlers replace objects and wake t
 the loop also records what it has just written (a created pod, a patched status) straight away, so the
 next cycle does not act on a view that predates its own writes (the "expectations" problem): a stale
 watch event never rolls an object back, because an older resourceVersion does not replace a newer one.
+
+It also says what changed, so a cycle costs what changed rather than everything: a version per workflow
+that moves with each event of its pods, a version of the world shared by every workflow (nodes added or
+removed, namespaces, PriorityClasses, Queues), and the usage of every node kept up to date pod by pod.
 """
 
 from __future__ import annotations
@@ -67,6 +71,10 @@ class Store:
     deleted_nodes: set[str] = field(default_factory=set)
     _replica_rv: dict[str, int] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # What changed (see the module's docstring): a workflow's plan is reused while neither moved.
+    pod_versions: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
+    world_version: int = 0
+    _usage: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
 
     # --- Meson objects -------------------------------------------------------------------------
     def put(self, table: dict, key: Any, obj: dict) -> None:
@@ -117,6 +125,7 @@ class Store:
         self.wake.set()
 
     def on_queue(self, event: str, obj: dict) -> None:
+        self.world_version += 1
         if event == "DELETED":
             self.drop(self.queues, obj["metadata"]["name"])
         else:
@@ -125,11 +134,14 @@ class Store:
     # --- cluster objects -----------------------------------------------------------------------
     def on_node(self, event: str, obj: dict) -> None:
         if event == "DELETED":
+            self.world_version += 1
             self.drop(self.nodes, obj["metadata"]["name"])
             self.deleted_nodes.add(obj["metadata"]["name"])
         else:
             self.deleted_nodes.discard(obj["metadata"]["name"])
             old = self.nodes.get(obj["metadata"]["name"])
+            if old is None:
+                self.world_version += 1
             if (
                 old is None
                 or translate.node_schedulable(old) != translate.node_schedulable(obj)
@@ -142,6 +154,7 @@ class Store:
             self.nodes[obj["metadata"]["name"]] = obj
 
     def on_namespace(self, event: str, obj: dict) -> None:
+        self.world_version += 1
         name = obj["metadata"]["name"]
         if event == "DELETED":
             self.namespaces.pop(name, None)
@@ -150,6 +163,7 @@ class Store:
         self.wake.set()
 
     def on_priority_class(self, event: str, obj: dict) -> None:
+        self.world_version += 1
         name = obj["metadata"]["name"]
         if event == "DELETED":
             self.priorities.pop(name, None)
@@ -173,8 +187,11 @@ class Store:
         job_name = (meta.get("labels") or {}).get(LABEL_STREAMJOB)
         if job_name:
             self._on_replica(event, obj, (meta["namespace"], job_name))
+        if wf_key is not None:
+            self.pod_versions[wf_key] += 1
         if event == "DELETED":
             old = self.pods.pop(key, None)
+            self._count(old, -1)
             if wf_key is not None:
                 self.workflow_pods[wf_key].discard(meta["name"])
                 obs = translate.pod_observation(obj, gone=True, nodes=self.nodes)
@@ -196,7 +213,9 @@ class Store:
             resource_version=resource_version(obj),
             stream=(meta["namespace"], job_name) if job_name else None,
         )
+        self._count(old, -1)
         self.pods[key] = record
+        self._count(record, 1)
         if wf_key is not None or job_name:
             if wf_key is not None:
                 self.workflow_pods[wf_key].add(meta["name"])
@@ -238,7 +257,26 @@ class Store:
         ]
         return [o for o in live if o is not None] + gone
 
+    def _count(self, rec: PodRecord | None, sign: int) -> None:
+        """Add (sign 1) or remove (-1) a pod's requests to its node's usage: only bound, unfinished pods."""
+        if rec is None or not rec.node or rec.terminal:
+            return
+        used = self._usage[rec.node]
+        for k, v in rec.request.items():
+            left = used.get(k, 0) + sign * v
+            if left:
+                used[k] = left
+            else:
+                used.pop(k, None)
+        if not used:
+            del self._usage[rec.node]
+
     def node_usage(self) -> dict[str, dict[str, int]]:
+        """What the bound, unfinished pods request on each node (kept up to date with every pod event)."""
+        return self._usage
+
+    def node_usage_from_scratch(self) -> dict[str, dict[str, int]]:
+        """The same as :meth:`node_usage`, summed over every pod (the check of the incremental sum)."""
         used: dict[str, dict[str, int]] = defaultdict(dict)
         for rec in self.pods.values():
             if rec.node and not rec.terminal:

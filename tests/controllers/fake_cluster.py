@@ -159,8 +159,10 @@ class FakeCluster:
         self.events: list[dict] = []
         self.created_pods: list[tuple[str, str]] = []  # every successful pod create, in order
         self.faults: list[Fault] = []
-        # Requests that wait (a throttled or slow API server) until their gate opens: (verb, resource, ns).
+        # Requests that wait (a throttled or slow API server) until their gate opens: (verb, resource, ns);
+        # "late" ones are carried out (and watched) at once, only the response waits.
         self.gates: dict[tuple[str, str, str | None], threading.Event] = {}
+        self.late_gates: dict[tuple[str, str, str | None], threading.Event] = {}
         self.requests: Counter[tuple[str, str]] = Counter()  # (verb, resource) of every request served
         self.watch_lag = 0
         # Returns the API server's message for a pod the server-side dry run finds invalid (None: valid).
@@ -226,9 +228,13 @@ class FakeCluster:
             self.faults.append(fault)
         return fault
 
-    def slow(self, verb: str, resource: str, namespace: str | None = None) -> threading.Event:
-        """Requests matching this wait until the returned gate is set (at most 30 s)."""
-        gate = self.gates[(verb, resource, namespace)] = threading.Event()
+    def slow(
+        self, verb: str, resource: str, namespace: str | None = None, response_only: bool = False
+    ) -> threading.Event:
+        """Requests matching this wait until the returned gate is set (at most 30 s); ``response_only``:
+        the request is carried out at once (its watch event too), only the client's answer waits."""
+        gates = self.late_gates if response_only else self.gates
+        gate = gates[(verb, resource, namespace)] = threading.Event()
         return gate
 
     def remove(self, fault: Fault) -> None:
@@ -350,6 +356,9 @@ class FakeCluster:
         if fault is not None and not fault.lost_response:
             raise api_error(fault.status, fault.message)
         result = fn()
+        late = self.late_gates.get((verb, resource, ns)) or self.late_gates.get((verb, resource, None))
+        if late is not None:
+            late.wait(timeout=30)
         if fault is not None:  # done, but the client never heard back
             raise api_error(fault.status, fault.message)
         return result
@@ -560,6 +569,7 @@ class Operator:
         self.store = Store()
         self.cluster.connect(self.store)
         self.loop = SchedulingLoop(store=self.store, clients=self.session.clients, clock=self.cluster.clock)
+        self.loop.verify_incremental = True  # every reused plan is checked against a plan from scratch
         writer = self.loop.writer
         for name, workers in (("_pool", 16), ("_events", 2)):  # the same pools, but observable
             getattr(writer, name).shutdown()
@@ -574,6 +584,7 @@ class Operator:
         await self.settle()
         if not self.session.alive:  # it died in one of the cycle's background writes
             raise OperatorKilled("this operator process is dead")
+        assert not self.loop.mismatches, self.loop.mismatches
         self.cycles += 1
         return result
 

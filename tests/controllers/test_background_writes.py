@@ -52,3 +52,22 @@ async def test_a_namespace_whose_pod_creates_hang_does_not_delay_admission_in_ot
     names = [f"s{i}" for i in range(24)]
     await run(cluster, op, lambda: all(phase(cluster, n, "slow") == "Succeeded" for n in names))
     assert not [pod for pod, n in Counter(cluster.created_pods).items() if n > 1]
+
+
+@sync
+async def test_our_own_status_seen_in_a_watch_event_before_the_write_returns_is_not_someone_elses() -> None:
+    cluster = FakeCluster()
+    cluster.apply(queue("q"))
+    cluster.apply(workflow("w", "q", chain("a", "b", "c", "d")))
+    op = Operator(cluster)
+    await op.cycle()
+    # Status patches land (and are watched) at once, but the operator hears back only later.
+    gate = cluster.slow("patch_status", "workflows", response_only=True)
+    try:
+        for _ in range(6):
+            await cycle_without_waiting(cluster, op)
+    finally:
+        gate.set()
+    await op.settle()
+    await run(cluster, op, lambda: phase(cluster, "w") == "Succeeded")
+    assert ("w", "StatusCorrected") not in cluster.warnings()

@@ -1,0 +1,141 @@
+"""The incremental cycle: a workflow is planned again only when its inputs moved, and a reused plan is
+the plan a from-scratch cycle would make (the fake operator runs with ``verify_incremental``, which
+re-plans every reused plan and fails on any difference; here on random histories)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.controllers.builders import queue, step, workflow
+from tests.controllers.fake_cluster import FakeCluster, Operator, run, sync
+
+
+def phase(cluster: FakeCluster, name: str) -> str | None:
+    return cluster.status("workflows", name).get("phase")
+
+
+@sync
+async def test_a_cycle_replans_only_the_workflows_whose_pods_changed() -> None:
+    cluster = FakeCluster(nodes=4)
+    cluster.apply(queue("q", cpu=1000))
+    for i in range(60):
+        cluster.apply(workflow(f"long-{i}", "q", [step("a", duration="3600s")]))
+    cluster.apply(workflow("short", "q", [step("a", duration="3s"), step("b", deps=["a"], duration="3600s")]))
+    op = Operator(cluster)
+    await run(cluster, op, lambda: len(cluster.pods(live=True)) == 61, tick=0.5)
+
+    for _ in range(3):  # settle: every status written and seen back
+        await op.cycle()
+    before = op.loop.replans
+    await op.cycle()
+    assert op.loop.replans == before, "nothing changed, yet workflows were planned again"
+
+    cluster.clock.advance(5)
+    cluster.run_pods()  # only "short"'s step ends
+    before = op.loop.replans
+    await op.cycle()
+    assert op.loop.replans - before == 1, "one workflow's pod ended: one workflow is planned again"
+    await run(cluster, op, lambda: len(cluster.pods(workflow="short")) == 2)
+    assert phase(cluster, "short") == "Running"
+
+
+# --- random histories ----------------------------------------------------------------------------------
+ACTIONS = st.sampled_from(["cycle", "pods", "tick", "submit", "delete", "restart", "lag", "error"])
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[list[dict], list[str]]:
+    flows = []
+    for i in range(draw(st.integers(1, 5))):
+        n = draw(st.integers(1, 4))
+        steps = []
+        for j in range(n):
+            deps = [f"s{j - 1}"] if j and draw(st.booleans()) else None
+            extra = {}
+            if draw(st.booleans()):
+                extra["foreach"] = {"items": list(range(draw(st.integers(2, 4))))}
+            if draw(st.integers(0, 3)) == 0:
+                extra["retryPolicy"] = {"limit": 1, "backoff": {"initialSeconds": 1}}
+            steps.append(
+                step(
+                    f"s{j}",
+                    deps=deps,
+                    duration=f"{draw(st.integers(1, 4))}s",
+                    exit_code=1 if draw(st.integers(0, 4)) == 0 else None,
+                    **extra,
+                )
+            )
+        flows.append(workflow(f"w{i}", draw(st.sampled_from(["q1", "q2"])), steps))
+    return flows, draw(st.lists(ACTIONS, min_size=5, max_size=40))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories())
+def test_incremental_cycles_match_from_scratch_plans_on_random_histories(
+    history: tuple[list[dict], list[str]],
+) -> None:
+    flows, actions = history
+    asyncio.run(asyncio.wait_for(_replay(flows, actions), timeout=60))
+
+
+async def _replay(flows: list[dict], actions: list[str]) -> None:
+    cluster = FakeCluster(nodes=2, node_cpu="2")
+    cluster.apply(queue("q1", cpu=1))
+    cluster.apply(queue("q2", cpu=2))
+    waiting = list(flows)
+    submitted: list[str] = []
+    cluster.apply(waiting.pop(0))
+    submitted.append(flows[0]["metadata"]["name"])
+    op = Operator(cluster)
+    for action in actions:
+        if action == "cycle":
+            await op.cycle()
+        elif action == "pods":
+            cluster.run_pods()
+        elif action == "tick":
+            cluster.clock.advance(1.5)
+        elif action == "submit" and waiting:
+            wf = waiting.pop(0)
+            cluster.apply(wf)
+            submitted.append(wf["metadata"]["name"])
+        elif action == "delete" and len(submitted) > 1:
+            cluster.delete("workflows", "default", submitted.pop())
+        elif action == "restart":
+            await op.crash()
+            op = Operator(cluster)
+        elif action == "lag":
+            cluster.watch_lag = 1 - cluster.watch_lag
+        elif action == "error":
+            cluster.inject("create", "pods", 500, times=1)
+    cluster.watch_lag = 0
+    for wf in waiting:
+        cluster.apply(wf)
+        submitted.append(wf["metadata"]["name"])
+    await run(
+        cluster,
+        op,
+        lambda: all(phase(cluster, n) in ("Succeeded", "Failed") for n in submitted),
+        max_cycles=200,
+    )
+    twice = [pod for pod, n in Counter(cluster.created_pods).items() if n > 1]
+    assert not twice, f"pods created twice: {twice}"
+
+
+@sync
+async def test_a_workflow_held_for_a_missing_priority_class_runs_once_it_is_created() -> None:
+    cluster = FakeCluster()
+    cluster.apply(queue("q"))
+    cluster.apply(workflow("w", "q", [step("a")], priorityClassName="later"))
+    op = Operator(cluster)
+    for _ in range(3):
+        await op.cycle()
+    waiting = cluster.status("workflows", "w")["steps"][0]
+    assert "later" in str(waiting), waiting
+    assert cluster.pods(workflow="w") == []
+    # Nothing of the workflow changes: only the world it is planned in.
+    cluster.add_priority_class("later", 100)
+    await run(cluster, op, lambda: phase(cluster, "w") == "Succeeded")
