@@ -1,10 +1,12 @@
 """The Helm chart on the real control plane, and the operator running with exactly the chart's permissions.
 
-``helm install`` puts the chart into a fresh namespace. Pods on kwok nodes never run containers, so the
-Deployment's pod is only a stand-in (kept "Running" by the ``sim.meson.dev/keep-running`` annotation, so that
-kwok does not end it and the ReplicaSet does not recreate it in a loop). The real operator runs as a local
-process instead, authenticated as the chart's ServiceAccount with a TokenRequest token (``kubectl create
-token``): whatever it can do there, it can do in a cluster with this chart, and nothing more.
+``helm install`` puts the chart into a fresh namespace (webhook.mode=in-cluster, the default: its webhook
+Service is routed to the local operator, see e2e/webhook_endpoint.py). Pods on kwok nodes never run
+containers, so the Deployment's pod is only a stand-in (kept "Running" by the ``sim.meson.dev/keep-running``
+annotation, so that kwok does not end it and the ReplicaSet does not recreate it in a loop). The real operator
+runs as a local process instead, authenticated as the chart's ServiceAccount with a TokenRequest token
+(``kubectl create token``): whatever it can do there, it can do in a cluster with this chart, and nothing
+more.
 """
 
 from __future__ import annotations
@@ -29,14 +31,19 @@ import yaml
 from e2e.conftest import Cluster
 from e2e.helpers import wait_for
 from e2e.test_chart import EXPECTED_RULES
+from e2e.webhook_endpoint import route_service_to_host
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "meson"
 
 # What `kubectl auth can-i --list` must show for the chart's ServiceAccount beyond what every authenticated
-# user gets (system:basic-user, system:discovery): the reviewed table of e2e/test_chart.py, as the API
-# server sees it.
-EXPECTED_GRANTS = EXPECTED_RULES
+# user gets (system:basic-user, system:discovery): the reviewed tables of e2e/test_chart.py, as the API
+# server sees them. Cluster-wide (seen from any namespace): the ClusterRole, and the caBundle of the release's
+# own ValidatingWebhookConfiguration by name.
+EXPECTED_GRANTS = {
+    **EXPECTED_RULES,
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): frozenset({"get", "patch"}),
+}
 
 
 @dataclass
@@ -44,6 +51,7 @@ class Release:
     name: str
     namespace: str
     service_account: str
+    webhook_port: int = 0  # where a local operator must serve the webhook (the Service is routed there)
 
     @property
     def user(self) -> str:
@@ -69,7 +77,11 @@ def release(cluster: Cluster) -> Iterator[Release]:
             "wait", "--for=condition=Established", "--timeout=60s",
             *(f"crd/{p}.meson.dev" for p in ("workflows", "cronworkflows", "queues", "streamjobs")),
         )  # fmt: skip
-        yield Release(name=name, namespace=namespace, service_account=name)
+        # webhook.mode=in-cluster (the default): the chart's webhook Service is routed to the port the local
+        # operator will serve on (e2e/webhook_endpoint.py), since the chart's pods on kwok never run.
+        port = _free_port()
+        route_service_to_host(cluster, namespace, f"{name}-webhook", port)
+        yield Release(name=name, namespace=namespace, service_account=name, webhook_port=port)
     finally:
         cluster.helm("uninstall", name, "--namespace", namespace, "--wait", "--timeout", "120s", check=False)
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
@@ -113,9 +125,12 @@ def test_helm_install_creates_the_operator_objects(cluster: Cluster, release: Re
 # --- RBAC as the API server sees it --------------------------------------------------------------------
 
 
-def can_i_list(cluster: Cluster, user: str) -> dict[tuple[str, str], frozenset[str]]:
-    """`kubectl auth can-i --list --as=user`, resource rows only: (group, resource[/subresource]) -> verbs."""
-    out = cluster.kubectl("auth", "can-i", "--list", f"--as={user}", "--namespace", "default").stdout
+def can_i_list(
+    cluster: Cluster, user: str, namespace: str = "default", names: dict | None = None
+) -> dict[tuple[str, str], frozenset[str]]:
+    """`kubectl auth can-i --list --as=user`, resource rows only: (group, resource[/subresource]) -> verbs.
+    ``names``, when given, collects the Resource Names column: (group, resource) -> {names}."""
+    out = cluster.kubectl("auth", "can-i", "--list", f"--as={user}", "--namespace", namespace).stdout
     lines = out.splitlines()
     header = lines[0]
     assert header.split()[:2] == ["Resources", "Non-Resource"], header
@@ -129,6 +144,11 @@ def can_i_list(cluster: Cluster, user: str) -> dict[tuple[str, str], frozenset[s
         plural, _, group = base.partition(".")
         assert plural != "*" and group != "*", f"wildcard grant: {line}"
         verbs = line[line.rindex("[") + 1 : line.rindex("]")].split()
+        if names is not None:
+            named = line[header.index("Resource Names") : line.rindex("[")].strip()
+            names.setdefault((group, plural + (f"/{sub}" if sub else "")), set()).update(
+                named.strip("[]").split()
+            )
         grants.setdefault((group, plural + (f"/{sub}" if sub else "")), set()).update(verbs)
     return {k: frozenset(v) for k, v in grants.items()}
 
@@ -144,6 +164,36 @@ def test_service_account_has_exactly_the_granted_verbs(cluster: Cluster, release
     }, baseline
     extra = {k: v for k, v in granted.items() if baseline.get(k) != v}
     assert extra == EXPECTED_GRANTS
+    # In the release's namespace, the Roles add the Lease and the webhook certificate's Secret, by name.
+    names: dict[tuple[str, str], set[str]] = {}
+    in_namespace = can_i_list(cluster, release.user, release.namespace, names)
+    assert {k: v for k, v in in_namespace.items() if granted.get(k) != v} == {
+        ("coordination.k8s.io", "leases"): frozenset({"create", "get", "update"}),
+        ("", "secrets"): frozenset({"get", "patch"}),
+    }
+    assert names[("", "secrets")] == {f"{release.name}-webhook-tls"}
+    assert names[("coordination.k8s.io", "leases")] == {release.name}
+    assert names[("admissionregistration.k8s.io", "validatingwebhookconfigurations")] == {
+        f"{release.name}-webhook"
+    }
+
+
+@pytest.mark.parametrize(
+    "what",
+    [
+        "secrets/{name}-webhook-tls",
+        "validatingwebhookconfigurations.admissionregistration.k8s.io/{name}-webhook",
+    ],
+)
+def test_service_account_may_patch_its_webhook_objects_by_name(
+    cluster: Cluster, release: Release, what: str
+) -> None:
+    target = what.format(name=release.name)
+    for verb in ("get", "patch"):
+        proc = cluster.kubectl(
+            "auth", "can-i", verb, target, f"--as={release.user}", "-n", release.namespace, check=False
+        )
+        assert proc.stdout.strip() == "yes", (verb, target, proc.stdout, proc.stderr)
 
 
 @pytest.mark.parametrize(
@@ -160,6 +210,16 @@ def test_service_account_has_exactly_the_granted_verbs(cluster: Cluster, release
         ("create", "customresourcedefinitions.apiextensions.k8s.io"),
         ("delete", "customresourcedefinitions.apiextensions.k8s.io"),
         ("create", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
+        # The webhook certificate: its one Secret and the release's own webhook configuration, by name only.
+        ("create", "secrets"),
+        ("list", "secrets"),
+        ("get", "secrets/another-secret"),
+        ("patch", "secrets/another-secret"),
+        ("delete", "secrets"),
+        ("patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/another-webhook"),
+        ("delete", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
+        ("list", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
+        ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io"),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
         ("create", "serviceaccounts", "--subresource=token"),
         ("create", "pods", "--subresource=exec"),
@@ -318,6 +378,8 @@ def test_operator_runs_a_workflow_with_only_the_chart_permissions(
     )
     chart_args = tuple(deployment["spec"]["template"]["spec"]["containers"][0]["args"][1:])
     assert "--leader-elect" in chart_args  # so the Lease permissions are exercised below
+    assert "in-cluster" in chart_args  # and the webhook certificate's (Secret, caBundle)
+    chart_args = (*chart_args, "--webhook-port", str(release.webhook_port))  # where the Service is routed
     try:
         with operator_process(kubeconfig, log_path, chart_args) as (proc, liveness):
             # The liveness endpoint the chart's probes use answers once the operator has started.
@@ -327,6 +389,17 @@ def test_operator_runs_a_workflow_with_only_the_chart_permissions(
                 assert time.monotonic() < deadline, f"operator not healthy after 90s:\n{log_tail()}"
                 time.sleep(0.5)
 
+            # As leader it fills the chart's Secret with a CA and a serving certificate and injects the CA
+            # into the chart's ValidatingWebhookConfiguration; the Workflow and Queue below pass through it.
+            def injected() -> bool:
+                assert proc.poll() is None, f"operator exited ({proc.returncode}):\n{log_tail()}"
+                out = cluster.kubectl(
+                    "get", "validatingwebhookconfiguration", f"{release.name}-webhook",
+                    "-o", "jsonpath={.webhooks[*].clientConfig.caBundle}",
+                ).stdout.split()  # fmt: skip
+                return len(out) == 4
+
+            wait_for(injected, 90, "the webhook CA bundle injected", interval=1)
             cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests))
 
             def phase() -> str | None:
