@@ -529,6 +529,20 @@ def test_dockerfile_runs_meson_as_a_non_root_user() -> None:
     assert user[-1].split()[1].split(":")[0] == str(_container(render())["securityContext"]["runAsUser"])
 
 
+def test_dockerfile_installs_the_lock_file_and_checks_health() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert "pip install --require-hashes --no-deps -r requirements.lock" in text
+    assert "pip install --no-deps --no-build-isolation ." in text  # nothing outside the lock file
+    (health,) = [line for line in text.splitlines() if line.startswith("HEALTHCHECK")]
+    port = str(_container(render())["livenessProbe"]["httpGet"]["port"])
+    assert port == "health"
+    assert "8081/healthz" in text.split("HEALTHCHECK", 1)[1].split("ENTRYPOINT")[0]
+    assert "apt-get" not in text  # no system packages: the webhook certificates are made in Python
+    # The webhook port the chart uses is the one the image documents.
+    assert "9443" in text.split("EXPOSE", 1)[1].splitlines()[0]
+    assert health
+
+
 # --- the in-cluster webhook -----------------------------------------------------------------------------
 
 
