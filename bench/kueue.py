@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 import yaml
 
+from bench.trace import scaled
 from e2e.cluster import build
 
 VERSION = "v0.17.0"
@@ -98,9 +99,24 @@ def _stop_leftovers(assets: str, since: float) -> None:
                 p.kill()
 
 
-def run(log=print, timeout: float = 1800) -> dict[str, Any]:
+def generator_config(module_dir: Path, scale: float) -> Path:
+    """Kueue's baseline generator config, or a copy with each workload set's count scaled (as bench.trace)."""
+    base = module_dir / "test/performance/scheduler/configs/baseline/generator.yaml"
+    if scale >= 1:
+        return base
+    cfg = yaml.safe_load(base.read_text())
+    for cohort in cfg["cohorts"]:
+        for qs in cohort["queuesSets"]:
+            for ws in qs["workloadsSets"]:
+                ws["count"] = scaled(ws["count"], scale)
+    out = cache_dir() / f"generator-scale-{scale:g}.yaml"
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out
+
+
+def run(log=print, timeout: float = 1800, scale: float = 1.0) -> dict[str, Any]:
     """Build (if needed) and run Kueue's baseline, then its checker. Never raises: errors are recorded."""
-    result: dict[str, Any] = {"version": VERSION}
+    result: dict[str, Any] = {"version": VERSION, "scale": scale}
     try:
         bins, module_dir = ensure_built(log)
         env = {**os.environ, "PROJECT_DIR": str(module_dir), "KUBEBUILDER_ASSETS": str(assets_dir())}
@@ -113,7 +129,7 @@ def run(log=print, timeout: float = 1800) -> dict[str, Any]:
             "--crds",
             str(module_dir / "config/components/crd/bases"),
             "--generatorConfig",
-            str(module_dir / "test/performance/scheduler/configs/baseline/generator.yaml"),
+            str(generator_config(module_dir, scale)),
             "--minimalKueue",
             str(bins["minimalkueue"]),
             "--timeout=25m",

@@ -117,7 +117,7 @@ async def run_cluster(
             save()
         if "kueue-upstream" in chosen:
             log("Kueue's own harness")
-            results["kueue_upstream"] = await asyncio.to_thread(kueue_harness.run, log)
+            results["kueue_upstream"] = await asyncio.to_thread(kueue_harness.run, log, 1800, ctx.scale)
             save()
         if "workflows" in chosen:
             for shape in ("single", "dag"):

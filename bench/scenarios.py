@@ -312,7 +312,7 @@ async def kueue_side(api: Api, ctx: Ctx, side: str) -> dict[str, Any]:
     for ns in nss.values():
         await api.create("/api/v1/namespaces", {"metadata": {"name": ns}})
     n = len(arrivals)
-    timeout = max(300.0, 12 * floor_seconds(arrivals, CAPACITY_M))
+    timeout = max(600.0, 12 * floor_seconds(arrivals, CAPACITY_M))
 
     def make(a) -> Callable[[], Any]:
         tpl = pod_template(cpu_m=a.cpu_m, runtime=a.runtime, labels=_labels(a.name, a.queue, a.cls))
@@ -602,7 +602,7 @@ async def latency_side(api: Api, ctx: Ctx, side: str) -> dict[str, Any]:
     rest wait); the high-priority workflows go to its sibling queue lat-high, which has room. Raw: 10,000
     low-priority pods that no node can hold sit in kube-scheduler's queue; the high-priority pod fits.
     """
-    pending, running, tries = scaled(10000, ctx.scale), 50, max(5, scaled(20, min(1.0, ctx.scale * 4)))
+    pending, running, tries = scaled(10000, ctx.scale), 50, 20
     ns = await namespace(api, f"bench-lat-{side}")
     if side == "meson":
         await queue(api, "lat")
