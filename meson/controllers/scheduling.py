@@ -39,7 +39,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +63,7 @@ from meson.workflow import (
     verify_status,
     with_queue_positions,
 )
+from meson.workflow.status import QUEUE_POSITIONS_MAX
 
 log = logging.getLogger("meson.scheduling")
 # A cycle runs at least this often even when nothing happened, as a safety net for missed wake-ups.
@@ -76,6 +77,13 @@ TOO_LARGE_BACKOFF = 60.0
 # An admission whose pods were created but are still not in the view after this long is offered again
 # (a create repeated by then finds the pod and is taken as done).
 RESERVATION_TTL = 120.0
+# Queue positions cost status writes: every admission moves everything behind it. A status shows exact
+# positions only for the first POSITIONS_SHOWN of a queue (further back: a message that does not move),
+# and a status whose only change is positions is rewritten at most every POSITIONS_REFRESH seconds.
+POSITIONS_SHOWN = QUEUE_POSITIONS_MAX
+POSITIONS_REFRESH = 5.0
+# Workflow phase metrics and forgetting what is gone (both O(all objects)) run at most this often.
+HOUSEKEEPING_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,7 @@ class _Planned:
     placement: tuple[str, int, str | None]
     # The queue positions with which this plan's status last needed no write (None: not yet).
     settled: dict | None = None
+    positions_at: float = float("-inf")  # when a status with new positions was last written
 
 
 @dataclass
@@ -141,6 +150,8 @@ class _Inputs:
     held: dict[str, tuple[int, str]] = field(default_factory=dict)
     wakes: list[float] = field(default_factory=list)
     writes: list[Write] = field(default_factory=list)
+    queue_of: dict[str, str] = field(default_factory=dict)  # request key -> its queue
+    owned: dict[tuple[str, Key], list[str]] = field(default_factory=dict)  # (kind, key) -> request keys
     # Reserved admissions whose owner still asks for them (their pods are not in the view yet).
     reserved: set[str] = field(default_factory=set)
     # Queues admitting a retry of a refused pod create this cycle: their figures wait for its outcome.
@@ -173,6 +184,7 @@ class SchedulingLoop:
     inflight: Inflight = field(init=False)
     _reserved: dict[str, _Reservation] = field(default_factory=dict)
     _planned: dict[Key, _Planned] = field(default_factory=dict)
+    _workloads: dict[str, tuple[InstanceRequest, str, int, Workload]] = field(default_factory=dict)
     verify_incremental: bool = False
     mismatches: list[str] = field(default_factory=list)  # what verify_incremental found
     replans: int = 0  # workflows planned from scratch (the rest reused their plan)
@@ -181,6 +193,7 @@ class SchedulingLoop:
     _refused: dict[str, _Refusal] = field(default_factory=dict)
     _write_backoff: dict[Key, float] = field(default_factory=dict)
     _stopping: bool = False
+    _housekeeping_at: float = float("-inf")
 
     def __post_init__(self) -> None:
         self.writer = Writer(self.clients, self.store, self.workers)
@@ -237,7 +250,8 @@ class SchedulingLoop:
         queues, unreadable = self.queues.configs()
         inputs = _Inputs()
         for key, wf in list(self.store.workflows.items()):
-            self.faults.guard("Workflow", key, "plan", self._plan, key, wf, now, inputs)
+            if not self._reuse(key, wf, now, inputs):
+                self.faults.guard("Workflow", key, "plan", self._plan, key, wf, now, inputs)
         self.streams.plan_all(now, inputs)
         decisions = self.scheduler.cycle(
             Snapshot(
@@ -258,8 +272,10 @@ class SchedulingLoop:
         self._evict(inputs, decisions)
         result.writes = self._write_status(inputs, decisions, now)
         self._settle_reservations(inputs, now)
-        self._count_phases()
-        self._forget_gone(inputs.requests)
+        if now >= self._housekeeping_at:  # O(all objects): not every cycle
+            self._housekeeping_at = now + HOUSEKEEPING_SECONDS
+            self._count_phases()
+            self._forget_gone(inputs.requests)
         result.wake_at = min(inputs.wakes) if inputs.wakes else None
         return result
 
@@ -302,6 +318,22 @@ class SchedulingLoop:
         # Recorded, not raised: a plan's failure is caught by its object's guard.
         log.error("incremental cycle: %s", message)
         self.mismatches.append(message)
+
+    def _reuse(self, key: Key, wf: dict, now: float, inputs: _Inputs) -> bool:
+        """Offer a workflow's last plan again if nothing it was made of moved (the fast path: most
+        workflows, most cycles)."""
+        planned = self._planned.get(key)
+        if (
+            planned is None
+            or self.verify_incremental
+            or (planned.plan.wake_at is not None and now >= planned.plan.wake_at)
+            or not self._same_inputs(planned.inputs, self._inputs_of(key, wf))
+        ):
+            return False
+        p = planned.plan
+        inputs.plans[key] = p
+        self.offer(WORKFLOW, key, p.pending, planned.admitted, planned.placement, p.wake_at, now, inputs)
+        return True
 
     def _inputs_of(self, key: Key, wf: dict) -> tuple:
         """What a workflow's plan is made of, besides the clock (objects compared by identity)."""
@@ -355,7 +387,9 @@ class SchedulingLoop:
         before the core, if it is); a request refused by the API server a moment ago waits out its backoff,
         and one already admitted (reserved) whose pods are not in the view yet counts as admitted."""
         queue, priority, hold = placement
+        owned = inputs.owned.setdefault((kind, key), [])
         for req in pending:
+            owned.append(req.key)
             reservation = self._reserved.get(req.key)
             if reservation is not None:
                 inputs.reserved.add(req.key)
@@ -366,27 +400,56 @@ class SchedulingLoop:
             if reason is not None:
                 inputs.held[req.key] = (0, reason)
             else:
-                inputs.pending.append(self.workload(req, queue, priority))
+                inputs.pending.append(self._workload_of(req, queue, priority))
+            inputs.queue_of[req.key] = queue
             inputs.requests[req.key] = (kind, key, req)
             self._ready_since.setdefault(req.key, now)
         inputs.admitted += admitted
         if wake_at is not None:
             inputs.wakes.append(wake_at)
 
-    @staticmethod
+    def _workload_of(self, req: InstanceRequest, queue: str, priority: int) -> Workload:
+        """The request's workload, made once while the request (a reused plan's) stays the same."""
+        known = self._workloads.get(req.key)
+        if known is not None and known[0] is req and known[1] == queue and known[2] == priority:
+            return known[3]
+        w = self.workload(req, queue, priority)
+        self._workloads[req.key] = (req, queue, priority, w)
+        return w
+
+    @classmethod
     def waiting(
-        inputs: _Inputs, decisions, kind: str
+        cls, inputs: _Inputs, decisions, kind: str
     ) -> Iterator[tuple[Key, InstanceRequest, tuple[int, str]]]:
         """The requests of ``kind`` not admitted this cycle, with their (queue position, reason)."""
         for request_key, (owner_kind, key, req) in inputs.requests.items():
-            if owner_kind != kind:
-                continue
-            info = inputs.held.get(request_key)
-            if info is None and request_key in decisions.pending:
-                pi = decisions.pending[request_key]
-                info = (pi.position, pi.reason)
+            if owner_kind == kind:
+                info = cls._waiting_info(inputs, decisions, request_key)
+                if info is not None:
+                    yield key, req, info
+
+    @classmethod
+    def _positions(cls, inputs: _Inputs, decisions, kind: str, key: Key) -> dict[str, tuple[int, str]]:
+        """One object's waiting requests: instance -> (queue position, reason)."""
+        out = {}
+        for request_key in inputs.owned.get((kind, key), ()):
+            info = cls._waiting_info(inputs, decisions, request_key)
             if info is not None:
-                yield key, req, info
+                out[inputs.requests[request_key][2].instance] = info
+        return out
+
+    @staticmethod
+    def _waiting_info(inputs: _Inputs, decisions, request_key: str) -> tuple[int, str] | None:
+        """Why a request waits, and where (0: no position); beyond the first POSITIONS_SHOWN of a queue,
+        no position and a reason that does not move."""
+        info = inputs.held.get(request_key)
+        if info is None and request_key in decisions.pending:
+            pi = decisions.pending[request_key]
+            if pi.position > POSITIONS_SHOWN:
+                queue = inputs.queue_of.get(request_key, "")
+                return 0, f"more than {POSITIONS_SHOWN} workloads ahead in queue {queue}"
+            return pi.position, pi.reason
+        return info
 
     @staticmethod
     def workload(req: InstanceRequest, queue: str, priority: int) -> Workload:
@@ -577,9 +640,6 @@ class SchedulingLoop:
 
     # --- stage 4: write status ---------------------------------------------------------------------
     def _write_status(self, inputs: _Inputs, decisions, now: float) -> int:
-        positions: dict[Key, dict[str, tuple[int, str]]] = defaultdict(dict)
-        for key, req, info in self.waiting(inputs, decisions, WORKFLOW):
-            positions[key][req.instance] = info
         writes = inputs.writes
         for key, p in inputs.plans.items():
             wf = self.store.workflows.get(key)
@@ -589,11 +649,22 @@ class SchedulingLoop:
                 write = self.faults.guard_write("Workflow", key, self.writer.delete_workflow(key))
                 writes.append(((WORKFLOW, key), write))
                 continue
-            waiting = positions.get(key, {})
             planned = self._planned.get(key)
             reused = planned is not None and planned.plan is p
+            if (
+                reused
+                and planned.settled is not None
+                and now < planned.positions_at + POSITIONS_REFRESH
+                and not self.verify_incremental
+            ):
+                # Written (or found right) a moment ago, and the plan is the same: only queue positions
+                # may have moved, and they are refreshed at most every POSITIONS_REFRESH.
+                inputs.wakes.append(planned.positions_at + POSITIONS_REFRESH)
+                continue
+            waiting = self._positions(inputs, decisions, WORKFLOW, key)
             settled = reused and planned.settled == waiting
             if settled and not self.verify_incremental:
+                planned.positions_at = now
                 continue  # the same plan, the same positions: the same status, already written
             status = with_queue_positions(p.status, waiting)
             status = faults.without_condition(status, faults.RECONCILED)
@@ -601,8 +672,10 @@ class SchedulingLoop:
                 self._mismatch(f"workflow {key}: a settled status needs a write")
             if self._needs_write(key, wf, status, now):
                 writes.append(self._status_write(key, wf, status, p, now))
+                if planned is not None:
+                    planned.positions_at = now
             elif reused and status == (wf.get("status") or {}):
-                planned.settled = waiting
+                planned.settled, planned.positions_at = waiting, now
         for key, wf in self.store.workflows.items():
             fault = self.faults.of("Workflow", key)
             if fault is not None and fault.stage == "plan":
@@ -707,8 +780,12 @@ class SchedulingLoop:
         live = self.store.workflows
         for key in [k for k in self._own if k not in live]:
             del self._own[key]
+        for key in [k for k in self._planned if k not in live]:
+            del self._planned[key]
         for key in [k for k in self._write_backoff if k not in live]:
             del self._write_backoff[key]
+        for key in [k for k in self._workloads if k not in requests]:
+            del self._workloads[key]
         for key in [k for k in self._ready_since if k not in requests]:
             del self._ready_since[key]
         for key in [k for k in self._refused if k not in requests]:

@@ -91,6 +91,7 @@ class Store:
         if event == "DELETED":
             self.drop(self.workflows, key)
             self.tombstones.pop(key, None)
+            self.pod_versions.pop(key, None)
         else:
             self.put(self.workflows, key, obj)
 

@@ -10,6 +10,7 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meson.controllers.scheduling import POSITIONS_REFRESH
 from tests.controllers.builders import queue, step, workflow
 from tests.controllers.fake_cluster import FakeCluster, Operator, run, sync
 
@@ -139,3 +140,33 @@ async def test_a_workflow_held_for_a_missing_priority_class_runs_once_it_is_crea
     # Nothing of the workflow changes: only the world it is planned in.
     cluster.add_priority_class("later", 100)
     await run(cluster, op, lambda: phase(cluster, "w") == "Succeeded")
+
+
+@sync
+async def test_queue_positions_are_exact_up_front_and_stable_further_back() -> None:
+    cluster = FakeCluster()
+    cluster.apply(queue("q", cpu=1))
+    for i in range(130):
+        cluster.clock.advance(0.01)  # FIFO by creation time
+        cluster.apply(workflow(f"w{i:03d}", "q", [step("a", cpu="1", duration="30s")]))
+    op = Operator(cluster)
+    for _ in range(4):
+        await op.cycle()
+        cluster.run_pods()  # w000's step starts
+    first = cluster.status("workflows", "w001")["steps"][0]
+    assert first.get("position") == 1, first
+    back = cluster.status("workflows", "w120")["steps"][0]
+    assert not back.get("position") and back["message"] == "more than 100 workloads ahead in queue q", back
+
+    # One step ends and the next is admitted: every position moves by one, but only the workflows
+    # shown with a position (and the two whose steps changed) are written, not the whole queue.
+    cluster.clock.advance(31)
+    cluster.run_pods()
+    writes = cluster.requests[("patch_status", "workflows")]
+    for _ in range(3):
+        await op.cycle()
+        cluster.clock.advance(POSITIONS_REFRESH)
+    written = cluster.requests[("patch_status", "workflows")] - writes
+    assert 99 <= written <= 105, written
+    assert cluster.status("workflows", "w002")["steps"][0].get("position") == 1
+    assert cluster.status("workflows", "w120")["steps"][0] == back
