@@ -49,6 +49,7 @@ class LeaderElector:
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     leading: bool = False
+    given_up: bool = False  # lost the lease once: never writes it again (a late attempt may still finish)
     _seen: tuple[str, str] | None = field(default=None, repr=False)  # (holder, renewTime) last observed
     _seen_at: float = field(default=0.0, repr=False)  # our clock when that record was first observed
 
@@ -104,6 +105,8 @@ class LeaderElector:
         return self._write(kube.call, self.clients.coordination.create_namespaced_lease, self.namespace, body)
 
     def _write(self, call: Callable, *args: object) -> bool:
+        if self.given_up:
+            return False
         try:
             call(*args, _preload_content=False)
         except kube.ApiException as e:
@@ -111,6 +114,8 @@ class LeaderElector:
                 self.leading = False
                 return False
             raise
+        if self.given_up:  # the deadline passed while this write was in flight
+            return False
         if not self.leading:
             log.info("became the leader (%s/%s as %s)", self.namespace, self.name, self.identity)
         self.leading = True
@@ -163,7 +168,7 @@ class LeaderElector:
             elif not self.leading or self.clock() >= deadline:
                 log.error("lost the lease %s/%s; stopping", self.namespace, self.name)
                 metrics.LEADER.set(0)
-                self.leading = False
+                self.leading, self.given_up = False, True
                 lost()
                 return
 

@@ -131,3 +131,40 @@ def test_a_released_lease_is_taken_at_once(leases: FakeLeases) -> None:
     a.release()
     assert not a.leading and leases.holder() is None
     assert b.try_acquire_or_renew() and leases.holder() == "b"
+
+
+def test_a_leader_whose_renewals_hang_gives_up_at_its_renew_deadline(leases: FakeLeases) -> None:
+    """A partition holds requests forever (no answer, no error): the renew deadline must still be kept, so
+    the leader stops before its Lease can expire for the others."""
+    import asyncio
+    import threading
+    import time
+
+    partition = threading.Event()
+    healed = threading.Event()
+    read = leases.read_namespaced_lease
+
+    def held_read(*args, **kwargs):
+        if partition.is_set():
+            healed.wait(10)
+        return read(*args, **kwargs)
+
+    leases.read_namespaced_lease = held_read  # type: ignore[method-assign]
+    clients = SimpleNamespace(coordination=leases)
+    e = LeaderElector(clients, "ops", "meson", "a", lease_duration=1.5, renew_deadline=1.0, retry_period=0.2)  # type: ignore[arg-type]
+    lost_at: list[float] = []
+
+    async def run() -> float:
+        async def start() -> None:
+            partition.set()  # leading: from now on nothing answers
+
+        cut = time.monotonic()
+        await asyncio.wait_for(e.lead(start, lambda: lost_at.append(time.monotonic())), timeout=5)
+        return cut
+
+    try:
+        cut = asyncio.run(run())
+    finally:
+        healed.set()
+    assert lost_at and not e.leading
+    assert lost_at[0] - cut < 1.5, "still leading when the Lease expired"
