@@ -39,6 +39,7 @@ class Request:
     resource_version: int | None = None  # of the object a write returned
     forwarded: bool = False  # reached the API server
     held: bool = False  # arrived during a partition
+    body: bytes = b""  # of a write, the first 400 bytes (what was written)
 
     @property
     def write(self) -> bool:
@@ -151,6 +152,8 @@ class ApiProxy:
             record.ended, record.status = time.time(), 503
             return web.Response(status=503, text="dropped in a partition")
         body = await request.read()
+        if record.write:
+            record.body = body[:400]
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         streaming = request.query.get("watch") in ("true", "1") or request.query.get("follow") == "true"
         record.forwarded = True
