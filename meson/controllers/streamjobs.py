@@ -12,6 +12,7 @@ admission reason of replicas still waiting, and its events.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,14 +21,24 @@ from meson.api.validation import invalid_condition
 from meson.controllers import faults
 from meson.controllers.inflight import Write
 from meson.controllers.store import Key
+from meson.controllers.translate import PREEMPTED_ANNOTATION
 from meson.controllers.writer import merge_patch, owner_reference
 from meson.core import AdmittedWorkload
-from meson.stream import LABEL_REVISION, LABEL_STREAMJOB, StreamPlan, plan_stream, pod_name
+from meson.stream import (
+    LABEL_REVISION,
+    LABEL_RUN,
+    LABEL_SLOT,
+    LABEL_STREAMJOB,
+    StreamPlan,
+    plan_stream,
+    pod_name,
+)
 from meson.stream.rollout import is_live
 
 if TYPE_CHECKING:
     from meson.controllers.scheduling import SchedulingLoop, _Inputs
 
+log = logging.getLogger("meson.streamjobs")
 KIND = "StreamJob"
 #: The condition saying whether every replica is admitted (False: the reason of the first one waiting).
 ADMITTED = "Admitted"
@@ -138,15 +149,51 @@ class StreamJobs:
         out = []
         for (ns, job), p in self.plans.items():
             for d in p.delete_pods:
-                out.append(self.loop.deletion(ns, d.name, None if d.reason == "Failed" else d.reason))
+                out.append(self._deletion(ns, job, d.name, None if d.reason == "Failed" else d.reason))
             for req in p.admitted:
                 victim = victims.get(req.key)
                 if victim is not None:
                     queue = ((self.store.streamjobs.get((ns, job)) or {}).get("spec") or {}).get("queue", "")
                     metrics.PREEMPTIONS.labels(queue=queue).inc()
                     name = pod_name(job, req.step, req.index or 0, req.run)
-                    out.append(self.loop.deletion(ns, name, victim.reason))
+                    out.append(self._deletion(ns, job, name, victim.reason))
         return out
+
+    def _deletion(self, ns: str, job: str, name: str, reason: str | None) -> Write:
+        return ("delete", ns, name), self._delete(ns, job, name, reason)
+
+    async def _delete(self, ns: str, job: str, name: str, reason: str | None) -> None:
+        """Delete a replica pod and, once it is gone (deleted now, or already: 404), drop it from the view.
+
+        Not left to the watch alone: a pod deleted between the operator's initial listing and the start of
+        kopf's own watch (a restarted operator's first cycle deletes at once, mid-rollout) is never reported
+        deleted by that watch, and would stay in the view for good: deleted again every cycle and counted
+        against maxSurge, the rollout stuck. A later DELETED event of the same pod changes nothing."""
+        replica = self.store.stream_pods.get((ns, job), {}).get(name)
+        try:
+            await self.writer.delete_pod(ns, name, reason)
+        except Exception as exc:  # the pod is still in the view: the next cycle deletes it again
+            log.warning("pod %s/%s deletion failed (retried): %s", ns, name, faults.describe(exc))
+            return
+        if replica is None or self.store.stream_pods.get((ns, job), {}).get(name) is None:
+            return
+        labels = {
+            LABEL_STREAMJOB: job,
+            LABEL_REVISION: replica.revision,
+            LABEL_SLOT: str(replica.slot),
+            LABEL_RUN: str(replica.run),
+        }
+        gone = {
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": labels,
+                # Meson's decision, not a lost replica (an ended pod is not taken for one either).
+                "annotations": {PREEMPTED_ANNOTATION: reason} if reason else {},
+            },
+            "status": {"phase": replica.phase},
+        }
+        self.store.on_pod("DELETED", gone)
 
     def status_writes(self, inputs: _Inputs, decisions: Any) -> list[Write]:
         waiting: dict[Key, list[str]] = {}

@@ -87,6 +87,12 @@ class StreamCluster(FakeCluster):
     def session(self) -> Session:
         return StreamSession(self)
 
+    lose_pod_deletions = False  # a watch that never reports a pod deleted (see the test using it)
+
+    def _emit(self, plural: str, kind: str, obj: dict) -> None:
+        if not (self.lose_pod_deletions and plural == "pods" and kind == "DELETED"):
+            super()._emit(plural, kind, obj)
+
     def connect(self, store) -> None:
         with self.lock:
             self.store = store
@@ -433,6 +439,33 @@ async def test_an_idle_job_is_not_replanned_and_any_change_of_its_pods_is_seen_a
     cluster.delete("pods", "default", second)  # someone deletes a replica
     await run(cluster, op, lambda: len(cluster.replicas("proc")) == 2, max_cycles=10)
     assert "ReplicaRestarted" in cluster.reasons("proc")
+
+
+@sync
+async def test_a_rollout_completes_when_the_watch_never_reports_the_pods_it_deleted() -> None:
+    """A restarted operator lists the world, then kopf starts its own watch with its own listing: a pod
+    the first cycle deletes in between is never reported deleted. The operator's own deletions must
+    still leave its view, or the rollout counts ghosts against maxSurge and stops."""
+    cluster = StreamCluster()
+    cluster.apply(queue("q", cpu=8))
+    cluster.apply(streamjob("proc", "q", replicas=3))
+    op = Operator(cluster)
+    await run(cluster, op, lambda: cluster.job("proc").get("stableRevision") is not None)
+    first = cluster.job("proc")["currentRevision"]
+
+    cluster.lose_pod_deletions = True
+    cluster.edit("streamjobs", "proc", {"template": template("proc:2")})
+    await run(
+        cluster,
+        op,
+        lambda: (
+            cluster.job("proc").get("stableRevision") not in (None, first)
+            and len(cluster.replicas("proc")) == 3
+        ),
+        max_cycles=60,
+    )
+    assert {p["spec"]["containers"][0]["image"] for p in cluster.replicas("proc")} == {"proc:2"}
+    assert_no_pod_created_twice(cluster)
 
 
 # --- the restart budget, and metrics -----------------------------------------------------------------------
