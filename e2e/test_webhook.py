@@ -42,14 +42,16 @@ UNREACHABLE = 'failed calling webhook "workflow.validate.meson.dev"'
 
 @dataclass
 class Install:
+    """The release, and two local operator processes with the Deployment's arguments (a leader and a warm
+    standby, like the chart's 2 replicas), each serving the webhook on its own port of this host; the
+    webhook Service has one endpoint per process."""
+
     release: Release
     cluster: Cluster
-    port: int  # where the local operator serves the webhook
+    ports: list[int]  # one per operator replica
     ip: str
     workdir: Path
-    operator: Iterator | None = None
-    proc: object = None
-    log_path: Path = field(default=Path("/dev/null"))
+    operators: list = field(default_factory=list)  # (context manager, Popen, log path)
 
     @property
     def ns(self) -> str:
@@ -69,32 +71,43 @@ class Install:
         )
         return tuple(deployment["spec"]["template"]["spec"]["containers"][0]["args"][1:])
 
-    def start_operator(self) -> None:
-        self.stop_operator()
+    def start_operators(self) -> None:
+        self.stop_operators()
         kubeconfig = service_account_kubeconfig(
             self.cluster, self.release, self.workdir / "operator.kubeconfig"
         )
-        self.log_path = self.workdir / f"operator-{time.monotonic_ns()}.log"
-        # The chart's arguments, then the port of this host the Service's endpoint names (last one wins).
-        self.operator = operator_process(
-            kubeconfig, self.log_path, (*self.chart_args(), "--webhook-port", str(self.port))
-        )
-        self.proc, _ = self.operator.__enter__()
+        for port in self.ports:
+            log_path = self.workdir / f"operator-{port}-{time.monotonic_ns()}.log"
+            # The chart's arguments, then the port of this host its Service endpoint names (last one wins).
+            cm = operator_process(kubeconfig, log_path, (*self.chart_args(), "--webhook-port", str(port)))
+            proc, _ = cm.__enter__()
+            self.operators.append((cm, proc, log_path))
 
-        def answers() -> bool:
-            assert self.proc.poll() is None, f"operator exited:\n{self.log()}"
+        def answer() -> bool:
+            self.assert_alive()
             try:
-                self.served_certificate()
+                for port in self.ports:
+                    self.served_certificate(port)
             except (OSError, ValueError):  # not listening yet, or no caBundle yet (first start)
                 return False
             return True
 
-        wait_for(answers, 90, "the operator to serve the webhook", interval=0.5)
+        wait_for(answer, 120, "every operator replica to serve the webhook", interval=0.5)
 
-    def stop_operator(self) -> None:
-        if self.operator is not None:
-            self.operator.__exit__(None, None, None)
-            self.operator = None
+    def stop_operators(self) -> None:
+        while self.operators:
+            cm, _, _ = self.operators.pop()
+            cm.__exit__(None, None, None)
+
+    def assert_alive(self) -> None:
+        for _, proc, _ in self.operators:
+            assert proc.poll() is None, f"operator exited ({proc.returncode}):\n{self.log()}"
+
+    def logs(self) -> list[str]:
+        return [path.read_text() if path.exists() else "" for _, _, path in self.operators]
+
+    def log(self) -> str:
+        return "\n".join(f"--- replica {i}:\n{text[-4000:]}" for i, text in enumerate(self.logs()))
 
     def upgrade(self, *values: str) -> None:
         """helm upgrade --reuse-values with ``values``; the upgrade restores the Service's selector (it is in
@@ -103,10 +116,7 @@ class Install:
             "upgrade", self.release.name, str(CHART), "--namespace", self.ns, "--reuse-values", *values,
             "--wait", "--timeout", "120s",
         )  # fmt: skip
-        route_service_to_host(self.cluster, self.ns, self.service, self.port)
-
-    def log(self) -> str:
-        return self.log_path.read_text()[-6000:] if self.log_path.exists() else "(no log)"
+        route_service_to_host(self.cluster, self.ns, self.service, self.ports)
 
     def ca_bundles(self) -> list[str]:
         vwc = json.loads(
@@ -116,14 +126,14 @@ class Install:
         )
         return [(w["clientConfig"].get("caBundle") or "") for w in vwc["webhooks"]]
 
-    def served_certificate(self) -> x509.Certificate:
-        """Connect as the API server does (to the endpoint, checking the Service's DNS name) and verify the
+    def served_certificate(self, port: int) -> x509.Certificate:
+        """Connect as the API server does (to an endpoint, checking the Service's DNS name) and verify the
         served certificate against the caBundle of the ValidatingWebhookConfiguration at that moment."""
         bundle = base64.b64decode(self.ca_bundles()[0]).decode()
         ctx = ssl.create_default_context(cadata=bundle)
         name = f"{self.service}.{self.ns}.svc"
         with (
-            socket.create_connection((self.ip, self.port), timeout=10) as raw,
+            socket.create_connection((self.ip, port), timeout=10) as raw,
             ctx.wrap_socket(raw, server_hostname=name) as tls,
         ):
             der = tls.getpeercert(binary_form=True)
@@ -165,7 +175,7 @@ def install(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     inst = Install(
         release=Release(name=name, namespace=namespace, service_account=name),
         cluster=cluster,
-        port=free_port(),
+        ports=[free_port(), free_port()],
         ip="",
         workdir=tmp_path_factory.mktemp("webhook"),
     )
@@ -176,11 +186,11 @@ def install(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "--set", "webhook.certificate.checkIntervalSeconds=1",
             "--wait", "--timeout", "120s",
         )  # fmt: skip
-        inst.ip = route_service_to_host(cluster, namespace, inst.service, inst.port)
-        inst.start_operator()
+        inst.ip = route_service_to_host(cluster, namespace, inst.service, inst.ports)
+        inst.start_operators()
         yield inst
     finally:
-        inst.stop_operator()
+        inst.stop_operators()
         cluster.helm("uninstall", name, "--namespace", namespace, "--wait", "--timeout", "120s", check=False)
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
     # helm uninstall removes the release's cluster-scoped objects and the certificate Secret with it.
@@ -195,7 +205,7 @@ def install(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 def wait_injected(inst: Install) -> None:
     def injected() -> bool:
-        assert inst.proc.poll() is None, f"operator exited:\n{inst.log()}"
+        inst.assert_alive()
         return all(inst.ca_bundles())
 
     wait_for(injected, 90, "the caBundle injected into every webhook", interval=1)
@@ -212,13 +222,32 @@ def test_webhook_serves_the_operator_managed_certificate(install: Install) -> No
     assert set(data) == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
     # Every webhook trusts exactly the Secret's CA bundle; the served certificate is the Secret's.
     assert set(install.ca_bundles()) == {base64.b64encode(data["ca.crt"]).decode()}
-    wait_for(
-        lambda: install.served_certificate() == x509.load_pem_x509_certificate(data["tls.crt"]),
-        30,
-        "the Secret's certificate to be served",
-    )
+    for port in install.ports:  # by the leader that wrote it and by the standby
+        wait_for(
+            lambda port=port: (
+                install.served_certificate(port) == x509.load_pem_x509_certificate(data["tls.crt"])
+            ),
+            30,
+            "the Secret's certificate to be served",
+        )
+    # One writer: only the leader issued it.
+    assert sum("webhook certificate: issued a new CA" in text for text in install.logs()) == 1, install.log()
     # Helm's ownership labels survived the operator's writes (it patches data only).
     assert secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+
+
+def test_notes_give_the_next_steps(install: Install) -> None:
+    notes = install.cluster.helm("get", "notes", install.release.name, "-n", install.ns).stdout
+    for line in (
+        f"kubectl -n {install.ns} rollout status deployment/{install.release.name}",
+        f"helm test {install.release.name} -n {install.ns}",
+        f"ValidatingWebhookConfiguration {install.configuration}",
+        "failurePolicy Fail: while no operator replica answers, Meson objects cannot be created or changed",
+        f"Secret {install.release.name}-webhook-tls",
+        "kubectl create -f examples/etl-workflow.yaml",
+        f"kubectl auth can-i --list --as=system:serviceaccount:{install.ns}:{install.release.name}",
+    ):
+        assert line in notes, (line, notes)
 
 
 def test_cyclic_workflow_is_refused_at_kubectl_apply(install: Install) -> None:
@@ -234,12 +263,13 @@ def test_cyclic_workflow_is_refused_at_kubectl_apply(install: Install) -> None:
 def test_helm_upgrade_changes_a_value_and_the_certificate_rotates_while_the_webhook_works(
     install: Install,
 ) -> None:
-    """helm upgrade lowers the certificate validities (20 s serving, 60 s CA): the operator renews the CA
-    (two steps) and the serving certificate again and again; throughout, every served certificate verifies
-    against the caBundle of that moment and every apply of a cyclic workflow is refused by the webhook."""
+    """helm upgrade lowers the certificate validities (20 s serving, 60 s CA): the leader renews the CA (two
+    steps) and the serving certificate again and again, and both replicas pick each one up; throughout,
+    every certificate either replica serves verifies against the caBundle of that moment and every apply of
+    a cyclic workflow (answered by either replica) is refused by the webhook."""
     wait_injected(install)
     cluster = install.cluster
-    before = install.served_certificate()
+    before = install.served_certificate(install.ports[0])
     install.upgrade(
         "--set", "webhook.certificate.validitySeconds=20", "--set", "webhook.certificate.caValiditySeconds=60"
     )
@@ -249,26 +279,35 @@ def test_helm_upgrade_changes_a_value_and_the_certificate_rotates_while_the_webh
     assert status["version"] == 2 and status["info"]["status"] == "deployed"
     args = install.chart_args()
     assert args[args.index("--webhook-cert-validity") + 1] == "20"
-    install.start_operator()  # the upgraded Deployment's arguments
+    install.start_operators()  # the upgraded Deployment's arguments
 
-    serials, issuers, refusals = set(), set(), 0
-    deadline = time.monotonic() + 240
-    while len(issuers - {before.issuer}) < 2 or len(serials) < 4:
-        assert time.monotonic() < deadline, (
-            f"saw {len(serials)} certificates from {len(issuers)} CAs:\n{install.log()}"
-        )
-        assert install.proc.poll() is None, f"operator exited:\n{install.log()}"
-        served = install.served_certificate()  # verified against the caBundle of this moment
-        serials.add(served.serial_number)
-        issuers.add(served.issuer)
+    served: dict[int, set[int]] = {port: set() for port in install.ports}
+    issuers: set[x509.Name] = set()
+    refusals = 0
+    deadline = time.monotonic() + 300
+    while len(issuers - {before.issuer}) < 2 or min(len(v) for v in served.values()) < 4:
+        assert time.monotonic() < deadline, f"served {served} from {len(issuers)} CAs:\n{install.log()}"
+        install.assert_alive()
+        for port in install.ports:
+            cert = install.served_certificate(port)  # verified against the caBundle of this moment
+            served[port].add(cert.serial_number)
+            issuers.add(cert.issuer)
         proc = apply(cluster, cyclic_workflow(f"cyclic-{refusals}", install.ns), "--dry-run=server")
         assert DENIED in proc.stderr and "dependency cycle" in proc.stderr, (proc.stderr, install.log())
         refusals += 1
         time.sleep(1)
-    assert before.serial_number not in serials or len(serials) > 1
-    log = install.log()
-    assert "renewed the CA" in log and "renewed the serving certificate" in log, log
-    print(f"rotation: {len(serials)} serving certificates from {len(issuers)} CAs, {refusals} refusals")
+    logs = install.logs()
+    # One writer (the leader) renewed; the standby served what it wrote.
+    writers = [i for i, text in enumerate(logs) if "webhook certificate: renewed" in text]
+    assert len(writers) == 1, install.log()
+    assert "renewed the CA" in logs[writers[0]] and "renewed the serving certificate" in logs[writers[0]]
+    standby = install.ports[1 - writers[0]]
+    assert len(served[standby]) >= 4
+    seen = ", ".join(str(len(v)) for v in served.values())
+    print(
+        f"rotation: {len(set().union(*served.values()))} serving certificates from {len(issuers)} CAs, "
+        f"served by both replicas ({seen} seen), {refusals} refusals"
+    )
 
 
 def test_failure_policy_fail_refuses_while_no_replica_answers(install: Install) -> None:
@@ -280,7 +319,7 @@ def test_failure_policy_fail_refuses_while_no_replica_answers(install: Install) 
     assert {w["failurePolicy"] for w in vwc["webhooks"]} == {"Fail"}
     assert {w["timeoutSeconds"] for w in vwc["webhooks"]} == {10}
     assert sorted(w["name"] for w in vwc["webhooks"]) == sorted(f"{k}.validate.meson.dev" for k in KINDS)
-    install.stop_operator()
+    install.stop_operators()
     try:
         proc = apply(cluster, valid_workflow("while-down", install.ns))
         assert proc.returncode != 0 and UNREACHABLE in proc.stderr, proc.stderr
@@ -288,7 +327,7 @@ def test_failure_policy_fail_refuses_while_no_replica_answers(install: Install) 
         # Deletes and other kinds are not affected.
         assert cluster.kubectl("get", "namespaces").returncode == 0
     finally:
-        install.start_operator()
+        install.start_operators()
     wait_for(lambda: apply(cluster, valid_workflow("back", install.ns), "--dry-run=server").returncode == 0,
              60, "the webhook to answer again")  # fmt: skip
 

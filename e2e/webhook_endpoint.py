@@ -43,8 +43,10 @@ def host_ip() -> str:
     raise RuntimeError("no non-loopback IPv4 address on this host (set MESON_E2E_HOST_IP)")
 
 
-def route_service_to_host(cluster: Cluster, namespace: str, service: str, port: int) -> str:
-    """Make ``namespace/service`` selector-less and point it at this host's ``port``; returns the address."""
+def route_service_to_host(cluster: Cluster, namespace: str, service: str, port: int | list[int]) -> str:
+    """Make ``namespace/service`` selector-less and point it at this host's ``port`` (or ports: one
+    EndpointSlice each, one operator replica each); returns the address."""
+    ports = [port] if isinstance(port, int) else list(port)
     ip = host_ip()
     svc = json.loads(cluster.kubectl("get", "service", service, "-n", namespace, "-o", "json").stdout)
     port_name = svc["spec"]["ports"][0]["name"]
@@ -59,19 +61,31 @@ def route_service_to_host(cluster: Cluster, namespace: str, service: str, port: 
     selector = f"kubernetes.io/service-name={service}"
     cluster.kubectl("delete", "endpointslices", "-n", namespace, "-l", f"{selector},{controller}")
     labels = {"app.kubernetes.io/managed-by": "meson-e2e"}
-    docs = [
+    # Slices of an earlier routing (a different set of ports) go first.
+    cluster.kubectl(
+        "delete",
+        "endpointslices",
+        "-n",
+        namespace,
+        "-l",
+        f"{selector},app.kubernetes.io/managed-by=meson-e2e",
+    )
+    docs: list[dict] = [
         {
             "apiVersion": "discovery.k8s.io/v1",
             "kind": "EndpointSlice",
             "metadata": {
-                "name": f"{service}-host",
+                "name": f"{service}-host-{i}",
                 "namespace": namespace,
                 "labels": {**labels, "kubernetes.io/service-name": service},
             },
             "addressType": "IPv4",
             "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
-            "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
-        },
+            "ports": [{"name": port_name, "port": p, "protocol": "TCP"}],
+        }
+        for i, p in enumerate(ports)
+    ]
+    docs.append(
         {
             # Read by the API server's resolver before Kubernetes 1.34; not mirrored into a second slice.
             "apiVersion": "v1",
@@ -82,11 +96,13 @@ def route_service_to_host(cluster: Cluster, namespace: str, service: str, port: 
                 "labels": {**labels, "endpointslice.kubernetes.io/skip-mirror": "true"},
             },
             "subsets": [
-                {"addresses": [{"ip": ip}], "ports": [{"name": port_name, "port": port, "protocol": "TCP"}]}
+                {"addresses": [{"ip": ip}], "ports": [{"name": port_name, "port": p, "protocol": "TCP"}]}
+                for p in ports
             ],
-        },
-    ]
+        }
+    )
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     slices = cluster.kubectl("get", "endpointslices", "-n", namespace, "-l", selector, "-o", "name").stdout
-    assert slices.split() == [f"endpointslice.discovery.k8s.io/{service}-host"], slices
+    expected = [f"endpointslice.discovery.k8s.io/{service}-host-{i}" for i in range(len(ports))]
+    assert sorted(slices.split()) == expected, slices
     return ip
