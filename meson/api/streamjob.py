@@ -143,7 +143,8 @@ class StreamJobStatus(ApiModel):
         default=None, description="The last revision that became stable (every replica available)."
     )
     failed_revision: str | None = Field(
-        default=None, description="A revision rolled back for missing its deadline: not retried until the "
+        default=None,
+        description="A revision rolled back for missing its deadline: not retried until the "
         "template changes again.",
     )
     rollout_started_at: str | None = Field(
