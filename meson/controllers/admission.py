@@ -10,27 +10,23 @@ persisted, but the API server's defaulting, validation and admission plugins all
 A Queue whose parent does not exist yet is allowed (it waits, disabled, like a Kueue cohort); its parent
 chain is read from the existing queues, so a cycle built one queue at a time is refused at its last step.
 
-Using it from the operator entry point::
+Two ways to serve it (``meson operator --webhook``):
 
-    import kopf
-    from meson.controllers import admission  # importing registers the @kopf.on.validate handlers
+* ``in-cluster`` (the chart's default; :func:`configure_in_cluster`): every replica serves on all addresses
+  behind the chart's Service, with the certificate of the Secret that :mod:`meson.controllers.webhook_certs`
+  keeps (the leader creates, rotates and injects its CA into the chart's ValidatingWebhookConfiguration),
+  or of a directory (cert-manager's mounted Secret). :class:`ReloadingWebhookServer` swaps the certificate
+  of the listening socket in place when it changes. kopf does not manage the configuration: the chart owns
+  it (``failurePolicy``, ``timeoutSeconds``; ``clientConfig.service.path`` is ``/<handler id>``).
+* ``loopback`` (development; :func:`configure_webhook`): kopf's webhook server on 127.0.0.1 with a
+  self-signed certificate for 127.0.0.1/localhost, and ``settings.admission.managed`` set to
+  ``validate.meson.dev`` so kopf creates and keeps that ValidatingWebhookConfiguration
+  (``<handler>.validate.meson.dev`` webhooks, ``failurePolicy: Fail``) and removes its webhooks on exit. This
+  fits a control plane whose API server reaches the operator on loopback.
 
-    @kopf.on.startup()
-    def configure(settings: kopf.OperatorSettings, **_):
-        admission.configure_webhook(settings)            # loopback server, self-signed cert, managed config
-
-``configure_webhook`` starts kopf's webhook server on 127.0.0.1 (port 9443 by default) with a self-signed
-certificate for 127.0.0.1/localhost (made with ``openssl``; kopf's own generator is used instead when
-``certbuilder`` is installed and openssl is not), and sets ``settings.admission.managed`` to
-``validate.meson.dev`` so kopf creates and keeps the ValidatingWebhookConfiguration of that name
-(``<handler>.validate.meson.dev`` webhooks with the right caBundle and URLs) and removes its webhooks on exit.
-This fits a control plane whose API server reaches the operator on loopback (the e2e cluster); in a real
-cluster pass ``host``/``addr`` of a Service or use kopf's other servers.
-
-The webhooks use ``failurePolicy: Fail``: while the operator runs, a bad object cannot get in. When the
-webhook is off, the controllers call :func:`review` (or :func:`meson.api.validation.validate`) themselves and
-refuse a bad object with the condition from :func:`meson.api.validation.invalid_condition`, before any pod
-is created.
+When the webhook is off, the controllers call :func:`review` (or :func:`meson.api.validation.validate`)
+themselves and refuse a bad object with the condition from :func:`meson.api.validation.invalid_condition`,
+before any pod is created.
 
 Only CREATE and UPDATE of the main resource are reviewed; an UPDATE that leaves ``spec`` unchanged (labels,
 finalizers, kopf's own annotations) is allowed at once. Status writes go through the status subresource and
@@ -60,6 +56,8 @@ from meson.controllers import webhook_certs
 __all__ = [
     "WEBHOOK_CONFIGURATION",
     "PodDryRun",
+    "ReloadingWebhookServer",
+    "configure_in_cluster",
     "configure_webhook",
     "dry_run_pods",
     "queue_parents",
