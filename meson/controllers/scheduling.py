@@ -186,6 +186,7 @@ class SchedulingLoop:
     _planned: dict[Key, _Planned] = field(default_factory=dict)
     _workloads: dict[str, tuple[InstanceRequest, str, int, Workload]] = field(default_factory=dict)
     verify_incremental: bool = False
+    incremental: bool = True  # False: plan every workflow every cycle (the benchmark's baseline)
     mismatches: list[str] = field(default_factory=list)  # what verify_incremental found
     replans: int = 0  # workflows planned from scratch (the rest reused their plan)
     _own: dict[Key, _OwnStatus] = field(default_factory=dict)
@@ -295,6 +296,7 @@ class SchedulingLoop:
         planned = self._planned.get(key)
         if (
             planned is None
+            or not self.incremental
             or not self._same_inputs(planned.inputs, self._inputs_of(key, wf))
             or (planned.plan.wake_at is not None and now >= planned.plan.wake_at)
         ):
@@ -326,6 +328,7 @@ class SchedulingLoop:
         if (
             planned is None
             or self.verify_incremental
+            or not self.incremental
             or (planned.plan.wake_at is not None and now >= planned.plan.wake_at)
             or not self._same_inputs(planned.inputs, self._inputs_of(key, wf))
         ):

@@ -126,7 +126,9 @@ class Store:
         self.wake.set()
 
     def on_queue(self, event: str, obj: dict) -> None:
-        self.world_version += 1
+        old = self.queues.get(obj["metadata"]["name"])
+        if event == "DELETED" or old is None or old.get("spec") != obj.get("spec"):
+            self.world_version += 1  # not for its status: the loop writes it at every admission
         if event == "DELETED":
             self.drop(self.queues, obj["metadata"]["name"])
         else:
