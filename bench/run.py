@@ -102,19 +102,22 @@ def machine(kubeconfig: Path, operator_args: tuple[str, ...]) -> dict[str, Any]:
 
 
 async def run_cluster(
-    kubeconfig: Path, ctx: scenarios.Ctx, chosen: list[str], results: dict[str, Any], save
+    kubeconfig: Path,
+    ctx: scenarios.Ctx,
+    chosen: list[str],
+    results: dict[str, Any],
+    save,
+    sides: tuple[str, ...] = ("raw", "meson"),
 ) -> None:
     async with Api(kubeconfig) as api:
         await scenarios.setup(api)
         if "kueue" in chosen:
-            log("kueue trace: raw pods")
-            results["kueue"] = {"raw": await scenarios.kueue_side(api, ctx, "raw")}
-            results["kueue"]["raw"]["load_avg_after"] = os.getloadavg()[0]
-            save()
-            log("kueue trace: Meson")
-            results["kueue"]["meson"] = await scenarios.kueue_side(api, ctx, "meson")
-            results["kueue"]["meson"]["load_avg_after"] = os.getloadavg()[0]
-            save()
+            results["kueue"] = {}
+            for side in sides:
+                log(f"kueue trace: {side}")
+                results["kueue"][side] = await scenarios.kueue_side(api, ctx, side)
+                results["kueue"][side]["load_avg_after"] = os.getloadavg()[0]
+                save()
         if "kueue-upstream" in chosen:
             log("Kueue's own harness")
             results["kueue_upstream"] = await asyncio.to_thread(kueue_harness.run, log, 1800, ctx.scale)
@@ -123,17 +126,17 @@ async def run_cluster(
             for shape in ("single", "dag"):
                 key = f"workflows_{shape}"
                 results[key] = {}
-                for side in ("raw", "meson"):
+                for side in sides:
                     log(f"workflows {shape}: {side}")
                     results[key][side] = await scenarios.workflows_side(api, ctx, side, shape)
                     save()
         if "latency" in chosen:
             results["latency"] = {}
-            for side in ("raw", "meson"):
+            for side in sides:
                 log(f"latency: {side}")
                 results["latency"][side] = await scenarios.latency_side(api, ctx, side)
                 save()
-        if "cost" in chosen:
+        if "cost" in chosen and "meson" in sides:
             log("cost")
             results["cost"] = await scenarios.cost_scenario(api, ctx)
             save()
@@ -165,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "--scenarios", default="all", help=f"comma-separated subset of {','.join(ALL)} (default all)"
     )
     ap.add_argument("--scale", type=float, default=1.0, help="scale every count down (0.1 for a smoke run)")
+    ap.add_argument("--sides", default="raw,meson", help="raw,meson (default), or one of them")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     ap.add_argument(
         "--profile", action="store_true", help="run the operator under cProfile (bench/results/profiles)"
@@ -227,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         write(results, outdir, plots=False)
 
     try:
-        asyncio.run(run_cluster(kubeconfig, ctx, chosen, results, save))
+        sides = tuple(s for s in ("raw", "meson") if s in args.sides.split(","))
+        asyncio.run(run_cluster(kubeconfig, ctx, chosen, results, save, sides))
     finally:
         results["bench_wall_s"] = round(time.monotonic() - t0, 1)
         results["operator_logs"] = ctx.operator_logs

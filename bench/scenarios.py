@@ -362,7 +362,15 @@ async def kueue_side(api: Api, ctx: Ctx, side: str) -> dict[str, Any]:
     )
     end = wall or view.now()
     usage = stats.usage_fraction(
-        (stats.Interval(r.queue, r.added, r.ended, r.cpu_m) for r in view.pods.values()), nominal, 0.0, end
+        # Meson: a pod holds quota from its creation (admission); raw: only once bound to a node.
+        (
+            stats.Interval(r.queue, r.added if side == "meson" else r.bound, r.ended, r.cpu_m)
+            for r in view.pods.values()
+            if side == "meson" or r.bound is not None
+        ),
+        nominal,
+        0.0,
+        end,
     )
     result.update(
         {
