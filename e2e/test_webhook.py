@@ -346,6 +346,66 @@ def test_helm_test_runs_the_test_hook(install: Install) -> None:
     assert bad.returncode != 0 and "failed" in (bad.stderr + bad.stdout).lower(), (bad.stdout, bad.stderr)
 
 
+def test_cert_dir_mode_serves_and_reloads_a_mounted_certificate(install: Install, tmp_path: Path) -> None:
+    """The cert-manager path of the operator (``--webhook-cert-dir``, the chart's mounted Secret) without
+    cert-manager (not installed here): the test plays cert-manager (writes tls.crt/tls.key, then renews
+    them in place) and cainjector (patches the caBundle). The operator writes nothing and reloads the
+    files."""
+    from meson.controllers import webhook_certs as wc
+
+    cluster = install.cluster
+    install.stop_operators()
+    port = install.ports[0]
+    route_service_to_host(cluster, install.ns, install.service, port)
+    names = wc.dns_names(install.service, install.ns)
+    ca_cert, ca_key = wc.new_ca(wc.now_utc(), 3600)
+    tls = tmp_path / "tls"
+    tls.mkdir()
+
+    def issue() -> x509.Certificate:
+        cert, key = wc.new_serving_cert(ca_cert, ca_key, names, wc.now_utc(), 600)
+        (tls / "tls.key.new").write_bytes(key)
+        (tls / "tls.crt.new").write_bytes(cert)
+        (tls / "tls.key.new").rename(tls / "tls.key")
+        (tls / "tls.crt.new").rename(tls / "tls.crt")
+        return x509.load_pem_x509_certificate(cert)
+
+    first = issue()
+    bundle = base64.b64encode(ca_cert).decode()
+    patch = [{"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": bundle} for i in range(4)]
+    cluster.kubectl(
+        "patch",
+        "validatingwebhookconfiguration",
+        install.configuration,
+        "--type=json",
+        "-p",
+        json.dumps(patch),
+    )
+    kubeconfig = service_account_kubeconfig(cluster, install.release, install.workdir / "certdir.kubeconfig")
+    log_path = install.workdir / "operator-certdir.log"
+    args = (*install.chart_args(), "--webhook-port", str(port), "--webhook-cert-dir", str(tls))
+    with operator_process(kubeconfig, log_path, args) as (proc, _):
+
+        def serves(cert: x509.Certificate) -> bool:
+            assert proc.poll() is None, log_path.read_text()[-4000:]
+            try:
+                return install.served_certificate(port) == cert
+            except OSError:
+                return False
+
+        wait_for(lambda: serves(first), 90, "the mounted certificate to be served", interval=0.5)
+        refused = apply(cluster, cyclic_workflow("cyclic-certdir", install.ns), "--dry-run=server")
+        assert DENIED in refused.stderr and "dependency cycle" in refused.stderr, refused.stderr
+        second = issue()  # cert-manager renews: the kubelet updates the mounted files
+        wait_for(lambda: serves(second), 30, "the renewed certificate to be served", interval=0.5)
+        refused = apply(cluster, cyclic_workflow("cyclic-certdir", install.ns), "--dry-run=server")
+        assert DENIED in refused.stderr, refused.stderr
+    log = log_path.read_text()
+    assert "webhook certificate:" not in log and "CA bundle injected" not in log, log  # it wrote nothing
+    assert cluster.kubectl("get", "validatingwebhookconfiguration", install.configuration, "-o",
+                           "jsonpath={.webhooks[0].clientConfig.caBundle}").stdout == bundle  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
