@@ -321,13 +321,23 @@ def test_failure_policy_fail_refuses_while_no_replica_answers(install: Install) 
     assert {w["failurePolicy"] for w in vwc["webhooks"]} == {"Fail"}
     assert {w["timeoutSeconds"] for w in vwc["webhooks"]} == {10}
     assert sorted(w["name"] for w in vwc["webhooks"]) == sorted(f"{k}.validate.meson.dev" for k in KINDS)
+    existing = apply(cluster, valid_workflow("existing", install.ns))
+    assert existing.returncode == 0, existing.stderr
     install.stop_operators()
     try:
         proc = apply(cluster, valid_workflow("while-down", install.ns))
         assert proc.returncode != 0 and UNREACHABLE in proc.stderr, proc.stderr
         assert cluster.kubectl("get", "workflow", "while-down", "-n", install.ns, check=False).returncode != 0
-        # Deletes and other kinds are not affected.
-        assert cluster.kubectl("get", "namespaces").returncode == 0
+        # Only creates and updates of Meson objects are gated: deleting one, and any other kind, work.
+        cluster.kubectl("delete", "workflow", "existing", "-n", install.ns, "--wait=false")
+        cluster.kubectl("create", "configmap", "unaffected", "-n", install.ns)
+        # The alternative policy, Ignore: accepted unchecked while no replica answers (the controller
+        # still refuses a bad object with Valid=False once it runs).
+        install.upgrade("--set", "webhook.failurePolicy=Ignore")
+        accepted = apply(cluster, valid_workflow("while-down", install.ns))
+        assert accepted.returncode == 0, accepted.stderr
+        cluster.kubectl("delete", "workflow", "while-down", "-n", install.ns, "--wait=false")
+        install.upgrade("--set", "webhook.failurePolicy=Fail")
     finally:
         install.start_operators()
     wait_for(lambda: apply(cluster, valid_workflow("back", install.ns), "--dry-run=server").returncode == 0,
