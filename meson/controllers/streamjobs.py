@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("meson.streamjobs")
 KIND = "StreamJob"
+#: A replica pod deleted this long ago and still in the view was missed by the watch (see _drop_ghosts).
+GHOST_SECONDS = 15.0
 #: The condition saying whether every replica is admitted (False: the reason of the first one waiting).
 ADMITTED = "Admitted"
 #: The states of ``meson_streamjob_replicas`` (see :meth:`StreamJobs.count_replicas`).
@@ -65,6 +67,8 @@ class StreamJobs:
         self.writer = loop.writer
         self.plans: dict[Key, StreamPlan] = {}
         self._made: dict[Key, _Made] = {}  # each job's last plan and what it was made from
+        # Replica pods deleted by this operator and still in the view: (ns, job, pod) -> (when, reason).
+        self._deleted: dict[tuple[str, str, str], tuple[float, str | None]] = {}
         self.replans = 0  # stream jobs planned from scratch (the others reused their last plan)
         self._namespaces: set[str] = set()  # namespaces with a meson_streamjob_replicas series
 
@@ -76,6 +80,7 @@ class StreamJobs:
         self.plans = {}
         self._stale: list[Key] = []
         self.forget_gone()
+        self._drop_ghosts(now)
         for key, job in list(self.store.streamjobs.items()):
             self.loop.faults.guard(KIND, key, "plan", self._plan, key, job, now, inputs)
         if self._stale:
@@ -163,37 +168,49 @@ class StreamJobs:
         return ("delete", ns, name), self._delete(ns, job, name, reason)
 
     async def _delete(self, ns: str, job: str, name: str, reason: str | None) -> None:
-        """Delete a replica pod and, once it is gone (deleted now, or already: 404), drop it from the view.
-
-        Not left to the watch alone: a pod deleted between the operator's initial listing and the start of
-        kopf's own watch (a restarted operator's first cycle deletes at once, mid-rollout) is never reported
-        deleted by that watch, and would stay in the view for good: deleted again every cycle and counted
-        against maxSurge, the rollout stuck. A later DELETED event of the same pod changes nothing."""
-        replica = self.store.stream_pods.get((ns, job), {}).get(name)
         try:
             await self.writer.delete_pod(ns, name, reason)
         except Exception as exc:  # the pod is still in the view: the next cycle deletes it again
             log.warning("pod %s/%s deletion failed (retried): %s", ns, name, faults.describe(exc))
             return
-        if replica is None or self.store.stream_pods.get((ns, job), {}).get(name) is None:
-            return
-        labels = {
-            LABEL_STREAMJOB: job,
-            LABEL_REVISION: replica.revision,
-            LABEL_SLOT: str(replica.slot),
-            LABEL_RUN: str(replica.run),
-        }
-        gone = {
-            "metadata": {
-                "name": name,
-                "namespace": ns,
-                "labels": labels,
-                # Meson's decision, not a lost replica (an ended pod is not taken for one either).
-                "annotations": {PREEMPTED_ANNOTATION: reason} if reason else {},
-            },
-            "status": {"phase": replica.phase},
-        }
-        self.store.on_pod("DELETED", gone)
+        self._deleted.setdefault((ns, job, name), (self.loop.clock(), reason))
+
+    def _drop_ghosts(self, now: float) -> None:
+        """Replica pods this operator deleted (or found gone: 404) that the watch has still not reported
+        deleted GHOST_SECONDS later leave the view.
+
+        A pod deleted between the operator's initial listing and the start of kopf's own watch (a restarted
+        operator's first cycle deletes at once, mid-rollout) is never reported deleted by that watch: it
+        would stay in the view for good, deleted again every cycle and counted against maxSurge, the rollout
+        stuck. Not dropped at once: a late event of the pod (the patch marking the deletion as Meson's)
+        would bring it back, counted as available, until its DELETED event arrives."""
+        for entry, (at, reason) in list(self._deleted.items()):
+            ns, job, name = entry
+            replica = self.store.stream_pods.get((ns, job), {}).get(name)
+            if replica is None:
+                del self._deleted[entry]
+                continue
+            if now - at < GHOST_SECONDS:
+                continue
+            del self._deleted[entry]
+            labels = {
+                LABEL_STREAMJOB: job,
+                LABEL_REVISION: replica.revision,
+                LABEL_SLOT: str(replica.slot),
+                LABEL_RUN: str(replica.run),
+            }
+            gone = {
+                "metadata": {
+                    "name": name,
+                    "namespace": ns,
+                    "labels": labels,
+                    # Meson's decision, not a lost replica (an ended pod is not taken for one either).
+                    "annotations": {PREEMPTED_ANNOTATION: reason} if reason else {},
+                },
+                "status": {"phase": replica.phase},
+            }
+            log.info("pod %s/%s: deleted %.0fs ago, never reported deleted; dropped", ns, name, now - at)
+            self.store.on_pod("DELETED", gone)
 
     def status_writes(self, inputs: _Inputs, decisions: Any) -> list[Write]:
         waiting: dict[Key, list[str]] = {}
