@@ -162,6 +162,27 @@ def write(results: dict[str, Any], outdir: Path, plots: bool = True) -> str:
     return render_text(report.HEADER, rows)
 
 
+SCENARIO_KEYS = ("kueue", "kueue_upstream", "workflows_single", "workflows_dag", "cost", "latency")
+
+
+def render(paths: list[str], outdir: Path) -> str:
+    """Merge the scenarios of several runs' bench.json (a later file's scenario wins) and write the table,
+    JSON and plots again; each scenario keeps the scale, time and commit of the run that measured it."""
+    merged: dict[str, Any] = {"runs": []}
+    for path in paths:
+        r = json.loads(Path(path).read_text())
+        run = {k: r.get(k) for k in ("when", "scale", "scenarios", "bench_wall_s")}
+        run["meson_commit"] = r.get("machine", {}).get("meson_commit")
+        merged["runs"].append(run)
+        merged.setdefault("machine", r.get("machine"))
+        for key in SCENARIO_KEYS:
+            if key in r:
+                merged[key] = {**r[key], "run": run}
+    merged["when"] = ", ".join(f"{x['when']} (scale {x['scale']})" for x in merged["runs"])
+    merged["scale"] = "/".join(str(x["scale"]) for x in merged["runs"])
+    return write(merged, outdir)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -180,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=("head", "worktree"),
         help="run the operator from the last commit (default) or from the working tree",
     )
+    ap.add_argument("--render", nargs="+", metavar="BENCH_JSON", help="only merge and render earlier runs")
     ap.add_argument(
         "--keep-cluster", action="store_true", help="leave a control plane this run started running"
     )
@@ -193,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     outdir = Path(args.out)
+    if args.render:
+        print(render(args.render, outdir))
+        return 0
 
     already = controlplane.running_state() is not None
     kubeconfig = controlplane.up(NODES, controlplane.NodeShape(cpu=NODE_CPU, memory="256Gi", pods=NODE_PODS))
