@@ -326,17 +326,14 @@ def test_a_crash_loop_beyond_the_restart_budget_fails_the_job_until_meson_stream
     assert not live(job_pods(core, namespace, "flaky"))
 
     assert "restart" in meson_cli(cluster, "streamjob", "restart", "flaky", "-n", namespace)
-    wait_for(
-        lambda: (
-            status(custom, namespace, "flaky").get("phase") == "Running"
-            and len(ready_pods(core, namespace, "flaky")) == 2
-        ),
-        90,
-        "Running again after meson streamjob restart",
-    )
-    st = status(custom, namespace, "flaky")
-    conds = {c["type"]: c for c in st["conditions"]}
-    assert conds["Available"]["status"] == "True", conds
+
+    def available() -> dict | None:  # Ready for minReadySeconds: Available follows Running
+        st = status(custom, namespace, "flaky")
+        conds = {c["type"]: c for c in st.get("conditions") or []}
+        ok = st.get("phase") == "Running" and (conds.get("Available") or {}).get("status") == "True"
+        return st if ok and len(ready_pods(core, namespace, "flaky")) == 2 else None
+
+    st = wait_for(available, 90, "Running and Available again after meson streamjob restart")
     assert not st.get("failed") and st.get("restartsInWindow", 0) == 0, st
     images = {p.spec.containers[0].image for p in live(job_pods(core, namespace, "flaky"))}
     assert images == {"busybox:fixed"}, images
