@@ -308,7 +308,7 @@ def plot(results: dict[str, Any], outdir: Path) -> list[Path]:
             for ax, idx, label in zip(
                 axes,
                 (1, 2, 3),
-                ("waiting (no pod bound)", "admitted (pods holding quota)", "completed"),
+                ("waiting (no pod bound)", "pods created, not ended", "completed"),
                 strict=True,
             ):
                 ax.plot(t, [p[idx] for p in series], label=side, linewidth=1.2)

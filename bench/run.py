@@ -176,8 +176,8 @@ def render(paths: list[str], outdir: Path) -> str:
         merged["runs"].append(run)
         merged.setdefault("machine", r.get("machine"))
         for key in SCENARIO_KEYS:
-            if key in r:
-                merged[key] = {**r[key], "run": run}
+            if key in r:  # per side: a run of one side replaces that side only
+                merged[key] = {**merged.get(key, {}), **r[key], "run": run}
     merged["when"] = ", ".join(f"{x['when']} (scale {x['scale']})" for x in merged["runs"])
     merged["scale"] = "/".join(str(x["scale"]) for x in merged["runs"])
     return write(merged, outdir)

@@ -621,14 +621,14 @@ async def latency_side(api: Api, ctx: Ctx, side: str) -> dict[str, Any]:
     with cost_ctx as cost:
         async with Watched(api, ns, workflows=False) as w:
             if side == "meson":
+                # A foreach takes at most 10,000 items: as many low-priority workflows as that needs.
                 tpl = pod_template(cpu_m=100, runtime=None, labels=_labels("low", "lat-low", "low"))
-                low = _workflow(
-                    "low",
-                    "lat-low",
-                    [{"name": "fan", "foreach": {"items": list(range(pending + running))}, "template": tpl}],
-                    "bench-low",
-                )
-                await api.create(f"{WF}/namespaces/{ns}/workflows", low)
+                total, chunk = pending + running, 10000
+                for i in range(0, total, chunk):
+                    items = list(range(i, min(total, i + chunk)))
+                    steps = [{"name": "fan", "foreach": {"items": items}, "template": tpl}]
+                    low = _workflow(f"low-{i // chunk}", "lat-low", steps, "bench-low")
+                    await api.create(f"{WF}/namespaces/{ns}/workflows", low)
                 await w.wait(lambda v: sum(1 for r in v.pods.values() if r.bound is not None) >= running, 600)
             else:
 
