@@ -55,7 +55,7 @@ def test_stop_lets_running_steps_finish_and_runs_the_exit_step(
     cluster: Cluster, core, custom, namespace: str, q: str
 ) -> None:
     wf = workflow(
-        "stopme", q, [step("a", duration="12s"), step("b", deps=["a"])],  # time for the CLI on a busy machine
+        "stopme", q, [step("a", duration="30s"), step("b", deps=["a"])],  # time for the CLI on a busy machine
         onExit={"name": "bye", "template": step("x")["template"]},
     )  # fmt: skip
     apply(cluster, wf, namespace=namespace)

@@ -429,28 +429,36 @@ class SchedulingLoop:
             if owner_kind == kind:
                 info = cls._waiting_info(inputs, decisions, request_key)
                 if info is not None:
-                    yield key, req, info
+                    yield key, req, (max(0, info[0]), info[1])
 
     @classmethod
     def _positions(cls, inputs: _Inputs, decisions, kind: str, key: Key) -> dict[str, tuple[int, str]]:
-        """One object's waiting requests: instance -> (queue position, reason)."""
-        out = {}
+        """One object's waiting requests: instance -> (queue position, reason). A status shows at most
+        QUEUE_POSITIONS_MAX of them, the first by position: those far back in the queue only fill the
+        room the others leave."""
+        out, back = {}, []
         for request_key in inputs.owned.get((kind, key), ()):
             info = cls._waiting_info(inputs, decisions, request_key)
-            if info is not None:
-                out[inputs.requests[request_key][2].instance] = info
+            if info is None:
+                continue
+            instance = inputs.requests[request_key][2].instance
+            if info[0] < 0:
+                back.append((instance, (0, info[1])))
+            else:
+                out[instance] = info
+        out.update(back[: max(0, QUEUE_POSITIONS_MAX - len(out))])
         return out
 
     @staticmethod
     def _waiting_info(inputs: _Inputs, decisions, request_key: str) -> tuple[int, str] | None:
         """Why a request waits, and where (0: no position); beyond the first POSITIONS_SHOWN of a queue,
-        no position and a reason that does not move."""
+        no position (-1 here) and a reason that does not move."""
         info = inputs.held.get(request_key)
         if info is None and request_key in decisions.pending:
             pi = decisions.pending[request_key]
             if pi.position > POSITIONS_SHOWN:
                 queue = inputs.queue_of.get(request_key, "")
-                return 0, f"more than {POSITIONS_SHOWN} workloads ahead in queue {queue}"
+                return -1, f"more than {POSITIONS_SHOWN} workloads ahead in queue {queue}"
             return pi.position, pi.reason
         return info
 
