@@ -304,6 +304,9 @@ def test_forged_status_is_corrected_and_no_step_is_skipped(
     assert ran == {"a", "b", "c"}, f"steps that ran: {ran}"
 
 
+GRACE = 25  # seconds an operator may take to stop after SIGTERM
+
+
 def test_sigterm_stops_within_seconds_and_a_restart_duplicates_nothing(
     operator: OperatorProcess, cluster: Cluster, core, custom, namespace: str, queues
 ) -> None:
@@ -324,10 +327,12 @@ def test_sigterm_stops_within_seconds_and_a_restart_duplicates_nothing(
     started = time.monotonic()
     operator.proc.send_signal(signal.SIGTERM)
     try:
-        operator.proc.wait(10)
+        # Within the pod's default grace period (30 s), with room for a machine under heavy load
+        # (typically ~1 s; printed below).
+        operator.proc.wait(GRACE)
     except Exception:
         operator.kill()
-        raise AssertionError(f"still running 10 s after SIGTERM:\n{operator.log()[-3000:]}") from None
+        raise AssertionError(f"still running {GRACE} s after SIGTERM:\n{operator.log()[-3000:]}") from None
     stopped_in = time.monotonic() - started
     operator.start()
     wait_workflow(custom, namespace, "busy", ("Succeeded",), timeout=120)
@@ -349,7 +354,7 @@ def test_sigterm_removes_the_webhook_registration(cluster: Cluster, operator: Op
         wait_for(lambda: _webhook_serving(cluster), 90, "the webhook to serve", interval=1)
         assert proc.proc is not None
         proc.proc.send_signal(signal.SIGTERM)
-        proc.proc.wait(10)
+        proc.proc.wait(GRACE)
         for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
             got = cluster.kubectl("get", kind, WEBHOOK, check=False)
             assert got.returncode != 0 and "NotFound" in got.stderr, f"{kind} left behind"
