@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 
-.PHONY: venv test unit e2e e2e-oldest lint lock lock-check demo bench-core bench-operator bench-streamjobs crds cluster-up cluster-down
+.PHONY: venv test unit e2e e2e-oldest lint lock lock-check demo bench-core bench-operator bench-cycle bench-streamjobs crds cluster-up cluster-down
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -62,6 +62,10 @@ bench-core: venv
 # End-to-end admission throughput of the operator on the embedded control plane (100 kwok nodes).
 bench-operator: venv
 	$(PYTHON) -m bench.operator
+
+# CPU per scheduling cycle with 1k-10k live workflows, incremental against planning everything.
+bench-cycle: venv
+	$(PYTHON) -m bench.cycle
 
 # 200 StreamJobs x 5 replicas deployed, then all updated at once: times, operator CPU and peak RSS.
 bench-streamjobs: venv
