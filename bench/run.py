@@ -150,12 +150,18 @@ def write(results: dict[str, Any], outdir: Path, plots: bool = True) -> str:
     md = [
         f"`make bench` ({results.get('when', '')}, scale {results.get('scale')}): {m.get('cores')} cores "
         f"({m.get('cpu_model')}), {m.get('ram_gb')} GB RAM, Kubernetes {m.get('kubernetes')}, "
-        f"{m.get('nodes')}; kube-scheduler client QPS/burst {m.get('kube_scheduler_client_qps_burst')}; "
-        f"Meson {m.get('meson_commit')}.",
+        f"{m.get('nodes')}; kube-scheduler client QPS/burst {m.get('kube_scheduler_client_qps_burst')}"
+        + ("." if results.get("runs") else f"; Meson {m.get('meson_commit')}."),
         "",
         render_markdown(report.HEADER, rows),
         "",
     ]
+    for run in results.get("runs", []):
+        md.append(
+            f"- run {run['when']}, scale {run['scale']}: {', '.join(run['scenarios'])}; Meson "
+            f"{run['meson_commit']}; load average at start {run['load_avg_at_start']}"
+        )
+    md.append("")
     (outdir / "bench.md").write_text("\n".join(md))
     if plots:
         report.plot(results, outdir)
@@ -173,6 +179,7 @@ def render(paths: list[str], outdir: Path) -> str:
         r = json.loads(Path(path).read_text())
         run = {k: r.get(k) for k in ("when", "scale", "scenarios", "bench_wall_s")}
         run["meson_commit"] = r.get("machine", {}).get("meson_commit")
+        run["load_avg_at_start"] = r.get("machine", {}).get("load_avg_at_start")
         merged["runs"].append(run)
         merged.setdefault("machine", r.get("machine"))
         for key in SCENARIO_KEYS:
