@@ -548,9 +548,13 @@ class SchedulingLoop:
         for key, p in inputs.plans.items():
             # Gang members of an admitted run never created (a crash mid-creation): finish the job.
             if p.create_pods and key in self.store.workflows and (WORKFLOW, key) not in creating:
-                write = self.faults.guard_write("Workflow", key, self._create(key, p.create_pods))
+                write = self._guarded(key, self._create, key, p.create_pods)
                 self.inflight.start(("create", key), write)
         return admitted
+
+    async def _guarded(self, key: Key, fn: Callable[..., Any], *args: Any) -> None:
+        """A workflow's write whose coroutine is made only when it runs (a skipped write leaves none)."""
+        await self.faults.guard_write(WORKFLOW, key, fn(*args))
 
     async def _admit_one(
         self, kind: str, key: Key, owner: dict, req: InstanceRequest, queue: str, now: float
@@ -657,7 +661,7 @@ class SchedulingLoop:
             if wf is None:
                 continue
             if p.delete_workflow:
-                write = self.faults.guard_write("Workflow", key, self.writer.delete_workflow(key))
+                write = self._guarded(key, self.writer.delete_workflow, key)
                 writes.append(((WORKFLOW, key), write))
                 continue
             planned = self._planned.get(key)

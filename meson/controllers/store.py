@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from meson.controllers import translate
@@ -225,6 +225,27 @@ class Store:
             self.wake.set()
         elif old is None or old.terminal != record.terminal or old.node != record.node:
             self.wake.set()
+
+    def vanished(self, namespace: str, name: str, by_meson: bool) -> None:
+        """Meson's deletion of a pod found it already gone: the watch missed its deletion (a pod deleted
+        while the operator listed the world, before its watch started). Forget it as a DELETED event
+        would; its end is unknown, so a live one is Gone (Preempted when Meson was evicting it)."""
+        key = (namespace, name)
+        rec = self.pods.pop(key, None)
+        if rec is None:
+            return
+        self._count(rec, -1)
+        if rec.workflow is not None:
+            self.pod_versions[rec.workflow] += 1
+            self.workflow_pods[rec.workflow].discard(name)
+            obs = rec.observation
+            if obs is not None and not rec.terminal:
+                failure = "Preempted" if by_meson else "Evicted"
+                self.tombstones[rec.workflow][name] = replace(obs, phase="Gone", failure=failure)
+        if rec.stream is not None:
+            self.stream_pods[rec.stream].pop(name, None)
+            self._replica_rv.pop(name, None)
+        self.wake.set()
 
     def _on_replica(self, event: str, obj: dict, job: Key) -> None:
         name = obj["metadata"]["name"]

@@ -103,9 +103,13 @@ class Writer:
                     kube.call(self.clients.core.patch_namespaced_pod, name, namespace, patch)
                 except kube.ApiException as e:
                     if e.status == 404:
+                        self.in_loop(self.store.vanished, namespace, name, True)
                         return
                     raise
-            kube.delete(self.clients.core.delete_namespaced_pod, name, namespace, grace_period_seconds=0)
+            if not kube.delete(
+                self.clients.core.delete_namespaced_pod, name, namespace, grace_period_seconds=0
+            ):  # already gone: if the view still has it, the watch missed its deletion
+                self.in_loop(self.store.vanished, namespace, name, preempted_reason is not None)
 
         await self.run(run)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from tests.controllers.builders import chain, queue, workflow
+from tests.controllers.builders import chain, queue, step, workflow
 from tests.controllers.fake_cluster import FakeCluster, Operator, run, sync
 
 
@@ -71,3 +71,20 @@ async def test_our_own_status_seen_in_a_watch_event_before_the_write_returns_is_
     await op.settle()
     await run(cluster, op, lambda: phase(cluster, "w") == "Succeeded")
     assert ("w", "StatusCorrected") not in cluster.warnings()
+
+
+@sync
+async def test_a_pod_whose_deletion_the_watch_missed_is_forgotten_when_deleting_it_finds_it_gone() -> None:
+    # A pod deleted while the operator was listing the world (before its watch started) is never
+    # reported deleted: the operator's own deletion then finds it gone, and that must count as deleted.
+    cluster = FakeCluster()
+    cluster.apply(queue("q"))
+    cluster.apply(workflow("w", "q", [step("forever", duration="3600s")]))
+    op = Operator(cluster)
+    await run(cluster, op, lambda: any(p["status"]["phase"] == "Running" for p in cluster.pods(workflow="w")))
+    pod = cluster.pods(workflow="w")[0]["metadata"]["name"]
+    cluster.delete_unseen("pods", pod, "default")
+    cluster._patch(
+        "workflows", "default", "w", {"spec": {"shutdown": "Terminate"}, "metadata": {"generation": 2}}
+    )
+    await run(cluster, op, lambda: phase(cluster, "w") == "Failed", max_cycles=10)
