@@ -283,7 +283,8 @@ def _scenario(kube, screen, watch, ops, clients, core, baseline, read_snapshot) 
          "team-a (24 steps) and ingest (30 steps) arrive: they reclaim their guarantees, borrowed team-b "
          "steps are preempted and requeue; ingest is admitted at its rate limit, 2 pods/s", "yellow"),
         (14, apply("50-team-a-hotfix.yaml"),
-         "team-a-hotfix (PriorityClass demo-urgent) jumps to the head of team-a, ahead of team-a-reports",
+         "team-a-hotfix (PriorityClass demo-urgent) takes position 1 in team-a and preempts lower-priority "
+         "team-a-reports steps to make room (withinQueue: LowerPriority)",
          "magenta"),
         (18, apply("60-streamjob.yaml"),
          "stream job clickstream deploys 3 replicas through queue streaming", "cyan"),
