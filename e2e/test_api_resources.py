@@ -115,7 +115,7 @@ def test_get_meson_lists_every_kind(cluster, webhook, namespace):
     header = cluster.kubectl("get", "mwf", "-n", namespace).stdout.splitlines()[0].split()
     assert header == ["NAME", "PHASE", "QUEUE", "PRIORITY", "PROGRESS", "AGE"]
     header = cluster.kubectl("get", "msj", "-n", namespace).stdout.splitlines()[0].split()
-    assert header == ["NAME", "PHASE", "REPLICAS", "READY", "REVISION", "AGE"]
+    assert header == ["NAME", "PHASE", "REPLICAS", "READY", "REVISION", "UPDATED", "AGE"]
 
 
 def test_queue_printer_columns(cluster, crds_installed):
