@@ -69,7 +69,7 @@ class Store:
     tombstones: dict[Key, dict[str, PodObservation]] = field(default_factory=lambda: defaultdict(dict))
     # Nodes seen deleted: their pods are lost even before the pod garbage collector removes them.
     deleted_nodes: set[str] = field(default_factory=set)
-    _replica_rv: dict[str, int] = field(default_factory=dict)
+    _replica_rv: dict[Key, int] = field(default_factory=dict)  # by (namespace, pod name)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     # What changed (see the module's docstring): a workflow's plan is reused while neither moved.
     pod_versions: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
@@ -244,23 +244,24 @@ class Store:
                 self.tombstones[rec.workflow][name] = replace(obs, phase="Gone", failure=failure)
         if rec.stream is not None:
             self.stream_pods[rec.stream].pop(name, None)
-            self._replica_rv.pop(name, None)
+            self._replica_rv.pop(key, None)
         self.wake.set()
 
     def _on_replica(self, event: str, obj: dict, job: Key) -> None:
         name = obj["metadata"]["name"]
+        rv_key = (job[0], name)
         old = self.stream_pods[job].get(name)
         if event != "DELETED":
             if (
                 old is None
                 or not resource_version(obj)
-                or resource_version(obj) >= self._replica_rv.get(name, 0)
+                or resource_version(obj) >= self._replica_rv.get(rv_key, 0)
             ):
-                self._replica_rv[name] = resource_version(obj)
+                self._replica_rv[rv_key] = resource_version(obj)
                 self.stream_pods[job][name] = translate.replica_pod(obj)
             return
         self.stream_pods[job].pop(name, None)
-        self._replica_rv.pop(name, None)
+        self._replica_rv.pop(rv_key, None)
         gone = translate.replica_pod(obj, gone=True)
         if gone.phase == "Gone":  # vanished while live, and not by Meson's decision: the engine replaces it
             self.stream_gone[job][gone.slot] = gone

@@ -608,13 +608,6 @@ def replica(namespace: str, rv: int, ready: bool) -> dict:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.py Store._replica_rv is keyed by pod name, not (namespace, name): the same StreamJob "
-    "with the same template in two namespaces has identically named pods, and an update of one is dropped "
-    "as stale when the other was seen at a higher resourceVersion (e.g. the loop's own create applied "
-    "before the watch caught up)",
-)
 def test_a_replica_update_is_not_dropped_for_a_newer_same_named_pod_in_another_namespace() -> None:
     store = Store()
     store.on_pod("ADDED", replica("staging", 10, ready=False))
