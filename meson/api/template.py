@@ -7,8 +7,10 @@ Syntax: ``{{ ROOT.PATH }}`` with optional spaces inside the braces, where ROOT.P
 * ``step.name``, ``step.index`` — the step name and its foreach index (0 without foreach),
 * ``workflow.name``, ``workflow.namespace``, ``workflow.uid``.
 
-A string that is exactly one placeholder is replaced by the value itself (a number stays a number, a list
-stays a list); a placeholder inside a longer string is replaced by its text (JSON for lists and objects).
+A string that is exactly one placeholder is replaced by a list or map value itself, and by the text of a
+number or boolean (pod fields filled from templates, such as args and env values, are strings: a foreach
+over ``[1, 2]`` gives ``"1"`` and ``"2"``); a placeholder inside a longer string is replaced by its text
+(JSON for lists and objects).
 There is no escaping: ``{{`` not followed by a placeholder and ``}}`` is left as it is.
 """
 
@@ -102,7 +104,10 @@ def render(node: Any, context: dict[str, Any]) -> Any:
     if isinstance(node, str):
         whole = _WHOLE.match(node)
         if whole:
-            return _lookup(whole.group(1), context)
+            # A list or map fills the field as it is; a number or boolean becomes text, as the string
+            # fields of a pod (args, env values) need: {{ item }} over [1, 2] gives "1", "2".
+            value = _lookup(whole.group(1), context)
+            return value if isinstance(value, (dict, list, str)) else _text(value)
         return PLACEHOLDER.sub(lambda m: _text(_lookup(m.group(1), context)), node)
     if isinstance(node, dict):
         return {key: render(value, context) for key, value in node.items()}

@@ -125,7 +125,9 @@ def test_render_whole_and_embedded_placeholders():
         "c": ["{{ params.list }}"],
         "d": 5,
     }
-    assert render(node, context) == {"a": 3, "b": "x-3-eu", "c": [[1, 2]], "d": 5}
+    assert render(node, context) == {"a": "3", "b": "x-3-eu", "c": [[1, 2]], "d": 5}
+    # A numeric foreach item fills a pod's string fields (args, env values) as text.
+    assert render({"args": ["{{ item }}"]}, {"item": 7}) == {"args": ["7"]}
     assert render("{{ params.list }}!", context) == "[1,2]!"
 
 
