@@ -229,6 +229,18 @@ def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
                 "",
             )
         )
+        ph = c.get("phases") or {}
+        out.append(
+            (
+                f"  {'settled' if c.get('settled') else 'not settled'} after {_s(c.get('settled_s'), 0)}: "
+                "Running / Succeeded / Pending",
+                f"{fmt(ph.get('Running'))} / {fmt(ph.get('Succeeded'))} / {fmt(ph.get('Pending'))}",
+                "",
+                "",
+                "",
+                f"{fmt(c.get('running'))} / {fmt(c.get('finished'))} / {fmt(c.get('pending'))}",
+            )
+        )
         cpu, cycles = c.get("operator_cpu_s"), c.get("cycles")
         out.append(
             (
