@@ -1,9 +1,11 @@
 """The loop's writes to the API server: pods, status patches, deletions, Events.
 
 Every call goes through :mod:`meson.adapters.kube` (retries with backoff) on a pool of worker threads,
-so a cycle's writes run concurrently. Pod creates of one namespace hold at most a quarter of the workers:
-a namespace whose creates are throttled or slow (a webhook, a ResourceQuota admission under contention)
-cannot take every worker and stall the others. The in-memory view belongs to the event loop's thread:
+so a cycle's writes run concurrently. Pods (creates and deletions: admissions and evictions) have their
+own workers, so they never wait behind the status patches and template dry runs of every workflow that
+arrived before them; pod creates of one namespace hold at most half of those workers, so a namespace whose
+creates are throttled or slow (a webhook, a ResourceQuota admission under contention) cannot stall the
+others. The in-memory view belongs to the event loop's thread:
 results are handed back to it with ``call_soon_threadsafe``, never written from a worker.
 """
 
@@ -32,9 +34,10 @@ class Writer:
         self.clients = clients
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meson-write")
+        self._pods = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meson-pods")
         self._events = ThreadPoolExecutor(max_workers=2, thread_name_prefix="meson-events")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._namespace_creates = max(1, workers // 4)
+        self._namespace_creates = max(1, workers // 2)
         self._creating: dict[str, asyncio.Semaphore] = {}
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -44,10 +47,14 @@ class Writer:
         """Abandon queued writes (they are idempotent and recomputed after a restart)."""
         kube.stop_retrying()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pods.shutdown(wait=False, cancel_futures=True)
         self._events.shutdown(wait=False, cancel_futures=True)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(*args))
+
+    async def run_pod_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pods, lambda: fn(*args))
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Fire and forget on the write pool (a background check, for instance)."""
@@ -69,7 +76,7 @@ class Writer:
         async def create(pod: dict) -> str | None:
             body = {**pod, "metadata": {**pod["metadata"], "namespace": namespace, "ownerReferences": [ref]}}
             async with slots:
-                return await self.run(self._create_pod, namespace, body)
+                return await self.run_pod_call(self._create_pod, namespace, body)
 
         return [m for m in await asyncio.gather(*(create(pod) for pod in pods)) if m]
 
@@ -111,7 +118,7 @@ class Writer:
             ):  # already gone: if the view still has it, the watch missed its deletion
                 self.in_loop(self.store.vanished, namespace, name, preempted_reason is not None)
 
-        await self.run(run)
+        await self.run_pod_call(run)
 
     # --- Meson objects ---------------------------------------------------------------------------
     async def delete_workflow(self, key: Key) -> None:
