@@ -30,8 +30,14 @@ CPU = 1000  # millicores per "unit" of the Kueue generator's requests
 
 # Kueue's published figures for the baseline (rangespec.yaml, averages of 5 runs). The brief quotes
 # 16.5 s for the large class; the rangespec version in our reference copy says 6.67 s. Both shown.
-KUEUE = {"wall_s": 351.1, "small_s": 215.5, "medium_s": 76.8, "large_s": 16.5, "large_s_alt": 6.67,
-         "min_usage_pct": 55.9}
+KUEUE = {
+    "wall_s": 351.1,
+    "small_s": 215.5,
+    "medium_s": 76.8,
+    "large_s": 16.5,
+    "large_s_alt": 6.67,
+    "min_usage_pct": 55.9,
+}
 
 # (class, count, interval s, runtime s, priority, units)
 BASELINE_CLASSES = (
@@ -58,10 +64,17 @@ def kueue_baseline() -> tuple[list[QueueConfig], list[TraceItem]]:
         queues.append(QueueConfig(cohort))
         for i in range(QUEUES_PER_COHORT):
             name = f"cq-{c}-{i}"
-            queues.append(QueueConfig(
-                name, parent=cohort, guaranteed=Resources(cpu=NOMINAL * CPU),
-                limit=Resources(cpu=(NOMINAL + BORROWING_LIMIT) * CPU), strategy="BestEffortFIFO",
-                preempt_within_queue="LowerPriority", reclaim_borrowed=True))
+            queues.append(
+                QueueConfig(
+                    name,
+                    parent=cohort,
+                    guaranteed=Resources(cpu=NOMINAL * CPU),
+                    limit=Resources(cpu=(NOMINAL + BORROWING_LIMIT) * CPU),
+                    strategy="BestEffortFIFO",
+                    preempt_within_queue="LowerPriority",
+                    reclaim_borrowed=True,
+                )
+            )
             for cls, count, interval, runtime, prio, units in BASELINE_CLASSES:
                 for j in range(count):
                     t = round((j + 1) * interval, 6)
@@ -79,22 +92,26 @@ def run_baseline(reserve_after: float, preempt_after: float) -> dict:
 
     gc.collect()
     t0 = time.process_time()
-    res: SimResult = Simulator(queues, trace, scheduler=Scheduler(reserve_after=reserve_after,
-                                                                    preempt_after=preempt_after)).run()
+    res: SimResult = Simulator(
+        queues, trace, scheduler=Scheduler(reserve_after=reserve_after, preempt_after=preempt_after)
+    ).run()
     sim_cpu = time.process_time() - t0
 
     tta: dict[str, list[float]] = {}
     for rec in res.records.values():
         tta.setdefault(rec.cls, []).append((rec.last_admitted or 0.0) - rec.arrival)
     leaves = [q for q in queues if q.parent is not None]
-    usage = {q.name: res.usage_integral[q.name].get("cpu", 0.0) / CPU / (NOMINAL * res.makespan)
-             for q in leaves}
-    class_usage = sum(res.usage_integral[q.name].get("cpu", 0.0) for q in leaves) / CPU / (
-        capacity * res.makespan)
+    usage = {
+        q.name: res.usage_integral[q.name].get("cpu", 0.0) / CPU / (NOMINAL * res.makespan) for q in leaves
+    }
+    class_usage = (
+        sum(res.usage_integral[q.name].get("cpu", 0.0) for q in leaves) / CPU / (capacity * res.makespan)
+    )
     per_decision = [c.cpu_ns / c.admitted / 1000 for c in res.cycles if c.admitted]
     # Weighted by decisions: every admission of a cycle is charged the cycle's mean cost.
-    per_admission = sorted(x for c in res.cycles if c.admitted
-                           for x in [c.cpu_ns / c.admitted / 1000] * c.admitted)
+    per_admission = sorted(
+        x for c in res.cycles if c.admitted for x in [c.cpu_ns / c.admitted / 1000] * c.admitted
+    )
     total_cpu_ns = sum(c.cpu_ns for c in res.cycles)
     admissions = sum(c.admitted for c in res.cycles)
     return {
@@ -135,11 +152,17 @@ def big_snapshot(n_pending: int, n_queues: int, seed: int = 7) -> Snapshot:
     for p in range(n_queues // per_parent):
         queues.append(QueueConfig(f"org-{p}"))
         for i in range(per_parent):
-            queues.append(QueueConfig(
-                f"org-{p}/team-{i}", parent=f"org-{p}", guaranteed=Resources(cpu=100 * CPU, memory=400 * gib),
-                limit=Resources(cpu=300 * CPU, memory=1200 * gib), weight=rng.choice((1.0, 2.0)),
-                strategy=rng.choice(("StrictFIFO", "BestEffortFIFO")),
-                preempt_within_queue="LowerPriority"))
+            queues.append(
+                QueueConfig(
+                    f"org-{p}/team-{i}",
+                    parent=f"org-{p}",
+                    guaranteed=Resources(cpu=100 * CPU, memory=400 * gib),
+                    limit=Resources(cpu=300 * CPU, memory=1200 * gib),
+                    weight=rng.choice((1.0, 2.0)),
+                    strategy=rng.choice(("StrictFIFO", "BestEffortFIFO")),
+                    preempt_within_queue="LowerPriority",
+                )
+            )
     leaves = [q.name for q in queues if q.parent is not None]
     admitted: list[AdmittedWorkload] = []
     for qi, q in enumerate(leaves):
@@ -151,14 +174,24 @@ def big_snapshot(n_pending: int, n_queues: int, seed: int = 7) -> Snapshot:
     for i in range(n_pending):
         q = leaves[i % len(leaves)]
         cpu = rng.choice((250, 500, 1000, 2000, 4000))
-        w = Workload(f"{q}/wl-{i}", q, rng.choice((0, 100, 100, 200)), float(rng.randrange(0, 100_000)),
-                     Resources(cpu=cpu, memory=cpu * 4 * (gib // 1000)), pod_count=rng.choice((1, 1, 2, 4)),
-                     gang=rng.random() < 0.3)
+        w = Workload(
+            f"{q}/wl-{i}",
+            q,
+            rng.choice((0, 100, 100, 200)),
+            float(rng.randrange(0, 100_000)),
+            Resources(cpu=cpu, memory=cpu * 4 * (gib // 1000)),
+            pod_count=rng.choice((1, 1, 2, 4)),
+            gang=rng.random() < 0.3,
+        )
         pending.append(w)
-    nodes = [NodeCapacity(f"node-{i:04d}", Resources(cpu=64 * CPU, memory=256 * gib, pods=110),
-                          Resources(cpu=rng.randrange(0, 8) * CPU, memory=rng.randrange(0, 32) * gib,
-                                    pods=50))
-             for i in range(1000)]
+    nodes = [
+        NodeCapacity(
+            f"node-{i:04d}",
+            Resources(cpu=64 * CPU, memory=256 * gib, pods=110),
+            Resources(cpu=rng.randrange(0, 8) * CPU, memory=rng.randrange(0, 32) * gib, pods=50),
+        )
+        for i in range(1000)
+    ]
     return Snapshot(0.0, queues, pending, admitted, nodes)
 
 
@@ -216,53 +249,107 @@ def main(argv: list[str] | None = None) -> int:
         return (label, *(fmt(r) for r in runs), kueue, goal)
 
     rows = [
-        ("Kueue baseline: 5 cohorts x 6 queues, 15,000 workloads", "preempt at once",
-         f"preempt_after={args.preempt_after:g}s", "Kueue (published)", "goal"),
-        row("makespan / floor", lambda r: f"{r['makespan_s']:.1f} s / {r['floor_s']:.0f} s "
-            f"({100 * (r['makespan_over_floor'] - 1):+.1f}%)", f"{KUEUE['wall_s']:.0f} s wall", "<= +10%"),
-        row("mean time-to-admission small", lambda r: f"{r['mean_tta_s']['small']:.2f} s",
-            f"{KUEUE['small_s']} s"),
-        row("mean time-to-admission medium", lambda r: f"{r['mean_tta_s']['medium']:.2f} s",
-            f"{KUEUE['medium_s']} s"),
-        row("mean time-to-admission large", lambda r: f"{r['mean_tta_s']['large']:.2f} s",
-            f"{KUEUE['large_s']} s (newer: {KUEUE['large_s_alt']} s)"),
+        (
+            "Kueue baseline: 5 cohorts x 6 queues, 15,000 workloads",
+            "preempt at once",
+            f"preempt_after={args.preempt_after:g}s",
+            "Kueue (published)",
+            "goal",
+        ),
+        row(
+            "makespan / floor",
+            lambda r: (
+                f"{r['makespan_s']:.1f} s / {r['floor_s']:.0f} s "
+                f"({100 * (r['makespan_over_floor'] - 1):+.1f}%)"
+            ),
+            f"{KUEUE['wall_s']:.0f} s wall",
+            "<= +10%",
+        ),
+        row(
+            "mean time-to-admission small",
+            lambda r: f"{r['mean_tta_s']['small']:.2f} s",
+            f"{KUEUE['small_s']} s",
+        ),
+        row(
+            "mean time-to-admission medium",
+            lambda r: f"{r['mean_tta_s']['medium']:.2f} s",
+            f"{KUEUE['medium_s']} s",
+        ),
+        row(
+            "mean time-to-admission large",
+            lambda r: f"{r['mean_tta_s']['large']:.2f} s",
+            f"{KUEUE['large_s']} s (newer: {KUEUE['large_s_alt']} s)",
+        ),
         row("min queue usage (of nominal)", lambda r: f"{r['min_queue_usage_pct']:.1f}%"),
-        row("class usage (Kueue's metric)", lambda r: f"{r['class_usage_pct']:.1f}%",
-            f"min {KUEUE['min_usage_pct']}%"),
-        row("CPU/decision, median over cycles", lambda r: f"{r['median_us_per_decision']:.0f} us", "",
-            "<= 100 us"),
+        row(
+            "class usage (Kueue's metric)",
+            lambda r: f"{r['class_usage_pct']:.1f}%",
+            f"min {KUEUE['min_usage_pct']}%",
+        ),
+        row(
+            "CPU/decision, median over cycles",
+            lambda r: f"{r['median_us_per_decision']:.0f} us",
+            "",
+            "<= 100 us",
+        ),
         row("CPU/decision, median over admissions", lambda r: f"{r['median_us_per_admission']:.0f} us"),
-        row("CPU/decision, p90 (cycles) / mean", lambda r: f"{r['p90_us_per_decision']:.0f} / "
-            f"{r['mean_us_per_decision']:.0f} us"),
-        row("cycles / admissions / evictions",
-            lambda r: f"{r['cycles']} / {r['admissions']} / {r['evictions']}"),
+        row(
+            "CPU/decision, p90 (cycles) / mean",
+            lambda r: f"{r['p90_us_per_decision']:.0f} / {r['mean_us_per_decision']:.0f} us",
+        ),
+        row(
+            "cycles / admissions / evictions",
+            lambda r: f"{r['cycles']} / {r['admissions']} / {r['evictions']}",
+        ),
         row("peak pending", lambda r: f"{r['max_pending']}"),
         ("", "", "", "", ""),
         (f"{large['pending']:,} pending, {large['queues']} queues, {large['nodes']} nodes", "", "", "", ""),
-        ("one full pass (first / steady)", f"{large['first_pass_s']:.2f} s / {large['steady_pass_s']:.2f} s",
-         "", "", ""),
+        (
+            "one full pass (first / steady)",
+            f"{large['first_pass_s']:.2f} s / {large['steady_pass_s']:.2f} s",
+            "",
+            "",
+            "",
+        ),
         ("+ materialise all reasons/positions", f"{large['explain_all_s']:.2f} s", "", "", ""),
-        ("peak traced memory (snapshot+pass+reasons)", f"{large['peak_mb']:.0f} MB",
-         f"(snapshot alone {large['snapshot_mb']:.0f} MB)", "", "<= 300 MB"),
+        (
+            "peak traced memory (snapshot+pass+reasons)",
+            f"{large['peak_mb']:.0f} MB",
+            f"(snapshot alone {large['snapshot_mb']:.0f} MB)",
+            "",
+            "<= 300 MB",
+        ),
     ]
     base = runs[0]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     print()
-    print("Assumptions: capacity = sum of nominal quotas = 5 x 6 x 20 = 600 units (cohorts share only "
-          "within themselves; borrowing moves capacity between queues, it does not add any). "
-          f"Floor = max(total work / capacity, last arrival + its runtime) = max({base['work_unit_s']:.0f} "
-          f"unit-s / 600, 61 s). Kueue's figures are wall-clock on a real API server (envtest); ours are "
-          "virtual time with zero API latency, so only the scheduling policy is compared. "
-          "Time-to-admission counts from arrival to the last admission (as Kueue's recorder does).")
+    print(
+        "Assumptions: capacity = sum of nominal quotas = 5 x 6 x 20 = 600 units (cohorts share only "
+        "within themselves; borrowing moves capacity between queues, it does not add any). "
+        f"Floor = max(total work / capacity, last arrival + its runtime) = max({base['work_unit_s']:.0f} "
+        f"unit-s / 600, 61 s). Kueue's figures are wall-clock on a real API server (envtest); ours are "
+        "virtual time with zero API latency, so only the scheduling policy is compared. "
+        "Time-to-admission counts from arrival to the last admission (as Kueue's recorder does)."
+    )
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"kueue_baseline": runs[0], "kueue_baseline_preempt_after": runs[1],
-                               "preempt_after_s": args.preempt_after, "large": large,
-                               "kueue_published": KUEUE,
-                               "python": sys.version.split()[0], "machine": platform.machine()}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "kueue_baseline": runs[0],
+                "kueue_baseline_preempt_after": runs[1],
+                "preempt_after_s": args.preempt_after,
+                "large": large,
+                "kueue_published": KUEUE,
+                "python": sys.version.split()[0],
+                "machine": platform.machine(),
+            },
+            indent=2,
+        )
+    )
     print(f"\nwrote {out}")
     return 0
 
