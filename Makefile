@@ -21,6 +21,7 @@ venv: $(VENV)/.installed
 
 lint: venv lock-check
 	$(BIN)/ruff check meson tests e2e bench
+	$(BIN)/ruff format --check meson tests e2e bench
 	$(BIN)/lint-imports
 
 # Lock files: the runtime set (the image) and runtime + dev (CI, the venv). Existing pins are kept unless
