@@ -293,13 +293,8 @@ class SchedulingLoop:
                     ((WORKFLOW, key), self._patch_workflow_status(key, wf, refused, None, now))
                 )
             return
-        planned = self._planned.get(key)
-        if (
-            planned is None
-            or not self.incremental
-            or not self._same_inputs(planned.inputs, self._inputs_of(key, wf))
-            or (planned.plan.wake_at is not None and now >= planned.plan.wake_at)
-        ):
+        planned = self._reusable(key, wf, now)
+        if planned is None:
             planned = self._planned[key] = self._plan_from_scratch(key, wf, now)
             self.replans += 1
         elif self.verify_incremental:
@@ -312,9 +307,7 @@ class SchedulingLoop:
                 planned.placement,
             ):
                 self._mismatch(f"workflow {key}: reused plan differs from a plan from scratch")
-        p = planned.plan
-        inputs.plans[key] = p
-        self.offer(WORKFLOW, key, p.pending, planned.admitted, planned.placement, p.wake_at, now, inputs)
+        self._offer_planned(key, planned, now, inputs)
 
     def _mismatch(self, message: str) -> None:
         # Recorded, not raised: a plan's failure is caught by its object's guard.
@@ -323,20 +316,29 @@ class SchedulingLoop:
 
     def _reuse(self, key: Key, wf: dict, now: float, inputs: _Inputs) -> bool:
         """Offer a workflow's last plan again if nothing it was made of moved (the fast path: most
-        workflows, most cycles)."""
+        workflows, most cycles; with ``verify_incremental`` every plan goes through :meth:`_plan`)."""
+        planned = None if self.verify_incremental else self._reusable(key, wf, now)
+        if planned is None:
+            return False
+        self._offer_planned(key, planned, now, inputs)
+        return True
+
+    def _reusable(self, key: Key, wf: dict, now: float) -> _Planned | None:
+        """The workflow's last plan if nothing it was made of moved and no wake time it set has come."""
         planned = self._planned.get(key)
         if (
             planned is None
-            or self.verify_incremental
             or not self.incremental
             or (planned.plan.wake_at is not None and now >= planned.plan.wake_at)
             or not self._same_inputs(planned.inputs, self._inputs_of(key, wf))
         ):
-            return False
+            return None
+        return planned
+
+    def _offer_planned(self, key: Key, planned: _Planned, now: float, inputs: _Inputs) -> None:
         p = planned.plan
         inputs.plans[key] = p
         self.offer(WORKFLOW, key, p.pending, planned.admitted, planned.placement, p.wake_at, now, inputs)
-        return True
 
     def _inputs_of(self, key: Key, wf: dict) -> tuple:
         """What a workflow's plan is made of, besides the clock (objects compared by identity)."""
