@@ -152,10 +152,12 @@ class RawResponse:
 
 
 class FakeCluster:
+    feeds: dict[str, str] = FEEDS  # resource -> the Store method its watch events go to
+
     def __init__(self, clock: FakeClock | None = None, nodes: int = 3, node_cpu: str = "32") -> None:
         self.clock = clock or FakeClock()
         self.lock = threading.RLock()
-        self.objects: dict[str, dict[tuple[str | None, str], dict]] = {plural: {} for plural in FEEDS}
+        self.objects: dict[str, dict[tuple[str | None, str], dict]] = {plural: {} for plural in self.feeds}
         self.events: list[dict] = []
         self.created_pods: list[tuple[str, str]] = []  # every successful pod create, in order
         self.faults: list[Fault] = []
@@ -317,7 +319,7 @@ class FakeCluster:
         with self.lock:
             self.store = store
             self._watch.clear()  # events the previous process had not seen are superseded by the listing
-            for plural, feed in FEEDS.items():
+            for plural, feed in self.feeds.items():
                 for obj in self.objects[plural].values():
                     getattr(store, feed)("ADDED", copy.deepcopy(obj))
 
@@ -329,7 +331,7 @@ class FakeCluster:
             self._watch = [e for e in self._watch if e[0] >= self._cycle]
         if self.store is not None:
             for _, plural, kind, obj in due:
-                getattr(self.store, FEEDS[plural])(kind, obj)
+                getattr(self.store, self.feeds[plural])(kind, obj)
 
     def _emit(self, plural: str, kind: str, obj: dict) -> None:
         self._watch.append((self._cycle + self.watch_lag, plural, kind, copy.deepcopy(obj)))

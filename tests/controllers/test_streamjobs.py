@@ -66,10 +66,7 @@ class StreamSession(Session):
 
 
 class StreamCluster(FakeCluster):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.objects["streamjobs"] = {}
-        self.objects["controllerrevisions"] = {}
+    feeds = STREAM_FEEDS
 
     def apply(self, obj: dict, namespace: str = "default") -> dict:
         if obj["kind"] == "StreamJob":
@@ -93,23 +90,6 @@ class StreamCluster(FakeCluster):
     def _emit(self, plural: str, kind: str, obj: dict) -> None:
         if not (self.lose_pod_deletions and plural == "pods" and kind == "DELETED"):
             super()._emit(plural, kind, obj)
-
-    def connect(self, store) -> None:
-        with self.lock:
-            self.store = store
-            self._watch.clear()
-            for plural, feed in STREAM_FEEDS.items():
-                for obj in self.objects[plural].values():
-                    getattr(store, feed)("ADDED", copy.deepcopy(obj))
-
-    def deliver(self) -> None:
-        with self.lock:
-            self._cycle += 1
-            due = [e for e in self._watch if e[0] < self._cycle]
-            self._watch = [e for e in self._watch if e[0] >= self._cycle]
-        if self.store is not None:
-            for _, plural, kind, obj in due:
-                getattr(self.store, STREAM_FEEDS[plural])(kind, obj)
 
     def run_pods(self) -> None:
         """kube-scheduler and kubelet; replica pods turn Ready once running (unless never-ready)."""
