@@ -119,6 +119,26 @@ def _run(
     }
 
 
+def cluster_with_queue(nodes: int, queue: str) -> Path:
+    """The embedded control plane with ``nodes`` kwok nodes, Meson's CRDs and a Queue of 100,000 CPUs
+    (the benchmarks measure Meson's own pace, not a quota); its kubeconfig."""
+    import subprocess
+
+    kubeconfig = controlplane.up(nodes, controlplane.NodeShape(cpu="32", memory="256Gi", pods=110))
+    kubectl = str(build.ensure_all()["kubectl"])
+
+    def kc(*a: str, input: str | None = None) -> None:
+        env = {"KUBECONFIG": str(kubeconfig), "HOME": str(Path.home()), "PATH": "/usr/bin:/bin"}
+        subprocess.run([kubectl, *a], input=input, env=env, check=True, capture_output=True, text=True)
+
+    kc("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    kc("wait", "--for=condition=Established", "--all", "crd")
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Queue", "metadata": {"name": queue},
+            "spec": {"quota": {"cpu": {"guaranteed": 100000}}}}  # fmt: skip
+    kc("apply", "-f", "-", input=yaml.safe_dump(body))
+    return kubeconfig
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.operator", description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=100)
@@ -127,19 +147,7 @@ def main() -> int:
     args = parser.parse_args()
 
     already = controlplane.running_state() is not None
-    kubeconfig = controlplane.up(args.nodes, controlplane.NodeShape(cpu="32", memory="256Gi", pods=110))
-    kubectl = str(build.ensure_all()["kubectl"])
-    import subprocess
-
-    def kc(*a: str, input: str | None = None) -> None:
-        env = {"KUBECONFIG": str(kubeconfig), "HOME": str(Path.home()), "PATH": "/usr/bin:/bin"}
-        subprocess.run([kubectl, *a], input=input, env=env, check=True, capture_output=True, text=True)
-
-    kc("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    kc("wait", "--for=condition=Established", "crd/workflows.meson.dev", "crd/queues.meson.dev")
-    queue = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Queue", "metadata": {"name": "bench"},
-             "spec": {"quota": {"cpu": {"guaranteed": 100000}}}}  # fmt: skip
-    kc("apply", "-f", "-", input=yaml.safe_dump(queue))
+    kubeconfig = cluster_with_queue(args.nodes, "bench")
     api = config.new_client_from_config(config_file=str(kubeconfig))
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     operator = OperatorProcess(kubeconfig)

@@ -21,17 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import psutil
-import yaml
 from kubernetes import client, config
 
-from bench.operator import _metric
-from e2e.cluster import build, controlplane
+from bench.operator import _metric, cluster_with_queue
+from e2e.cluster import controlplane
 from e2e.operator import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,18 +134,7 @@ def main() -> int:
     args = parser.parse_args()
 
     already = controlplane.running_state() is not None
-    kubeconfig = controlplane.up(args.nodes, controlplane.NodeShape(cpu="32", memory="256Gi", pods=110))
-    kubectl = str(build.ensure_all()["kubectl"])
-
-    def kc(*a: str, input: str | None = None) -> None:
-        env = {"KUBECONFIG": str(kubeconfig), "HOME": str(Path.home()), "PATH": "/usr/bin:/bin"}
-        subprocess.run([kubectl, *a], input=input, env=env, check=True, capture_output=True, text=True)
-
-    kc("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    kc("wait", "--for=condition=Established", "crd/streamjobs.meson.dev", "crd/queues.meson.dev")
-    queue = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Queue", "metadata": {"name": QUEUE},
-             "spec": {"quota": {"cpu": {"guaranteed": 100000}}}}  # fmt: skip
-    kc("apply", "-f", "-", input=yaml.safe_dump(queue))
+    kubeconfig = cluster_with_queue(args.nodes, QUEUE)
     api = config.new_client_from_config(config_file=str(kubeconfig))
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     ns = f"bench-stream-{int(time.time())}"
