@@ -41,7 +41,7 @@ RELEASE, SYSTEM_NS, DEMO_NS = "meson", "meson-system", "meson-demo"
 NODES = 6
 # 8 one-CPU steps per node, plus room for the chart's stand-in operator pod (100m).
 NODE_SHAPE = controlplane.NodeShape(cpu="8500m", memory="64Gi")
-LEASE = 10  # seconds: the chart's leaderElection.leaseDurationSeconds for the demo (default 15)
+LEASE = 10  # seconds: the chart's leaderElection.leaseDurationSeconds for the demo (default 10)
 STREAM = "clickstream"
 WORKFLOWS = ("team-b-backfill", "team-a-reports", "ingest-files", "team-a-hotfix")
 TIMEOUT = 240  # seconds for the scenario; it takes about 90

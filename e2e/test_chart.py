@@ -362,7 +362,7 @@ def test_deployment_runs_the_operator_with_probes() -> None:
         "--webhook-configuration", "rel-meson-webhook", "--webhook-cert-validity", "31536000",
         "--webhook-ca-validity", "315360000", "--webhook-check-interval", "30",
         "--leader-elect", "--leader-election-namespace", "meson-system", "--leader-election-id", "rel-meson",
-        "--lease-duration", "15", "--preempt-after", "1", "--reserve-after", "60",
+        "--lease-duration", "10", "--preempt-after", "1", "--reserve-after", "60",
     ]  # fmt: skip
     assert c["image"] == "ghcr.io/meson-dev/meson:0.1.0"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}

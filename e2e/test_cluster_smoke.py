@@ -126,7 +126,8 @@ def test_kube_scheduler_preempts_lower_priority_pod_on_a_full_node(
     from e2e.cluster.controlplane import NodeShape
     from e2e.cluster.nodes import node_manifest
 
-    suffix = uuid.uuid4().hex[:6]
+    # A letter first: an all-digit or "1e5"-like suffix is read back from YAML as a number.
+    suffix = "t" + uuid.uuid4().hex[:6]
     node = node_manifest(0, NodeShape(cpu="4", memory="8Gi"))
     node["metadata"]["name"] = f"kwok-preempt-{suffix}"
     node["metadata"]["labels"]["kubernetes.io/hostname"] = node["metadata"]["name"]

@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     election.add_argument("--leader-election-id", default="meson-operator", help="name of the Lease")
     election.add_argument(
-        "--lease-duration", type=float, default=15.0, metavar="SECONDS", help="Lease duration (default 15)"
+        "--lease-duration", type=float, default=10.0, metavar="SECONDS", help="Lease duration (default 10)"
     )
     op.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 

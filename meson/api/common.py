@@ -85,6 +85,14 @@ def _check_quantity(value: Any) -> Any:
     return value
 
 
+#: The syntax of a non-negative Kubernetes quantity (resource.Quantity's own pattern, without "-"). An
+#: OpenAPI pattern costs nothing against the API server's CEL budget: on Kubernetes 1.33 a CEL quantity
+#: rule on every value of a 32-entry quota map is refused as too costly.
+QUANTITY_PATTERN = (
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+
 #: A Kubernetes quantity: an integer or a string such as ``"500m"`` or ``"16Gi"`` (see meson.api.quantity).
 Quantity = Annotated[
     int | str,
@@ -93,14 +101,9 @@ Quantity = Annotated[
         {
             "x-kubernetes-int-or-string": True,
             "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "minimum": 0,
+            "pattern": QUANTITY_PATTERN,
             "maxLength": 64,
-            "x-kubernetes-validations": [
-                x_validation(
-                    "type(self) == int ? self >= 0 : "
-                    "isQuantity(self) && quantity(self).compareTo(quantity('0')) >= 0",
-                    "must be a non-negative quantity such as 4, 500m or 16Gi",
-                )
-            ],
         }
     ),
 ]
