@@ -70,6 +70,13 @@ class StreamJobSpec(ApiModel):
     update_strategy: UpdateStrategy | None = Field(
         default=None, description="Rolling-update parameters. maxUnavailable 0, maxSurge 1 when not set."
     )
+    expected_duration_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=31536000,
+        description="Expected runtime of a replica, in seconds: used for time budgets, backfill and queue ETAs. "
+        "Not set: a stream job is long-running, estimated at the default (see the README, Runtime estimates).",
+    )
     progress_deadline_seconds: int = Field(
         default=600,
         ge=1,

@@ -42,6 +42,7 @@ __all__ = [
     "RetryPolicy",
     "Step",
     "StepCounts",
+    "StepPreemption",
     "StepStatus",
     "Workflow",
     "WorkflowSpec",
@@ -139,6 +140,18 @@ class RetryPolicy(ApiModel):
     )
 
 
+class StepPreemption(ApiModel):
+    """How long a step's pods are protected from preemption once admitted."""
+
+    min_runtime_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=31536000,
+        description="The step is never chosen as a preemption victim before it has run this long (the larger "
+        "of this and its queue's preemption.minRuntimeSeconds applies).",
+    )
+
+
 class Step(ApiModel):
     """One node of the DAG: a pod template run once, as a gang (parallelism), or fanned out (foreach)."""
 
@@ -176,6 +189,16 @@ class Step(ApiModel):
     retry_policy: RetryPolicy | None = Field(default=None, description="Retries of failed attempts.")
     timeout_seconds: int | None = Field(
         default=None, ge=1, description="Deadline for one attempt, from the pods' start."
+    )
+    expected_duration_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=31536000,
+        description="Expected runtime of one attempt, in seconds: used for time budgets, backfill and queue "
+        "ETAs. When not set, learned from the step's past runs (see the README, Runtime estimates).",
+    )
+    preemption: StepPreemption | None = Field(
+        default=None, description="Protection of this step's pods from preemption."
     )
 
     def deps(self) -> list[str]:
