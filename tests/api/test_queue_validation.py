@@ -86,3 +86,20 @@ def test_joining_an_existing_cycle_is_refused():
 def test_deep_chain_without_cycle():
     parents = {f"q{i}": f"q{i + 1}" for i in range(200)}
     assert validate_queue(_queue("leaf", parent="q0"), parents) == []
+
+
+@pytest.mark.parametrize(
+    ("guaranteed", "limit", "ok"),
+    [("1500m", "2", True), ("2", "2000m", True), ("1Gi", "1G", False), (8, 4, False), ("0.5", "500m", True)],
+)
+def test_guaranteed_above_limit_is_refused_in_any_units(guaranteed: Any, limit: Any, ok: bool) -> None:
+    # Compared as quantities, not as strings: 1Gi is more than 1G, 0.5 equals 500m.
+    queue = _queue("q")
+    queue["spec"]["quota"] = {"cpu": {"guaranteed": guaranteed, "limit": limit}}
+    problems = validate("Queue", queue)
+    if ok:
+        assert problems == []
+    else:
+        assert problems == [
+            f"spec.quota.cpu: guaranteed ({guaranteed}) must be less than or equal to limit ({limit})"
+        ]
