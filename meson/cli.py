@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name")
         p.add_argument("-n", "--namespace", default="default")
     _add_view_parsers(sub)
+    _add_detail_parsers(wf_sub, sj_sub)
     return parser
 
 
@@ -250,6 +251,149 @@ def view(command: str, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- views of one object: meson workflow get|logs, meson streamjob get ----------------------------------
+
+DETAIL_VIEWS = ("get", "logs")
+
+
+def _add_detail_parsers(wf_sub: Any, sj_sub: Any) -> None:
+    get = wf_sub.add_parser("get", help="the DAG as a tree: each step's phase, attempts, node and duration")
+    logs = wf_sub.add_parser("logs", help="the logs of a workflow's pods (one step's with STEP)")
+    sget = sj_sub.add_parser("get", help="a stream job's revisions and replica pods")
+    for p in (get, logs, sget):
+        p.add_argument("name")
+        p.add_argument("-n", "--namespace", default="default")
+        p.add_argument("--kubeconfig", help="kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config)")
+    for p in (get, sget):
+        p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    logs.add_argument("step", nargs="?", help="only this step's pods")
+    logs.add_argument("--tail", type=int, default=None, metavar="LINES", help="only the last LINES lines")
+
+
+def _print(renderable: Any, data: Any, output: str) -> None:
+    import json
+
+    import yaml
+    from rich.console import Console
+
+    if output == "json":
+        print(json.dumps(data, indent=2))
+    elif output == "yaml":
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+    else:
+        Console(width=None if sys.stdout.isatty() else 160).print(renderable)
+
+
+def detail(args: argparse.Namespace) -> int:
+    """`meson workflow get|logs NAME`, `meson streamjob get NAME`: one object read through the adapters."""
+    import time
+
+    from meson import views
+    from meson.adapters import kube
+
+    plural = "workflows" if args.command == "workflow" else "streamjobs"
+    try:
+        clients = kube.Clients.from_config(kube.load_client_config(args.kubeconfig))
+        obj = kube.call(
+            clients.custom.get_namespaced_custom_object,
+            kube.GROUP,
+            kube.VERSION,
+            args.namespace,
+            plural,
+            args.name,
+        )
+        if args.operation == "logs":
+            return workflow_logs(clients, obj, args.step, args.tail)
+        if plural == "workflows":
+            wf = views.workflow_detail(obj, now=time.time())
+            _print(views.workflow_tree(wf), views.as_data([wf])[0], args.output)
+            return 0
+        from meson.stream import LABEL_STREAMJOB
+
+        pods = kube.call(
+            clients.core.list_namespaced_pod,
+            args.namespace,
+            label_selector=f"{LABEL_STREAMJOB}={args.name}",
+            _preload_content=False,
+        )
+        import json
+
+        job = views.stream_detail(obj, json.loads(pods.data)["items"])
+        _print(views.stream_detail_view(job), views.as_data([job])[0], args.output)
+        return 0
+    except kube.ApiException as e:
+        if e.status == 404:
+            print(
+                f"error: {args.command} {args.name} not found in namespace {args.namespace}", file=sys.stderr
+            )
+        else:
+            print(f"error: {e.status} {e.reason}: {(e.body or '')[:300]}", file=sys.stderr)
+        return 1
+
+
+def workflow_logs(clients: Any, wf: dict, step: str | None, tail: int | None) -> int:
+    """Each pod's logs under a header naming its step and attempt, oldest pod first. A pod whose node
+    serves no logs (kwok's fake nodes run no kubelet; a node that is gone) says so instead; exit 1 when
+    no pod's logs could be read."""
+    from meson.adapters import kube
+    from meson.workflow.pods import LABEL_RUN, LABEL_STEP, LABEL_WORKFLOW
+
+    meta = wf["metadata"]
+    steps = {s.get("name") for s in (wf.get("spec") or {}).get("steps") or []}
+    steps.add(((wf.get("spec") or {}).get("onExit") or {}).get("name", "on-exit"))
+    if step is not None and step not in steps:
+        print(
+            f"error: workflow {meta['name']} has no step {step} (steps: {', '.join(sorted(steps))})",
+            file=sys.stderr,
+        )
+        return 1
+    selector = f"{LABEL_WORKFLOW}={meta['name']}" + (f",{LABEL_STEP}={step}" if step else "")
+    pods = kube.call(clients.core.list_namespaced_pod, meta["namespace"], label_selector=selector).items
+    if not pods:
+        print(
+            f"no pods of workflow {meta['name']}"
+            + (f" step {step}" if step else "")
+            + " exist (not started yet, or deleted)",
+            file=sys.stderr,
+        )
+        return 1
+    pods.sort(key=lambda p: (p.metadata.creation_timestamp, p.metadata.name))
+    read = 0
+    for pod in pods:
+        labels = pod.metadata.labels or {}
+        where = f"step {labels.get(LABEL_STEP, '?')}, run {labels.get(LABEL_RUN, '?')}, {pod.status.phase}"
+        print(f"==> {pod.metadata.name} ({where}) <==")
+        containers = [c.name for c in pod.spec.containers]
+        for container in containers:
+            if len(containers) > 1:
+                print(f"--- container {container}")
+            try:
+                # One call, not kube.call: a node that serves no logs answers the same on every retry.
+                text = clients.core.read_namespaced_pod_log(
+                    pod.metadata.name, pod.metadata.namespace, container=container, tail_lines=tail
+                )
+            except kube.ApiException as e:
+                reason = (e.body or e.reason or "").strip()
+                print(
+                    f"(no logs: the API server could not get them from node {pod.spec.node_name or '-'}: "
+                    f"{e.status} {_api_message(reason)[:200]}; pods on kwok's fake nodes have none)"
+                )
+                continue
+            read += 1
+            print(text, end="" if text.endswith("\n") or not text else "\n")
+    return 0 if read else 1
+
+
+def _api_message(body: str) -> str:
+    """The message of a Kubernetes Status body, else the body."""
+    import json
+
+    try:
+        return str(json.loads(body).get("message") or body)
+    except (ValueError, AttributeError):
+        return body
+
+
 def operate(plural: str, operation: str, name: str, namespace: str) -> int:
     """Read the object, then patch it with the resourceVersion read: a concurrent change is a 409, and
     the change is computed again from the fresh object (nothing is lost or applied twice)."""
@@ -321,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
                 else None
             ),
         )
+    if args.command in ("workflow", "streamjob") and args.operation in DETAIL_VIEWS:
+        return detail(args)
     if args.command == "workflow":
         return operate("workflows", args.operation, args.name, args.namespace)
     if args.command == "streamjob":

@@ -370,3 +370,238 @@ def stream_rows(streamjobs: Iterable[dict]) -> list[StreamRow]:
         )
     rows.sort(key=lambda r: (r.namespace, r.name))
     return rows
+
+
+# --- one workflow: its DAG ----------------------------------------------------------------------------
+
+# The phase a step shows when its instances differ: the first of these that any instance is in.
+_STEP_PHASE_ORDER = ("Failed", "Running", "Retrying", "Pending", "Waiting", "Succeeded", "Skipped", "Omitted")
+
+
+@dataclass(frozen=True)
+class StepNode:
+    """One step of a workflow's DAG (all its foreach instances together), as `meson workflow get` and the
+    dashboard show it."""
+
+    name: str
+    dependencies: tuple[str, ...]
+    phase: str  # the step's phase (see _STEP_PHASE_ORDER when its instances differ)
+    instances: int
+    phases: dict[str, int]  # instances per phase
+    attempts: int  # attempts started, over all instances
+    node: str  # the node of its pod, "N nodes" for several, "" before any
+    duration: float | None  # seconds from its first start to its last end (or to now while running)
+    position: int | None = None  # best queue position of its pending instances
+    message: str = ""
+    exit_step: bool = False  # the workflow's onExit step
+
+
+@dataclass(frozen=True)
+class WorkflowDetail:
+    namespace: str
+    name: str
+    queue: str
+    priority: str
+    phase: str
+    progress: str
+    message: str
+    started_at: str
+    steps: list[StepNode]
+
+
+def _parse_time(value: str | None) -> float | None:
+    from datetime import datetime
+
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _expanded(entry: dict) -> int:
+    return _instance(entry)[1]
+
+
+def workflow_detail(wf: dict, now: float | None = None) -> WorkflowDetail:
+    """The DAG of one workflow: its steps in spec order with dependencies, each with the phase, attempts,
+    node and duration of its instances from ``status.steps``. ``now`` (epoch seconds) times running
+    steps; without it they show no duration."""
+    spec, status, meta = wf.get("spec") or {}, wf.get("status") or {}, wf.get("metadata") or {}
+    started = _parse_time(status.get("startedAt"))
+    elapsed = None if now is None or started is None else max(0.0, now - started)
+    entries: dict[str, list[dict]] = {}
+    for entry in status.get("steps") or []:
+        entries.setdefault(entry.get("name", "?"), []).append(entry)
+    declared = [(s, False) for s in spec.get("steps") or []]
+    if spec.get("onExit"):
+        declared.append(({"name": spec["onExit"].get("name", "on-exit")}, True))
+    nodes = []
+    for step, is_exit in declared:
+        name = step.get("name", "?")
+        mine = entries.get(name, [])
+        phases: dict[str, int] = {}
+        for e in mine:
+            phases[e.get("phase", "Waiting")] = phases.get(e.get("phase", "Waiting"), 0) + _expanded(e)
+        phase = next((p for p in _STEP_PHASE_ORDER if phases.get(p)), "Waiting")
+        starts = [e["start"] for e in mine if e.get("start") is not None]
+        ends = [e["end"] if e.get("end") is not None else elapsed for e in mine if e.get("start") is not None]
+        duration = None
+        if starts and None not in ends:
+            duration = float(max(ends)) - float(min(starts))  # type: ignore[type-var]
+        hosts = sorted({e["node"] for e in mine if e.get("node")})
+        positions = [e["position"] for e in mine if e.get("position") is not None]
+        messages = [e["message"] for e in mine if e.get("message")]
+        nodes.append(
+            StepNode(
+                name=name,
+                dependencies=tuple(step.get("dependencies") or ()),
+                phase=phase,
+                instances=sum(phases.values()) or 1,
+                phases=phases,
+                attempts=sum(int(e.get("attempts") or 0) for e in mine),
+                node=hosts[0] if len(hosts) == 1 else (f"{len(hosts)} nodes" if hosts else ""),
+                duration=None if duration is None else max(0.0, duration),
+                position=min(positions) if positions else None,
+                message=messages[0] if messages else "",
+                exit_step=is_exit,
+            )
+        )
+    return WorkflowDetail(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        queue=spec.get("queue", ""),
+        priority=spec.get("priorityClassName") or "",
+        phase=status.get("phase") or "Pending",
+        progress=status.get("progress") or "",
+        message=status.get("message") or "",
+        started_at=status.get("startedAt") or "",
+        steps=nodes,
+    )
+
+
+def dag_levels(steps: list[StepNode]) -> dict[str, int]:
+    """Each step's column in a drawing of the DAG: the length of the longest dependency chain before it
+    (the exit step after every other). Dependencies on unknown steps and cycles are ignored."""
+    by_name = {s.name: s for s in steps}
+    level: dict[str, int] = {}
+
+    def depth(name: str, seen: frozenset[str]) -> int:
+        if name in level:
+            return level[name]
+        deps = [d for d in by_name[name].dependencies if d in by_name and d not in seen]
+        level[name] = 1 + max((depth(d, seen | {name}) for d in deps), default=-1)
+        return level[name]
+
+    for s in steps:
+        if not s.exit_step:
+            depth(s.name, frozenset())
+    last = max(level.values(), default=-1)
+    for s in steps:
+        if s.exit_step:
+            level[s.name] = last + 1
+    return level
+
+
+# --- one stream job: revisions and replicas -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RevisionRow:
+    revision: str
+    replicas: int  # pods of this revision
+    current: bool = False
+    stable: bool = False  # the last revision that became stable
+    failed: bool = False  # rolled back from, not retried until the template changes
+
+
+@dataclass(frozen=True)
+class ReplicaRow:
+    pod: str
+    slot: str
+    revision: str
+    phase: str
+    ready: bool
+    node: str
+    restarts: int
+
+
+@dataclass(frozen=True)
+class StreamDetail:
+    namespace: str
+    name: str
+    queue: str
+    phase: str
+    desired: int
+    replicas: int
+    ready: int
+    updated: int
+    restarts: int
+    message: str
+    revisions: list[RevisionRow]
+    pods: list[ReplicaRow]
+
+
+def _ready(pod: dict) -> bool:
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return c.get("status") == "True"
+    return False
+
+
+def stream_detail(job: dict, pods: Iterable[dict] = ()) -> StreamDetail:
+    """A stream job's revisions (newest first: the current one, then ``status.revisionHistory``) with
+    the pods of each, and its replica pods (``pods``: the job's pods as listed, may be empty)."""
+    from meson.stream import LABEL_REVISION, LABEL_SLOT
+
+    spec, status, meta = job.get("spec") or {}, job.get("status") or {}, job.get("metadata") or {}
+    replicas = []
+    for pod in pods:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        replicas.append(
+            ReplicaRow(
+                pod=pod["metadata"]["name"],
+                slot=labels.get(LABEL_SLOT, ""),
+                revision=labels.get(LABEL_REVISION, ""),
+                phase=(pod.get("status") or {}).get("phase") or "Pending",
+                ready=_ready(pod),
+                node=(pod.get("spec") or {}).get("nodeName") or "",
+                restarts=sum(int(s.get("restartCount") or 0) for s in statuses),
+            )
+        )
+    replicas.sort(key=lambda r: (int(r.slot) if r.slot.isdigit() else 1 << 30, r.pod))
+    current = status.get("currentRevision") or ""
+    order = [current] if current else []
+    for rev in reversed(status.get("revisionHistory") or []):
+        if rev not in order:
+            order.append(rev)
+    for rev in (status.get("previousRevision"), status.get("stableRevision"), status.get("failedRevision")):
+        if rev and rev not in order:
+            order.append(rev)
+    order += sorted({r.revision for r in replicas if r.revision and r.revision not in order})
+    revisions = [
+        RevisionRow(
+            revision=rev,
+            replicas=sum(1 for r in replicas if r.revision == rev),
+            current=rev == current,
+            stable=rev == status.get("stableRevision"),
+            failed=rev == status.get("failedRevision"),
+        )
+        for rev in order
+    ]
+    return StreamDetail(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        queue=spec.get("queue", ""),
+        phase=status.get("phase") or "Pending",
+        desired=int(spec.get("replicas", 1)),
+        replicas=int(status.get("replicas") or 0),
+        ready=int(status.get("readyReplicas") or 0),
+        updated=int(status.get("updatedReplicas") or 0),
+        restarts=int(status.get("restarts") or 0),
+        message=status.get("message") or "",
+        revisions=revisions,
+        pods=replicas,
+    )

@@ -9,8 +9,19 @@ from collections.abc import Sequence
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
-from meson.views.model import PendingRow, QueueRow, ResourceUsage, StreamRow, WorkflowRow
+from meson.views.model import (
+    PendingRow,
+    QueueRow,
+    ResourceUsage,
+    StepNode,
+    StreamDetail,
+    StreamRow,
+    WorkflowDetail,
+    WorkflowRow,
+    dag_levels,
+)
 
 BAR_WIDTH = 24
 PHASE_STYLE = {
@@ -22,6 +33,10 @@ PHASE_STYLE = {
     "Suspended": "magenta",
     "RollingBack": "magenta",
     "Failed": "bold red",
+    "Retrying": "magenta",
+    "Waiting": "dim",
+    "Skipped": "dim",
+    "Omitted": "dim",
 }
 
 
@@ -216,3 +231,95 @@ def streams_table(rows: Sequence[StreamRow], title: str | None = "Stream jobs") 
             r.revision,
         )
     return table
+
+
+def duration(seconds: float | None) -> str:
+    """``42s``, ``3m05s``, ``2h01m``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _step_label(step: StepNode) -> Text:
+    label = Text(step.name, "bold")
+    label.append(f"  {step.phase}", PHASE_STYLE.get(step.phase, ""))
+    if step.instances > 1:
+        label.append(
+            " (" + ", ".join(f"{n} {p.lower()}" for p, n in sorted(step.phases.items())) + ")", "dim"
+        )
+    facts = [f"attempts {step.attempts}", f"node {step.node or '-'}", duration(step.duration)]
+    if step.position is not None:
+        facts.append(f"position {step.position}")
+    label.append("  " + "  ".join(facts), "dim")
+    if step.message:
+        label.append(f"  {step.message}", "italic")
+    return label
+
+
+def workflow_tree(detail: WorkflowDetail) -> Tree:
+    """The DAG as a tree: each step under its dependency drawn deepest in the DAG (the others named with
+    "also after"), roots at the top, the exit step last."""
+    head = Text(f"{detail.namespace}/{detail.name}", "bold")
+    head.append(f"  {detail.phase}", PHASE_STYLE.get(detail.phase, ""))
+    head.append(f"  queue {detail.queue}" + (f"  priority {detail.priority}" if detail.priority else ""))
+    if detail.progress:
+        head.append(f"  {detail.progress}")
+    if detail.message:
+        head.append(f"  {detail.message}", "italic")
+    tree = Tree(head)
+    levels = dag_levels(detail.steps)
+    names = {s.name for s in detail.steps}
+    parent_of: dict[str, str | None] = {}
+    for s in detail.steps:
+        deps = [d for d in s.dependencies if d in names and levels.get(d, 0) < levels.get(s.name, 0)]
+        parent_of[s.name] = max(deps, key=lambda d: levels[d]) if deps and not s.exit_step else None
+    branches: dict[str, Tree] = {}
+    for s in sorted(detail.steps, key=lambda s: levels.get(s.name, 0)):
+        label = _step_label(s)
+        others = [d for d in s.dependencies if d != parent_of[s.name]]
+        if s.exit_step:
+            label = Text("on exit: ", "dim") + label
+        elif others:
+            label.append(f"  also after {', '.join(others)}", "dim")
+        parent = parent_of[s.name]
+        branches[s.name] = branches.get(parent or "", tree).add(label)
+    return tree
+
+
+def stream_detail_view(detail: StreamDetail) -> Group:
+    """A stream job: its state, its revisions (newest first) and its replica pods."""
+    head = Text(f"{detail.namespace}/{detail.name}", "bold")
+    head.append(f"  {detail.phase}", PHASE_STYLE.get(detail.phase, ""))
+    head.append(
+        f"  queue {detail.queue}  ready {detail.ready}/{detail.desired}  pods {detail.replicas}"
+        f"  updated {detail.updated}  restarts {detail.restarts}"
+    )
+    if detail.message:
+        head.append(f"  {detail.message}", "italic")
+    revisions = Table(title="Revisions", title_justify="left")
+    for col in ("REVISION", "PODS", "STATE"):
+        revisions.add_column(col, no_wrap=True)
+    for r in detail.revisions:
+        state = [w for w, on in (("current", r.current), ("stable", r.stable), ("failed", r.failed)) if on]
+        revisions.add_row(r.revision, str(r.replicas), Text(", ".join(state), "red" if r.failed else ""))
+    pods = Table(title="Replicas", title_justify="left")
+    for col in ("SLOT", "POD", "REVISION", "PHASE", "READY", "NODE", "RESTARTS"):
+        pods.add_column(col, no_wrap=True)
+    for p in detail.pods:
+        pods.add_row(
+            p.slot,
+            p.pod,
+            p.revision,
+            Text(p.phase, PHASE_STYLE.get(p.phase, "")),
+            Text("yes", "green") if p.ready else Text("no", "yellow"),
+            p.node or "-",
+            str(p.restarts),
+        )
+    parts: list = [head, revisions]
+    parts.append(pods if detail.pods else Text("no replica pods", "dim"))
+    return Group(*parts)
