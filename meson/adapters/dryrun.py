@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,16 +52,14 @@ def _body_message(body: str | bytes | None, reason: Any) -> str:
     return message
 
 
-def pod_dry_run(api: client.ApiClient, namespace: str, pod: dict[str, Any]) -> str | None:
-    """Server-side dry-run create of ``pod``; the API server's message when it is invalid.
+class Inconclusive(Exception):
+    """The dry run said nothing about the pod itself (a missing ServiceAccount, a full ResourceQuota, an
+    unreachable server): such failures may change before the pod is made."""
 
-    Unknown fields are errors (strict field validation), named by their path in the pod, e.g.
-    ``strict decoding error: unknown field "spec.containers[0].resorces"``.
 
-    Only a definite verdict on the pod itself counts (422 Invalid, 400 BadRequest); other failures (a
-    missing ServiceAccount, a full ResourceQuota, an unreachable server) are logged and let through, since
-    they say nothing about the template and may change before the pod is made.
-    """
+def pod_verdict(api: client.ApiClient, namespace: str, pod: dict[str, Any]) -> str | None:
+    """Server-side dry-run create of ``pod``: the API server's message when it is invalid, None when valid,
+    :class:`Inconclusive` when the answer says nothing about the pod (any status but 400/422)."""
     # The raw request: the typed client would validate (and reject) the body before the server sees it.
     method, url, headers, body, post = api.param_serialize(
         "POST",
@@ -80,8 +81,66 @@ def pod_dry_run(api: client.ApiClient, namespace: str, pod: dict[str, Any]) -> s
         status, message = response.status, _body_message(response.data, response.reason)
     if status in (400, 422):
         return message
-    logger.warning("pod dry run inconclusive (%s): %s", status, message)
-    return None
+    raise Inconclusive(f"{status}: {message}")
+
+
+def pod_dry_run(api: client.ApiClient, namespace: str, pod: dict[str, Any]) -> str | None:
+    """Server-side dry-run create of ``pod``; the API server's message when it is invalid.
+
+    Unknown fields are errors (strict field validation), named by their path in the pod, e.g.
+    ``strict decoding error: unknown field "spec.containers[0].resorces"``.
+
+    Only a definite verdict on the pod itself counts (422 Invalid, 400 BadRequest); other failures (a
+    missing ServiceAccount, a full ResourceQuota, an unreachable server) are logged and let through, since
+    they say nothing about the template and may change before the pod is made.
+    """
+    try:
+        return pod_verdict(api, namespace, pod)
+    except Inconclusive as exc:
+        logger.warning("pod dry run inconclusive (%s)", exc)
+        return None
+
+
+class VerdictCache:
+    """Remembers definite dry-run verdicts per (namespace, pod template), so a thousand workflows made from
+    one template cost one dry run, not a thousand (profiled: one API call per new workflow was the second
+    cost of the operator on Kueue's trace). Inconclusive answers are never kept; a verdict is kept for
+    ``ttl`` seconds (admission plugins and the API server's version may change what is valid), and at most
+    ``size`` of them, least recently used first out. Thread-safe: the dry runs run in worker threads."""
+
+    def __init__(
+        self,
+        verdict: Callable[[str, dict[str, Any]], str | None],
+        *,
+        size: int = 4096,
+        ttl: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._verdict = verdict
+        self._size, self._ttl, self._clock = size, ttl, clock
+        self._kept: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, namespace: str, pod: dict[str, Any]) -> str | None:
+        meta = {k: v for k, v in pod.get("metadata", {}).items() if k not in ("generateName", "name")}
+        key = json.dumps([namespace, meta, pod.get("spec")], sort_keys=True)
+        now = self._clock()
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None and now - kept[0] < self._ttl:
+                self._kept.move_to_end(key)
+                return kept[1]
+        try:
+            verdict = self._verdict(namespace, pod)
+        except Inconclusive as exc:
+            logger.warning("pod dry run inconclusive (%s)", exc)
+            return None
+        with self._lock:
+            self._kept[key] = (now, verdict)
+            self._kept.move_to_end(key)
+            while len(self._kept) > self._size:
+                self._kept.popitem(last=False)
+        return verdict
 
 
 def dry_run_pods(kind: str, body: Mapping[str, Any], namespace: str | None, run: PodDryRun) -> list[str]:

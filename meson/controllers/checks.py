@@ -30,6 +30,9 @@ class SpecChecks:
         self._writer = writer
         self._wake = wake
         self._found: dict[CheckKey, list[str] | None] = {}  # None: the dry run is under way
+        self._dry_run_pod = dryrun.VerdictCache(
+            lambda ns, pod: dryrun.pod_verdict(writer.clients.api, ns, pod)
+        )
 
     def problems(self, kind: str, obj: dict) -> list[str]:
         """The pure checks' messages for ``obj`` (empty: valid)."""
@@ -54,11 +57,8 @@ class SpecChecks:
     def _dry_run(self, key: CheckKey, wf: dict) -> None:
         """In a worker thread: dry-run the templates, then hand the verdict to the loop's thread."""
         meta = wf["metadata"]
-        api = self._writer.clients.api
         try:
-            found = dryrun.dry_run_pods(
-                "Workflow", wf, meta.get("namespace"), lambda ns, pod: dryrun.pod_dry_run(api, ns, pod)
-            )
+            found = dryrun.dry_run_pods("Workflow", wf, meta.get("namespace"), self._dry_run_pod)
         except Exception:  # an unreachable server says nothing about the template
             log.exception(
                 "pod dry run of %s/%s failed; admitting it unchecked", meta.get("namespace"), meta["name"]

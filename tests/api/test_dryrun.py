@@ -128,3 +128,67 @@ def test_messages_carry_the_step_path_for_steps_exit_step_and_cron_templates():
     assert dryrun.dry_run_pods("StreamJob", job, "team-a", strict) == [
         'spec.template: invalid pod: strict decoding error: unknown field "spec.containers[0].portz"'
     ]
+
+
+class _Server:
+    """Answers dry runs like the API server: a template with an unknown field is invalid; counts calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.down = False
+
+    def __call__(self, namespace: str, pod: dict[str, Any]) -> str | None:
+        self.calls += 1
+        if self.down:
+            raise dryrun.Inconclusive("503: the server is unavailable")
+        return "unknown field" if "resorces" in json.dumps(pod) else None
+
+
+def _workflow(name: str, resources_key: str = "resources") -> dict[str, Any]:
+    container = {"name": "main", "image": "busybox:1.36", resources_key: {"requests": {"cpu": "1"}}}
+    return {
+        "apiVersion": "meson.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": name, "namespace": "team-a"},
+        "spec": {"steps": [{"name": "a", "template": {"spec": {"containers": [container]}}}]},
+    }
+
+
+def test_workflows_made_from_one_template_cost_one_dry_run() -> None:
+    server = _Server()
+    cache = dryrun.VerdictCache(server)
+    for i in range(50):
+        assert dryrun.dry_run_pods("Workflow", _workflow(f"wf-{i}"), "team-a", cache) == []
+    bad = [
+        dryrun.dry_run_pods("Workflow", _workflow(f"bad-{i}", "resorces"), "team-a", cache) for i in range(5)
+    ]
+    assert server.calls == 2  # one valid template, one invalid: each verdict reused
+    assert all(problems == ["spec.steps[0].template: invalid pod: unknown field"] for problems in bad)
+    dryrun.dry_run_pods("Workflow", _workflow("other-ns"), "team-b", cache)
+    assert server.calls == 3  # another namespace may have other admission rules: its own verdict
+
+
+def test_inconclusive_answers_are_not_remembered_and_verdicts_expire() -> None:
+    now = [0.0]
+    server = _Server()
+    cache = dryrun.VerdictCache(server, ttl=60, clock=lambda: now[0])
+    server.down = True
+    assert dryrun.dry_run_pods("Workflow", _workflow("a", "resorces"), "team-a", cache) == []  # let through
+    server.down = False
+    problems = dryrun.dry_run_pods("Workflow", _workflow("b", "resorces"), "team-a", cache)
+    assert problems and server.calls == 2  # asked again once the server answered
+    dryrun.dry_run_pods("Workflow", _workflow("c", "resorces"), "team-a", cache)
+    assert server.calls == 2
+    now[0] = 61
+    dryrun.dry_run_pods("Workflow", _workflow("d", "resorces"), "team-a", cache)
+    assert server.calls == 3
+
+
+def test_the_cache_keeps_at_most_size_verdicts() -> None:
+    server = _Server()
+    cache = dryrun.VerdictCache(server, size=2)
+    for image in ("a", "b", "c", "a"):
+        wf = _workflow("w")
+        wf["spec"]["steps"][0]["template"]["spec"]["containers"][0]["image"] = image
+        dryrun.dry_run_pods("Workflow", wf, "team-a", cache)
+    assert server.calls == 4  # "a" was pushed out by "c"
