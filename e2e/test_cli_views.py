@@ -1,0 +1,114 @@
+"""The `meson` views against the real control plane and operator: `meson workflow get` (the DAG with each
+step's phase, attempts and node), `meson workflow logs` (kwok's nodes serve no logs: said per pod),
+`meson streamjob get` (revisions and replicas), and the same command as a kubectl plugin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from kubernetes import client
+
+from e2e.conftest import Cluster
+from e2e.helpers import apply, meson_cli, queue, step, uid, wait_for, wait_workflow, workflow
+from e2e.operator import OperatorProcess
+from e2e.test_streamjobs import streamjob
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def test_workflow_get_shows_the_dag_with_phases_attempts_and_nodes_and_logs_say_why_none(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    queues: list[str],
+) -> None:
+    q = f"views-{uid()}"
+    queues.append(q)
+    flaky = {"sim.meson.dev/exit-code": "3", "sim.meson.dev/fail-attempts": "1"}
+    steps = [
+        step("extract", annotations=flaky, retryPolicy={"limit": 2}),
+        step("transform", deps=["extract"]),
+        step("report", deps=["extract"]),
+        step("load", deps=["transform", "report"]),
+    ]
+    apply(cluster, queue(q, cpu=8))
+    apply(cluster, workflow("etl", q, steps), namespace=namespace)
+    wait_workflow(custom, namespace, "etl", ("Succeeded",))
+
+    data = json.loads(meson_cli(cluster, "workflow", "get", "etl", "-n", namespace, "-o", "json"))
+    by_name = {s["name"]: s for s in data["steps"]}
+    assert list(by_name) == ["extract", "transform", "report", "load"]
+    assert all(s["phase"] == "Succeeded" for s in by_name.values()), by_name
+    assert by_name["extract"]["attempts"] == 2, "it failed once, then succeeded"
+    assert by_name["load"]["dependencies"] == ["transform", "report"]
+    assert all(s["node"] for s in by_name.values()), "each step ran on a node"
+    assert all(s["duration"] is not None and s["duration"] >= 0 for s in by_name.values())
+
+    tree = meson_cli(cluster, "workflow", "get", "etl", "-n", namespace)
+    lines = tree.splitlines()
+    assert "Succeeded" in lines[0] and f"queue {q}" in lines[0]
+    (load,) = [line for line in lines if "load" in line]
+    assert "also after" in load and "Succeeded" in load
+    assert "attempts 2" in next(line for line in lines if "extract" in line)
+
+    logs = subprocess.run(
+        [sys.executable, "-m", "meson.cli", "workflow", "logs", "etl", "extract", "-n", namespace],
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # Both attempts' pods are listed; kwok's nodes run no kubelet, so the API server has no logs to give.
+    assert logs.stdout.count("==> ") >= 1 and "(step extract" in logs.stdout, logs.stdout + logs.stderr
+    assert "no logs" in logs.stdout and "kwok" in logs.stdout
+    assert logs.returncode == 1
+    missing = subprocess.run(
+        [sys.executable, "-m", "meson.cli", "workflow", "get", "nope", "-n", namespace],
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 1 and f"workflow nope not found in namespace {namespace}" in missing.stderr
+
+
+def test_streamjob_get_and_kubectl_meson(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    queues: list[str],
+) -> None:
+    q = f"views-sj-{uid()}"
+    queues.append(q)
+    apply(cluster, queue(q, cpu=8))
+    apply(cluster, streamjob("clicks", q, replicas=2), namespace=namespace)
+
+    def ready() -> dict | None:
+        data = json.loads(meson_cli(cluster, "streamjob", "get", "clicks", "-n", namespace, "-o", "json"))
+        return data if data["ready"] == 2 and len(data["pods"]) == 2 else None
+
+    data = wait_for(ready, 90, "stream job clicks to have 2 ready replicas")
+    (current,) = [r for r in data["revisions"] if r["current"]]
+    assert current["replicas"] == 2 and all(p["revision"] == current["revision"] for p in data["pods"])
+    assert sorted(p["slot"] for p in data["pods"]) == ["0", "1"]
+    out = meson_cli(cluster, "streamjob", "get", "clicks", "-n", namespace)
+    assert "Revisions" in out and current["revision"] in out and "ready 2/2" in out
+
+    # kubectl finds the plugin as kubectl-meson on $PATH (the console script pyproject.toml installs).
+    assert (VENV_BIN / "kubectl-meson").exists(), "make venv installs the kubectl-meson entry point"
+    env = {**cluster.env(), "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    plugin = subprocess.run(
+        [str(cluster.kubectl_bin), "meson", "queues", "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert plugin.returncode == 0, plugin.stderr
+    assert q in {row["name"] for row in json.loads(plugin.stdout)}
