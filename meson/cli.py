@@ -118,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often the certificate is checked and the Secret re-read (default 30)",
     )
     op.add_argument("--liveness-port", type=int, default=0, help="serve /healthz on this port (0: off)")
+    op.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=0,
+        help="serve the read-only web dashboard on this port (0: off; reach it with kubectl port-forward)",
+    )
+    op.add_argument(
+        "--dashboard-address", default="127.0.0.1", help="dashboard listen address (default 127.0.0.1)"
+    )
     tuning = op.add_argument_group("scheduling")
     tuning.add_argument(
         "--preempt-after",
@@ -452,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
                 "webhook_check_interval": args.webhook_check_interval,
             },
             liveness_port=args.liveness_port or None,
+            dashboard=(args.dashboard_address, args.dashboard_port) if args.dashboard_port else None,
             verbose=args.verbose,
             election=(
                 {

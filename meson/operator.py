@@ -23,6 +23,7 @@ def run(
     tuning: Tuning | None = None,
     election: dict | None = None,
     webhook_options: dict | None = None,
+    dashboard: tuple[str, int] | None = None,
 ) -> int:
     from meson.controllers import handlers  # noqa: F401 - registers the kopf handlers
 
@@ -47,6 +48,8 @@ def run(
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if metrics_port:
         metrics.serve(metrics_port)
+    if dashboard:
+        _serve_dashboard(*dashboard)
     # No stop_flag: kopf stops on SIGTERM/SIGINT itself. (A threading.Event stop flag is awaited in an
     # executor thread that asyncio.run then joins forever: the operator never exited on SIGTERM.)
     asyncio.run(
@@ -58,3 +61,19 @@ def run(
         )
     )
     return 0
+
+
+def _serve_dashboard(address: str, port: int) -> None:
+    """The web dashboard (meson.web) on the operator's event loop, showing its in-memory view: read on
+    the loop's thread, the only one that changes it."""
+    from meson import web
+
+    @kopf.on.startup()
+    async def dashboard(memo: kopf.Memo, **_: object) -> None:
+        memo["dashboard"] = await web.start(lambda: web.snapshot_of(memo.get("store")), port, address)
+        logging.getLogger("meson.operator").info("dashboard on http://%s:%d/", address, port)
+
+    @kopf.on.cleanup()
+    async def dashboard_stop(memo: kopf.Memo, **_: object) -> None:
+        if memo.get("dashboard") is not None:
+            await memo["dashboard"].cleanup()
