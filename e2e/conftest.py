@@ -135,8 +135,13 @@ def crds(cluster: Cluster) -> None:
 
 @pytest.fixture(scope="session")
 def operator(cluster: Cluster, crds: None) -> Iterator[OperatorProcess]:
-    """`meson operator` as a real process (admin credentials; the chart's RBAC is tested separately)."""
-    proc = OperatorProcess(cluster.kubeconfig)
+    """`meson operator` as a real process (admin credentials; the chart's RBAC is tested separately), with
+    its web dashboard on a free port (e2e/test_dashboard.py drives it in a browser)."""
+    from e2e.operator import free_port
+
+    dashboard_port = free_port()
+    proc = OperatorProcess(cluster.kubeconfig, extra_args=("--dashboard-port", str(dashboard_port)))
+    proc.dashboard_port = dashboard_port  # type: ignore[attr-defined]
     proc.start()
     yield proc
     proc.stop()
