@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 from meson.api.cronworkflow import CronWorkflow
 from meson.api.queue import Queue
 from meson.api.streamjob import StreamJob
-from meson.api.template import MissingValue, render, unknown_references
+from meson.api.template import MissingValue, output_reference_problem, render, unknown_references
 from meson.api.workflow import (
     MAX_FOREACH_ITEMS,
     MAX_WORKFLOW_INSTANCES,
@@ -67,7 +67,10 @@ _RESOURCE_NAME = re.compile(
 _PARAM_REF = re.compile(r"\bparams\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)|\bparams\s*\[\s*['\"]([^'\"]+)['\"]\s*\]")
 _STEP_REF = re.compile(r"\bsteps\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)|\bsteps\s*\[\s*['\"]([^'\"]+)['\"]\s*\]")
 _UNDECLARED = re.compile(r"undeclared reference to '([^']+)'")
-_STEP_RESULT_SAMPLE = {"phase": "Succeeded", "exitCode": 0, "result": ""}
+_OUTPUT_REF = re.compile(
+    r"\bsteps\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*outputs\b|\bsteps\s*\[\s*['\"]([^'\"]+)['\"]\s*\]\s*\.\s*outputs\b"
+)
+_STEP_RESULT_SAMPLE = {"phase": "Succeeded", "exitCode": 0, "result": "", "outputs": {"result": ""}}
 # Kubernetes qualified names (label and annotation keys) and label values.
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -245,10 +248,37 @@ def validate_condition(
     return []
 
 
-def _validate_step_template(step: Step | ExitStep, where: str, params: set[str], has_item: bool) -> list[str]:
+def _validate_step_template(
+    step: Step | ExitStep,
+    where: str,
+    params: set[str],
+    has_item: bool,
+    upstream: dict[str, bool] | None = None,
+) -> list[str]:
     return unknown_references(
-        step.template.model_dump(by_alias=True), params=params, has_item=has_item, path=where
+        step.template.model_dump(by_alias=True),
+        params=params,
+        has_item=has_item,
+        path=where,
+        upstream=upstream,
     )
+
+
+def _output_problems(step: Step, where: str, upstream: dict[str, bool]) -> list[str]:
+    """Outputs read by a step's foreach.fromOutput and ``when``: only of upstream steps without foreach."""
+    problems: list[str] = []
+    if step.foreach is not None and step.foreach.from_output is not None:
+        problem = output_reference_problem(step.foreach.from_output.removeprefix("steps."), upstream)
+        if problem:
+            problems.append(f"{where}.foreach.fromOutput: {problem}")
+    for match in _OUTPUT_REF.finditer(step.when or ""):
+        name = match.group(1) or match.group(2)
+        if upstream.get(name) is False:
+            problems.append(
+                f"{where}.when: refers to the outputs of step {name!r}, which has foreach "
+                "(only steps without foreach have outputs)"
+            )
+    return problems
 
 
 def validate_workflow_spec(spec: WorkflowSpec, path: str = "spec") -> list[str]:
@@ -283,8 +313,15 @@ def validate_workflow_spec(spec: WorkflowSpec, path: str = "spec") -> list[str]:
     for index, step in enumerate(spec.steps):
         where = f"{path}.steps[{index}]"
         has_item = step.foreach is not None
-        if step.foreach is not None and (step.foreach.items is None) == (step.foreach.parameter is None):
-            problems.append(f"{where}.foreach: exactly one of items or parameter must be set")
+        if step.foreach is not None and (
+            (step.foreach.items is not None)
+            + (step.foreach.parameter is not None)
+            + (step.foreach.from_output is not None)
+            != 1
+        ):
+            problems.append(f"{where}.foreach: exactly one of items, parameter or fromOutput must be set")
+        with_outputs = {name: spec.step(name).foreach is None for name in upstream.get(step.name, set())}
+        problems += _output_problems(step, where, with_outputs)
         if step.foreach is not None and step.foreach.parameter is not None:
             name = step.foreach.parameter
             if name not in params:
@@ -308,7 +345,7 @@ def validate_workflow_spec(spec: WorkflowSpec, path: str = "spec") -> list[str]:
             problems.append(
                 f"{where}.retryPolicy.retryOn: Timeout is listed but the step has no timeoutSeconds"
             )
-        problems += _validate_step_template(step, f"{where}.template", set(params), has_item)
+        problems += _validate_step_template(step, f"{where}.template", set(params), has_item, with_outputs)
     if spec.on_exit is not None:
         problems += _validate_step_template(spec.on_exit, f"{path}.onExit.template", set(params), False)
     total = sum(_instances(step, params) for step in spec.steps)

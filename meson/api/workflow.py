@@ -8,8 +8,15 @@ when the pod is made (see :mod:`meson.api.template`):
 * ``{{ step.name }}``, ``{{ step.index }}`` — the step name and the foreach index (0 without foreach),
 * ``{{ workflow.name }}``, ``{{ workflow.namespace }}``, ``{{ workflow.uid }}``.
 
+* ``{{ steps.NAME.outputs.result }}``, ``{{ steps.NAME.outputs.json.KEY }}`` — the output of an upstream step.
+
 Conditions. ``when`` is a CEL expression over ``params`` (a map of parameter values) and ``steps``
-(``steps.NAME.phase``, ``steps.NAME.exitCode``, ``steps.NAME.result``) of the step's upstream steps.
+(``steps.NAME.phase``, ``steps.NAME.exitCode``, ``steps.NAME.result``, ``steps.NAME.outputs.result``,
+``steps.NAME.outputs.json``) of the step's upstream steps.
+
+Outputs. A step's result is the termination message of its main container (the first container; of pod 0 of
+a gang), at most 4 KiB as Kubernetes caps it, kept in ``status.outputs`` and read as JSON when it is JSON.
+Only steps without foreach have outputs.
 """
 
 from __future__ import annotations
@@ -55,6 +62,10 @@ MAX_DEPENDENCIES = 16
 MAX_PARAMETERS = 64
 #: Elements of one foreach (inline items or a list parameter).
 MAX_FOREACH_ITEMS = 10000
+#: Bytes of one step's result: Kubernetes' own cap on a termination message.
+MAX_RESULT_BYTES = 4096
+#: A reference to a step's output: ``steps.NAME.outputs.result`` or ``steps.NAME.outputs.json[.KEY...]``.
+OUTPUT_REFERENCE = r"^steps\.[a-z0-9]([-a-z0-9]*[a-z0-9])?\.outputs\.(result|json(\.[A-Za-z0-9_-]+)*)$"
 #: Step instances of one workflow (foreach elements of all steps, plus the other steps): keeps the status,
 #: which records every instance, within its budget (see meson.workflow.status).
 MAX_WORKFLOW_INSTANCES = 50000
@@ -90,7 +101,8 @@ class Parameter(ApiModel):
 
 
 class Foreach(ApiModel):
-    """Fan-out: one instance of the step per element of a list or of a list parameter (set exactly one)."""
+    """Fan-out: one instance of the step per element of a list, of a list parameter or of a list an upstream
+    step produced (set exactly one)."""
 
     items: list[Any] | None = Field(
         default=None,
@@ -102,6 +114,13 @@ class Foreach(ApiModel):
         max_length=63,
         pattern=IDENTIFIER,
         description="Name of a workflow parameter whose value is the list to fan out over.",
+    )
+    from_output: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=OUTPUT_REFERENCE,
+        description="An upstream step's output that is the list to fan out over, e.g. "
+        "steps.list-partitions.outputs.json.partitions (read when the step becomes ready).",
     )
     max_concurrency: int | None = Field(
         default=None, ge=1, description="Most instances running at the same time. Unlimited when not set."
@@ -183,8 +202,8 @@ class Step(ApiModel):
         default=None,
         max_length=4096,
         description="CEL condition evaluated when the dependencies are done; the step is Skipped when false. "
-        "Sees params.NAME and steps.NAME.phase/exitCode/result of upstream steps, e.g. "
-        "params.env == 'prod' && steps.extract.phase == 'Succeeded'.",
+        "Sees params.NAME and steps.NAME.phase/exitCode/result/outputs of upstream steps, e.g. "
+        "params.env == 'prod' && steps.extract.outputs.json.rows > 0.",
     )
     retry_policy: RetryPolicy | None = Field(default=None, description="Retries of failed attempts.")
     timeout_seconds: int | None = Field(
@@ -384,6 +403,12 @@ class WorkflowStatus(ApiModel):
     restarts: int | None = Field(
         default=None,
         description="The spec.restarts the controller last acted on (restarts from failed steps).",
+    )
+    outputs: dict[str, Annotated[str, StringConstraints(max_length=MAX_RESULT_BYTES)]] | None = Field(
+        default=None,
+        description="Result of each finished step without foreach, by step name: the termination message of "
+        "its main container (at most 4 KiB; all results at most 64 KiB).",
+        json_schema_extra={"maxProperties": MAX_STEPS + 1},
     )
 
 

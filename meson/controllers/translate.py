@@ -129,6 +129,7 @@ def pod_observation(
     failure = None
     node = (pod.get("spec") or {}).get("nodeName")
     annotations = meta.get("annotations") or {}
+    result = _termination_message(pod) if phase == "Succeeded" else None
     if phase == "Failed":
         reason = status.get("reason") or ""
         if reason in ("Evicted", "Preempting", "Terminated") or any(
@@ -163,7 +164,19 @@ def pod_observation(
         started=started,
         finished=finished,
         deleting=bool(meta.get("deletionTimestamp")),
+        result=result,
     )
+
+
+def _termination_message(pod: Mapping[str, Any]) -> str | None:
+    """The termination message of the pod's main container (its first): a workflow step's result."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    main = containers[0].get("name") if containers else None
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") == main:
+            message = ((cs.get("state") or {}).get("terminated") or {}).get("message")
+            return message if isinstance(message, str) and message else None
+    return None
 
 
 def node_schedulable(node: Mapping[str, Any]) -> bool:

@@ -3,13 +3,18 @@ advancing the DAG: ready instances become Pending, conditions decide Skipped, fa
 
 from __future__ import annotations
 
+from meson.api.template import output_values
 from meson.workflow.compiled import (
     _ACTIVE,
     _DONE_OK,
     _KILLED,
+    _NOT_A_LIST,
     TERMINAL,
     _evaluate_when,
     _StepInfo,
+    _with_output_items,
+    has_outputs,
+    output_list,
 )
 from meson.workflow.instances import (
     _Inst,
@@ -108,8 +113,44 @@ class Advancing:
         steps = {}
         for name in info.upstream:
             codes = [i.exit_code for i in self.by_step[name] if i.exit_code]
-            steps[name] = {"phase": self.step_phase(name), "exitCode": codes[0] if codes else 0, "result": ""}
+            result = self.outputs.get(name, "")
+            steps[name] = {
+                "phase": self.step_phase(name),
+                "exitCode": codes[0] if codes else 0,
+                "result": result,
+            }
+            if has_outputs(self.compiled.by_name[name]):
+                steps[name]["outputs"] = output_values(result)
         return _evaluate_when(info.when, self.compiled.params, steps)
+
+    def with_items(self, info: _StepInfo) -> _StepInfo:
+        """The step with the items of its foreach over an output, once that output is known (it may have
+        come in this very cycle)."""
+        if info.from_output is None or info.items is not None:
+            return info
+        if not isinstance(output_list(info.from_output, self.outputs), list):
+            return info
+        self.compiled = _with_output_items(self.compiled, self.outputs)
+        new = self.compiled.by_name[info.name]
+        for inst in self.by_step[info.name]:
+            inst.info = new
+        return new
+
+    def output_items_problem(self, info: _StepInfo) -> str | None:
+        """Why a foreach over an output cannot fan out now that its dependencies are done (None: it can)."""
+        if info.from_output is None:
+            return None
+        if info.items is None:
+            value = output_list(info.from_output, self.outputs)
+            got = (
+                "no result"
+                if value is None
+                else "no such field"
+                if value is _NOT_A_LIST
+                else type(value).__name__
+            )
+            return f"foreach.fromOutput: {info.from_output} is not a list ({got})"
+        return None
 
     def advance(self, stopping: bool) -> None:
         """Waiting → Pending / Skipped / Omitted for steps whose dependencies are done."""
@@ -128,7 +169,10 @@ class Advancing:
                     continue
                 if not all(s in _DONE_OK for _, s in states):
                     continue
+                info = self.with_items(info)
                 verdict = self.condition(info)
+                if verdict is True and self.output_items_problem(info):
+                    verdict = self.output_items_problem(info)
                 if verdict is not True:
                     for inst in self.by_step[info.name]:
                         if inst.phase != "Waiting":
@@ -137,7 +181,8 @@ class Advancing:
                             inst.phase, inst.message = "Skipped", "condition false"
                             self.event(False, "StepSkipped", f"{inst.id}: skipped (condition false)")
                         else:
-                            inst.phase, inst.message = "Failed", f"when: {verdict}"
+                            text = verdict if verdict.startswith("foreach") else f"when: {verdict}"
+                            inst.phase, inst.message = "Failed", text
                             inst.end = self.since_start(self.now)
                             self.event(True, "StepFailed", f"{inst.id}: {inst.message}")
                     continue

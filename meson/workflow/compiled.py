@@ -5,6 +5,7 @@ Also the engine's vocabulary (phases) and its time format (RFC 3339, seconds).""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,8 +14,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from meson.api.template import output_values, placeholders
 from meson.api.validation import validate_workflow_spec
 from meson.api.workflow import (
+    MAX_FOREACH_ITEMS,
+    MAX_RESULT_BYTES,
     Backoff,
     RetryPolicy,
     Workflow,
@@ -67,6 +71,8 @@ class _StepInfo:
     template: dict[str, Any]
     exit: bool
     ordinal: int
+    from_output: str | None = None  # foreach over an upstream step's output (items None until it is known)
+    reads_outputs: bool = False  # the template has {{ steps.NAME.outputs... }} placeholders
 
 
 @dataclass(slots=True)
@@ -82,7 +88,9 @@ class _Compiled:
     by_name: dict[str, _StepInfo] = field(default_factory=dict)
     instance_ids: dict[str, tuple[str, int | None]] = field(default_factory=dict)
     created: float = 0.0
-    rendered: dict[str, tuple[dict[str, Any], dict[str, int]] | str] = field(default_factory=dict)
+    # Rendered templates by instance id (by instance id and the outputs read, for templates that read some).
+    rendered: dict[Any, tuple[dict[str, Any], dict[str, int]] | str] = field(default_factory=dict)
+    dynamic: bool = False  # some foreach fans out over an output: steps are specialised per cycle
 
 
 _compiled: dict[tuple[str, int, str, str], _Compiled] = {}
@@ -154,7 +162,7 @@ def _build(
             up |= {dep} | upstream.get(dep, set())
         upstream[step_name] = up
         items: list[Any] | None = None
-        if step.foreach is not None:
+        if step.foreach is not None and step.foreach.from_output is None:
             raw = (
                 step.foreach.items
                 if step.foreach.items is not None
@@ -174,7 +182,10 @@ def _build(
             template=step.template.model_dump(by_alias=True, exclude_none=True),
             exit=False,
             ordinal=ordinal,
+            from_output=step.foreach.from_output if step.foreach is not None else None,
         )
+        info.reads_outputs = any(ref.startswith("steps.") for _, ref in placeholders(info.template))
+        compiled.dynamic |= info.from_output is not None
         compiled.steps.append(info)
         compiled.instance_ids[step_name] = (step_name, None)
         if items is not None:
@@ -203,6 +214,67 @@ def _build(
         compiled.instance_ids[exit_step.name] = (exit_step.name, None)
     compiled.by_name = {info.name: info for info in compiled.steps}
     return compiled
+
+
+# --------------------------------------------------------------------------------------------- outputs
+
+#: Most bytes of all results of a workflow (``status.outputs``): 16 results of the 4 KiB maximum.
+OUTPUTS_BUDGET_BYTES = 64 * 1024
+_NOT_A_LIST = object()
+
+
+def has_outputs(info: _StepInfo) -> bool:
+    """Whether a step records a result: one without foreach (the exit step too)."""
+    return info.items is None and info.from_output is None
+
+
+def steps_outputs(names: Any, outputs: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """``steps.NAME.outputs`` for the given (finished upstream) steps: a step without a result has ""."""
+    return {name: {"outputs": output_values(outputs.get(name, ""))} for name in names}
+
+
+def output_list(reference: str, outputs: Mapping[str, str]) -> Any:
+    """The value of ``steps.NAME.outputs.json.KEY...`` (or ``.result``) when the step has a result, else
+    None; the caller checks that it is a list."""
+    parts = reference.split(".")
+    name = parts[1]
+    if name not in outputs:
+        return None
+    value: Any = output_values(outputs[name])
+    for part in parts[3:]:  # after steps.NAME.outputs
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return _NOT_A_LIST
+    return value
+
+
+def _with_output_items(compiled: _Compiled, outputs: Mapping[str, str]) -> _Compiled:
+    """The compiled spec with the items of each foreach over an output that is known (a list) now; such a
+    step keeps ``items`` None until then. The rendered-template cache is shared (its keys carry the item)."""
+    steps = []
+    extra: dict[str, tuple[str, int | None]] = {}
+    for info in compiled.steps:
+        items = output_list(info.from_output, outputs) if info.from_output else None
+        if isinstance(items, list):
+            info = dataclasses.replace(info, items=items[:MAX_FOREACH_ITEMS])
+            extra.update({f"{info.name}-{i}": (info.name, i) for i in range(len(info.items or ()))})
+        steps.append(info)
+    return dataclasses.replace(
+        compiled,
+        steps=steps,
+        by_name={info.name: info for info in steps},
+        instance_ids={**compiled.instance_ids, **extra},
+    )
+
+
+def cap_result(text: str) -> str:
+    """At most MAX_RESULT_BYTES of UTF-8 (Kubernetes caps termination messages so; a forged status may
+    not), cut at a character boundary."""
+    raw = text.encode()
+    return text if len(raw) <= MAX_RESULT_BYTES else raw[:MAX_RESULT_BYTES].decode(errors="ignore")
 
 
 # --------------------------------------------------------------------------------------------- CEL conditions

@@ -24,7 +24,12 @@ Choices (Argo-like):
 * A dependency that is Skipped counts as done: its dependants run. A Failed or Omitted dependency makes
   dependants Omitted (failureMode Continue; the other modes omit everything not yet started anyway).
 * ``steps.NAME`` in ``when`` sees every upstream step: ``phase`` (aggregated over foreach instances),
-  ``exitCode`` (the first non-zero one, else 0) and ``result`` (always ``""``: outputs are not captured).
+  ``exitCode`` (the first non-zero one, else 0), ``result`` (its result, ``""`` when none) and, for a step
+  without foreach, ``outputs.result`` and ``outputs.json`` (the result read as JSON, when it is JSON).
+* Outputs: a succeeded step without foreach keeps the termination message of its main container (pod 0's)
+  in ``status.outputs`` (4 KiB each, 64 KiB per workflow: a result beyond that is not kept and the step
+  says so). A restart drops the results of the steps it reruns. ``foreach.fromOutput`` fans out over a list
+  in an upstream output: the step's items are known once that output is (until then it is one entry).
   A ``when`` that cannot be evaluated fails the instance.
 * Once the workflow is stopping (StopScheduling/FailFast after a failure, Stop, Terminate, workflow timeout),
   Waiting/Pending instances become Omitted and Retrying ones Failed (no retry is started); with FailFast,
@@ -67,6 +72,8 @@ from meson.workflow.compiled import (
     _compile,
     _Compiled,
     _StepInfo,
+    _with_output_items,
+    has_outputs,
     parse_time,
     rfc3339,
 )
@@ -130,9 +137,24 @@ class _Cycle(Observing, Advancing, Requesting, Reporting):
         for pod in pods:
             self.pods_by_instance.setdefault(pod.instance, []).append(pod)
         self.by_step: dict[str, list[_Inst]] = {}
+        self.outputs: dict[str, str] = self._old_outputs()
+        if compiled.dynamic:
+            self.compiled = _with_output_items(compiled, self.outputs)
         self._load()
 
     # ----------------------------------------------------------------------------------------- helpers
+
+    def _old_outputs(self) -> dict[str, str]:
+        """The results kept in the old status, of steps of this spec that can have one."""
+        old = self.old.get("outputs")
+        if not isinstance(old, Mapping):
+            return {}
+        by_name = self.compiled.by_name
+        return {
+            name: value
+            for name, value in old.items()
+            if isinstance(value, str) and name in by_name and has_outputs(by_name[name])
+        }
 
     def _load(self) -> None:
         grouped: dict[str, dict[int | None, tuple]] = {}
@@ -249,6 +271,7 @@ class _Cycle(Observing, Advancing, Requesting, Reporting):
         for inst in self.all():
             if inst.phase in ("Failed", "Omitted") or (inst.info.exit and inst.phase in TERMINAL):
                 inst.reset()
+                self.outputs.pop(inst.info.name, None)
         self.event(False, "WorkflowRestarted", f"restart {self.spec.restarts}: rerunning the failed steps")
         return self.now
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 
+from meson.workflow.compiled import OUTPUTS_BUDGET_BYTES, cap_result, has_outputs
 from meson.workflow.instances import (
     _backoff,
     _Inst,
     _pod_index,
 )
+from meson.workflow.status import json_size
 from meson.workflow.types import (
     LIVE_POD_PHASES,
     PodObservation,
@@ -74,6 +76,8 @@ class Observing:
             inst.end = self.since_start(max(o.finished if o.finished is not None else self.now for o in pods))
             inst.exit_code = 0
             inst.message = None
+            if has_outputs(info) and pods[0].result:
+                self.keep_output(inst, pods[0].result)
             self.event(False, "StepSucceeded", f"{inst.id}: succeeded")
             return
         if info.timeout is not None:
@@ -90,6 +94,18 @@ class Observing:
             built = self.manifests(inst, inst.run, inst.attempts or 1, missing)
             if built is not None:
                 self.create.extend(built)
+
+    def keep_output(self, inst: _Inst, result: str) -> None:
+        """Record a step's result, unless the workflow's results would exceed their budget (then the step
+        says so, and a step reading it sees an empty result)."""
+        result = cap_result(result)
+        others = {k: v for k, v in self.outputs.items() if k != inst.info.name}
+        if json_size({**others, inst.info.name: result}) > OUTPUTS_BUDGET_BYTES:
+            inst.message = (
+                f"result not kept: the workflow's results exceed {OUTPUTS_BUDGET_BYTES // 1024} KiB"
+            )
+            return
+        self.outputs[inst.info.name] = result
 
     def failure_of(self, failed: list[PodObservation], inst_gang: bool) -> tuple[str, int | None, float, str]:
         ordered = sorted(failed, key=lambda o: (o.finished if o.finished is not None else self.now, o.name))

@@ -97,6 +97,8 @@ class Reporting:
         if finished:
             out["finishedAt"] = rfc3339(self.now)
         out["counts"] = counts
+        if self.outputs:
+            out["outputs"] = dict(self.outputs)
         conditions = self.conditions(phase, out.get("message"), out.get("finishedAt"), restart_at)
         if conditions:
             out["conditions"] = conditions

@@ -3,10 +3,12 @@ instances holding admitted pods."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from meson.api.template import MissingValue, render
+from meson.workflow.compiled import has_outputs, steps_outputs
 from meson.workflow.instances import (
     _Inst,
 )
@@ -26,13 +28,22 @@ class Requesting:
         return pod_name(self.compiled.name, inst.id, run, index)
 
     def rendered(self, inst: _Inst) -> tuple[dict[str, Any], dict[str, int]] | str:
-        hit = self.compiled.rendered.get(inst.id)
+        info = inst.info
+        item = info.items[inst.index] if info.items is not None and inst.index is not None else None
+        steps: dict[str, Any] = {}
+        key: Any = inst.id
+        if info.reads_outputs or info.from_output:
+            # Outputs (and items taken from them) change with a restart: they are part of the key.
+            names = [n for n in info.upstream if has_outputs(self.compiled.by_name[n])]
+            steps = steps_outputs(names, self.outputs)
+            key = (inst.id, json.dumps([{n: self.outputs.get(n) for n in names}, item], sort_keys=True))
+        hit = self.compiled.rendered.get(key)
         if hit is not None:
             return hit
-        info = inst.info
         context = {
             "params": self.compiled.params,
-            "item": info.items[inst.index] if info.items is not None and inst.index is not None else None,
+            "steps": steps,
+            "item": item,
             "step": {"name": info.name, "index": inst.index or 0},
             "workflow": {
                 "name": self.compiled.name,
@@ -49,7 +60,7 @@ class Requesting:
             result = f"template: no value for {{{{ {exc.args[0]} }}}}"
         except (ValueError, TypeError, AttributeError) as exc:
             result = f"template: {exc}"
-        self.compiled.rendered[inst.id] = result
+        self.compiled.rendered[key] = result
         return result
 
     def manifests(self, inst: _Inst, run: int, attempt: int, indexes: Sequence[int]) -> list[dict] | None:

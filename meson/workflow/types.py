@@ -43,6 +43,7 @@ class PodObservation:
     started: float | None  # epoch seconds the pod started running
     finished: float | None
     deleting: bool = False  # deletionTimestamp is set
+    result: str | None = None  # termination message of the main container (at most 4 KiB)
 
 
 @dataclass(frozen=True, slots=True)

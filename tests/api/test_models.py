@@ -138,7 +138,7 @@ def test_unknown_references():
     problems = unknown_references(node, params={"a"}, has_item=False, path="t")
     assert problems == [
         "t.x[1]: unknown placeholder {{ foo.bar }} (use params.NAME, item, step.name, step.index, "
-        "workflow.name, workflow.namespace or workflow.uid)",
+        "workflow.name, workflow.namespace, workflow.uid or steps.NAME.outputs.result)",
         "t.x[2]: unknown placeholder {{ step.attempt }} (use step.name or step.index)",
         "t.x[4]: {{ item }} is only available in a step with foreach",
     ]

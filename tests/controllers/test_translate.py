@@ -191,3 +191,22 @@ def test_a_resource_a_queue_does_not_list_is_not_limited_by_that_queue() -> None
     )
     assert d.queues["gpu"].usage == Resources({"cpu": 6000, "nvidia.com/gpu": 2})
     assert d.queues["gpu"].borrowed == Resources(cpu=6000)  # it is guaranteed no CPU
+
+
+def test_a_succeeded_pod_s_result_is_its_main_container_s_termination_message():
+    from meson.controllers.translate import pod_observation
+
+    pod = {
+        "metadata": {"name": "wf-a-r1-0", "labels": {"meson.dev/instance": "a", "meson.dev/run": "1"}},
+        "spec": {"containers": [{"name": "main"}, {"name": "sidecar"}]},
+        "status": {
+            "phase": "Succeeded",
+            "containerStatuses": [  # the API server lists them by name, not in spec order
+                {"name": "sidecar", "state": {"terminated": {"exitCode": 0, "message": "not me"}}},
+                {"name": "main", "state": {"terminated": {"exitCode": 0, "message": '{"n": 1}'}}},
+            ],
+        },
+    }
+    assert pod_observation(pod).result == '{"n": 1}'
+    pod["status"]["phase"] = "Failed"
+    assert pod_observation(pod).result is None  # only a success has a result

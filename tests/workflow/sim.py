@@ -54,6 +54,7 @@ class Outcome:
     start_delay: float = 1.0
     hang: bool = False  # never finishes
     node: str = "node-a"  # where it runs
+    result: str | None = None  # termination message of the main container when it succeeds
 
 
 Script = Callable[[str, int, int, int], Outcome]  # (instance, run, attempt, pod index) -> outcome
@@ -90,6 +91,7 @@ class FakePod:
             started=self.started,
             finished=self.finished,
             deleting=self.deleting,
+            result=self.outcome.result if self.phase == "Succeeded" else None,
         )
 
 
