@@ -114,7 +114,7 @@ class RuntimeHistory:
 
 def format_seconds(seconds: float) -> str:
     """A duration for reasons and status: 45s, 12m30s, 3h05m, 2d4h."""
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s}s"
     if s < 3600:

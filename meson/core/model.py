@@ -12,9 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
+from meson.core.budget import Budget
+from meson.core.estimate import DEFAULT_SECONDS
 from meson.core.resources import PODS, ZERO, Resources
 
-Strategy = Literal["StrictFIFO", "BestEffortFIFO"]
+Strategy = Literal["StrictFIFO", "BestEffortFIFO", "Backfill"]
 WithinQueuePreemption = Literal["Never", "LowerPriority"]
 StopPolicy = Literal["None", "Hold", "HoldAndDrain"]
 
@@ -50,8 +52,20 @@ class QueueConfig:
     reclaim_borrowed: bool = True
     stop_policy: StopPolicy = "None"
     listed: frozenset[str] | None = None
+    # A workload admitted to this queue (or below it) is never a preemption victim before it has run
+    # this long (``preemption``).
+    min_runtime: float = 0.0
+    # Time-window budgets on this queue's subtree (``budget``).
+    budgets: tuple[Budget, ...] = ()
+    # On a parent: order its children for spare capacity by usage decayed with this half-life
+    # (seconds) instead of their usage at this instant (``fairshare``). None: instantaneous DRF.
+    fair_half_life: float | None = None
 
     def __post_init__(self) -> None:
+        if self.min_runtime < 0:
+            raise ValueError(f"queue {self.name}: min_runtime must not be negative")
+        if self.fair_half_life is not None and self.fair_half_life <= 0:
+            raise ValueError(f"queue {self.name}: the fair-sharing half-life must be positive")
         if self.listed is not None:  # what has an amount is listed, whatever the caller said
             names = frozenset(self.listed).union(self.guaranteed, self.limit or ())
             object.__setattr__(self, "listed", names)
@@ -96,6 +110,11 @@ class Workload:
     pod_count: int = 1
     gang: bool = False
     preemptible: bool = True
+    # Expected runtime once admitted, in seconds (``estimate``): budgets charge it up front, backfill
+    # admits around a reservation only what ends before it.
+    estimate: float = DEFAULT_SECONDS
+    # Never preempted before it has run this long (the larger of this and its queue's applies).
+    min_runtime: float = 0.0
     total: Resources = field(init=False, repr=False, compare=False)
     # Cached ordering key: the core sorts hundreds of thousands of these per pass.
     order_key: tuple[int, float, str] = field(init=False, repr=False, compare=False)
@@ -202,6 +221,8 @@ class Preemption:
     victim_key: str
     preemptor_key: str | None
     reason: str
+    # Seconds the victim had run since its admission: the work lost, unless it checkpointed.
+    work_lost: float = 0.0
 
 
 class PendingInfo(NamedTuple):
@@ -247,3 +268,19 @@ class Decisions:
     queues: dict[str, QueueAccounting] = field(default_factory=dict)
     # Every disabled queue (invalid, or below an invalid one) with the reason, by name (sorted).
     disabled: dict[str, str] = field(default_factory=dict)
+    # Backfill reservations: the blocked head of a Backfill queue -> when it is expected to fit.
+    reservations: dict[str, float] = field(default_factory=dict)
+    # Time-window budgets after the cycle, by (queue, resource) (see ``budget``).
+    budgets: dict[tuple[str, str], BudgetReport] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetReport:
+    """One budget as status shows it: used in the window (resource-seconds) up to ``now``."""
+
+    budget: Budget
+    used: float
+    window_start: float
+    resets_at: float | None
+    as_of: float
+    buckets: tuple[tuple[float, float], ...] = ()

@@ -207,10 +207,14 @@ class QuotaState:
     that has waited too long); only *borrowing* admissions must leave room for it, so one queue's
     reservation never eats into another queue's guarantee.
 
+    ``holds`` are backfill reservations (see ``backfill``): (leaf, until, per-level amounts). They bind
+    admissions in that leaf and borrowing admissions elsewhere, except a workload that ends by
+    ``until`` (``check(..., ends_at=...)``).
+
     ``used``, ``held`` and ``guard`` only grow during the pass (fair-share keys rely on it).
     """
 
-    __slots__ = ("evicting", "guard", "held", "promised", "tree", "used")
+    __slots__ = ("evicting", "guard", "held", "holds", "promised", "tree", "used")
 
     def __init__(self, tree: QueueTree) -> None:
         self.tree = tree
@@ -219,6 +223,7 @@ class QuotaState:
         self.promised: dict[str, Vec] = {}
         self.evicting: dict[str, Vec] = {}
         self.guard: dict[str, Vec] = {}
+        self.holds: list[tuple[str, float, Mapping[str, Mapping[str, int]]]] = []
 
     def _add(self, table: dict[str, Vec], leaf: str, amount: Mapping[str, int], sign: int) -> None:
         for a in self.tree.path[leaf]:
@@ -283,14 +288,23 @@ class QuotaState:
         return any(v > e.get(k, 0) for k, v in used.items())
 
     def check(
-        self, leaf: str, amount: Mapping[str, int], borrowing: bool, after_evictions: bool = False
+        self,
+        leaf: str,
+        amount: Mapping[str, int],
+        borrowing: bool,
+        after_evictions: bool = False,
+        ends_at: float | None = None,
     ) -> QuotaBlock | None:
         """None if ``amount`` can be admitted to ``leaf`` now (or, ``after_evictions``, once the
-        preemptions in progress are done), else the first constraint it hits."""
+        preemptions in progress are done), else the first constraint it hits. ``ends_at``: when the
+        workload is expected to end (a backfill hold it ends before does not bind it)."""
         tree = self.tree
         held = self.promised if after_evictions else self.held
         gone = self.evicting if after_evictions else {}
         guard = self.guard
+        if self.holds:
+            guard = self._with_holds(leaf, borrowing, ends_at)
+            borrowing = True
         caps = tree.cap
         for a in tree.path[leaf]:
             cap = caps[a]
@@ -315,6 +329,20 @@ class QuotaState:
                     kind = "pool" if tree.is_pool(a, k, c) else "limit"
                     return QuotaBlock(a, k, v, c - taken, c, kind)
         return None
+
+    def _with_holds(self, leaf: str, borrowing: bool, ends_at: float | None) -> dict[str, Vec]:
+        """The guard (if borrowing) plus every backfill hold that binds this admission."""
+        out: dict[str, Vec] = {a: dict(v) for a, v in self.guard.items()} if borrowing else {}
+        for owner, until, amounts in self.holds:
+            if ends_at is not None and ends_at <= until:
+                continue  # it ends before the reserved time: backfill
+            if owner != leaf and not borrowing:
+                continue  # a reservation never takes another queue's guarantee
+            for a, vec in amounts.items():
+                d = out.setdefault(a, {})
+                for k, v in vec.items():
+                    d[k] = d.get(k, 0) + v
+        return out
 
     def ceiling_block(self, leaf: str, amount: Mapping[str, int]) -> str | None:
         """A reason if ``amount`` exceeds what the leaf could get even with the whole tree idle."""

@@ -28,6 +28,11 @@ A cycle:
 6. Every workload left pending gets a reason and its position in its queue, and every queue its
    accounting after the cycle (``Decisions.queues``).
 
+Policies over time (issue 13): budgets (``budget``) are checked after the rates, before quota; a
+``Backfill`` queue's blocked head reserves quota at its earliest feasible time (``backfill``); a
+workload within its minimum runtime is never a victim (``preemption``); a parent with a half-life
+orders its children by decayed usage (``fairshare``).
+
 Quota sees only the part of a request its queue's tree names (``QueueTree.charged``); node fit and
 never-fits see the whole request. Non-preemptible workloads may not borrow: everything lent can
 therefore be reclaimed.
@@ -36,17 +41,22 @@ therefore be reclaimed.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
+from meson.core.backfill import earliest_fit
+from meson.core.budget import Budget, BudgetBlock, BudgetLedger, BudgetState
 from meson.core.capacity import ClusterCapacity
+from meson.core.estimate import format_seconds
 from meson.core.explain import PendingView
-from meson.core.fairshare import share_path
+from meson.core.fairshare import DecayedUsage, share_path
 from meson.core.flowcontrol import TokenBucket, format_rate
 from meson.core.model import (
     Admission,
     AdmittedWorkload,
+    BudgetReport,
     Decisions,
     PendingInfo,
     Preemption,
@@ -69,6 +79,9 @@ class _Nomination:
     victims: frozenset[str]
     since: float
 
+
+# A workload's estimate is checked against at most this many calendar windows ahead.
+_MAX_WINDOWS = 64
 
 # Outcomes of examining one candidate.
 # _SKIP_SHAPE: skipped, and any later workload of the same shape in the same queue would fail the
@@ -98,6 +111,9 @@ class Scheduler:
         self._disabled: dict[str, str] = {}
         self._index: PendingIndex | None = None
         self._index_tree: QueueTree | None = None
+        # Budget usage (restore it from persisted state with ``budgets.restore``) and decayed usage.
+        self.budgets = BudgetLedger()
+        self.decayed = DecayedUsage()
 
     # --- state that lives across cycles -------------------------------------------------------
     def _tree_for(self, snap: Snapshot) -> tuple[QueueTree, dict[str, str]]:
@@ -149,7 +165,35 @@ class Scheduler:
             self._index = PendingIndex(tree.leaves)
             self._index_tree = tree
         self._index.update(snap.pending)
+        budgets = {n: c.budgets for n, c in tree.config.items() if c.budgets}
+        if budgets or self.budgets.states:
+            self.budgets.advance(snap.now, budgets, _budget_usage(tree, budgets, snap.admitted))
+        if any(c.fair_half_life for c in tree.config.values()) or self.decayed.usage:
+            self.decayed.advance(snap.now, tree)
         return _Cycle(self, snap, tree, self._index, disabled).run()
+
+    def restore_budget(self, queue: str, resource: str, state: BudgetState) -> None:
+        """Seed a budget's usage from persisted state (after a restart)."""
+        self.budgets.restore(queue, resource, state)
+
+
+def _budget_usage(
+    tree: QueueTree, budgets: dict[str, tuple[Budget, ...]], admitted: Sequence[AdmittedWorkload]
+) -> dict[str, dict[str, float]]:
+    """What each budgeted queue's subtree runs now, in its budgets' resources (whole requests: a budget
+    counts a resource whether or not a quota names it)."""
+    out: dict[str, dict[str, float]] = {
+        q: dict.fromkeys((b.resource for b in bs), 0.0) for q, bs in budgets.items()
+    }
+    for a in admitted:
+        if a.queue not in tree.config:
+            continue
+        for q in tree.path[a.queue]:
+            d = out.get(q)
+            if d is not None:
+                for r in d:
+                    d[r] += a.workload.total.get(r, 0)
+    return out
 
 
 class _Cycle:
@@ -183,10 +227,26 @@ class _Cycle:
         self.count: dict[str, int] = dict.fromkeys(tree.names, 0)  # admitted per queue (subtree)
         self.stop_by: dict[str, tuple[str, str]] = {}  # leaf -> (queue on hold, its policy)
         self.admitted_now: set[str] = set()  # pending keys that are admitted (now, or already)
+        self.admitted_list: list[Workload] = []  # this cycle's admissions
+        # Budgets on each leaf's path, and per (queue, resource) what is used or promised in the window.
+        self.budget_path: dict[str, list[tuple[str, Budget]]] = {
+            leaf: [(q, b) for q in tree.path[leaf] for b in tree.config[q].budgets] for leaf in tree.leaves
+        }
+        self.committed: dict[tuple[str, str], float] = {}  # used in the current window
+        self.commitments: dict[tuple[str, str], list[tuple[float, int]]] = {}
+        self.resets: dict[tuple[str, str], float | None] = {}
+        # Minimum runtime before preemption per queue: the largest on its path.
+        self.min_runtime = {n: max(tree.config[q].min_runtime for q in tree.path[n]) for n in tree.names}
+        self.protected: list[float] = []  # when protected would-be victims become preemptible
+        self.backfill_head: dict[str, str] = {}  # Backfill leaf -> its head holding a reservation
+        self.start_used: dict[str, dict[str, int]] | None = None  # usage at cycle start (decay)
 
     def run(self) -> Decisions:
         self._charge_admitted()
+        self._charge_budgets()
         self._holds()
+        if self.sched.decayed.usage:
+            self.start_used = {n: dict(v) for n, v in self.state.used.items()}
         self._explain_misplaced()
         ready = self._nominations()
         self._admit_ready(ready)
@@ -198,6 +258,17 @@ class _Cycle:
         future = [t for t in self.wake if t > self.now]
         d.wake_at = min(future) if future else None
         d.queues = self._accounting()
+        if self.committed:
+            self._report_budgets()
+            # The rate of use until the next cycle: what runs now, this cycle's admissions included
+            # (victims still run until they exit).
+            now_admitted = [AdmittedWorkload(w, self.now) for w in self.admitted_list]
+            budgets = {n: c.budgets for n, c in self.tree.config.items() if c.budgets}
+            self.sched.budgets.set_rate(
+                _budget_usage(self.tree, budgets, [*self.snap.admitted, *now_admitted])
+            )
+        if self.start_used is not None:
+            self.sched.decayed.set_rate(self.state.used)
         return d
 
     # --- before the pass ----------------------------------------------------------------------
@@ -221,6 +292,86 @@ class _Cycle:
             k for k in self.admitted_keys & self.pending_keys.keys() if self.pending_keys[k].queue in leaves
         }
 
+    def _charge_budgets(self) -> None:
+        """Per budget: what it has used in its window, and what running work will still use by its
+        estimate (``commitments``: (end, amount), from now); a budget set to evict preempts once it
+        is used up."""
+        tree, now, ledger = self.tree, self.now, self.sched.budgets
+        for n, cfg in tree.config.items():
+            for b in cfg.budgets:
+                key = (n, b.resource)
+                st = ledger.states.get(key)
+                self.committed[key] = st.total(b, now) if st is not None else 0.0
+                self.commitments[key] = []
+                self.resets[key] = b.resets_at(now)
+        if not self.committed:
+            return
+        for leaf, running in self.admitted_by_leaf.items():
+            for q, b in self.budget_path.get(leaf, ()):
+                key = (q, b.resource)
+                for a in running:
+                    amount = a.workload.total.get(b.resource, 0)
+                    if amount:
+                        end = max(a.admitted_at + a.workload.estimate, now)
+                        self.commitments[key].append((end, amount))
+        for n, cfg in tree.config.items():
+            for b in cfg.budgets:
+                st = ledger.states.get((n, b.resource))
+                if b.evict and st is not None and st.total(b, now) >= b.limit:
+                    self._evict_for_budget(n, b)
+
+    def _evict_for_budget(self, queue: str, b: Budget) -> None:
+        why = f"budget exhausted: queue {queue} used its {b.resource} budget {b.describe_window()}"
+        for leaf in sorted(self.admitted_by_leaf):
+            if queue not in self.tree.path[leaf]:
+                continue
+            for a in self.admitted_by_leaf[leaf]:
+                if a.workload.preemptible and a.workload.total.get(b.resource, 0):
+                    self.decisions.preempt.append(
+                        Preemption(a.workload.key, None, why, self.now - a.admitted_at)
+                    )
+
+    def _budget_block(self, w: Workload) -> BudgetBlock | None:
+        """The first budget ``w``'s estimated use would overrun, in any window its estimate reaches
+        (a calendar window's reset does not let work spill over into the next one unchecked)."""
+        now = self.now
+        end = now + w.estimate
+        for q, b in self.budget_path.get(w.queue, ()):
+            amount = w.total.get(b.resource, 0)
+            if not amount:
+                continue
+            key = (q, b.resource)
+            commitments = self.commitments[key]
+            start, stop, used, later = now, self.resets[key], self.committed[key], False
+            for _ in range(_MAX_WINDOWS):
+                cut = math.inf if stop is None else stop
+                taken = used + sum(a * max(0.0, min(e, cut) - start) for e, a in commitments)
+                cost = amount * max(0.0, min(end, cut) - start)
+                if taken + cost > b.limit * (1 + 1e-9):
+                    return BudgetBlock(q, b, taken, cost, self.resets[key], later)
+                if stop is None or end <= stop:
+                    break
+                start, stop, used, later = stop, b.resets_at(stop), 0.0, True
+        return None
+
+    def _charge_budget(self, w: Workload) -> None:
+        for q, b in self.budget_path.get(w.queue, ()):
+            amount = w.total.get(b.resource, 0)
+            if amount:
+                self.commitments[(q, b.resource)].append((self.now + w.estimate, amount))
+
+    def _report_budgets(self) -> None:
+        now, out = self.now, self.decisions.budgets
+        for n, cfg in self.tree.config.items():
+            for b in cfg.budgets:
+                st = self.sched.budgets.states.get((n, b.resource))
+                if st is None:
+                    continue
+                buckets = tuple(sorted(st.buckets.items()))
+                out[(n, b.resource)] = BudgetReport(
+                    b, st.total(b, now), b.start(now), b.resets_at(now), now, buckets
+                )
+
     def _holds(self) -> None:
         """Hold / drain apply to a queue's whole subtree; draining evicts its preemptible workloads."""
         tree = self.tree
@@ -236,7 +387,12 @@ class _Cycle:
                 for a in self.admitted_by_leaf[leaf]:
                     if a.workload.preemptible:
                         self.decisions.preempt.append(
-                            Preemption(a.workload.key, None, f"queue {held[0]} is on hold and draining")
+                            Preemption(
+                                a.workload.key,
+                                None,
+                                f"queue {held[0]} is on hold and draining",
+                                self.now - a.admitted_at,
+                            )
                         )
 
     def _explain_misplaced(self) -> None:
@@ -306,12 +462,13 @@ class _Cycle:
         heap: list[tuple[tuple, int, str]] = []
         seq = 0
         charged = tree.charged
+        decayed = self.sched.decayed if self.start_used is not None else None
 
         def key_for(cur: QueueCursor) -> tuple:
             w = cur.items[cur.idx]
             if state.within_guarantee(cur.name, charged(cur.name, w.total)):
                 return (0, (), w.order_key)
-            return (1, share_path(state, cur.name), w.order_key)
+            return (1, share_path(state, cur.name, decayed, self.start_used), w.order_key)
 
         waiting_leaves = {self.pending_keys[k].queue for k in self.waiting}
         for leaf, items in self.index.by_leaf.items():  # sorted by name
@@ -418,6 +575,13 @@ class _Cycle:
         if global_bucket is not None and not global_bucket.can_take(w.pod_count):
             self.wake.append(global_bucket.ready_at(w.pod_count))
             return _STOP_ALL
+        if self.committed:
+            block = self._budget_block(w)
+            if block is not None:
+                self.notes[w.key] = (block.describe(format_seconds(w.estimate)), False)
+                b = block.budget
+                self.wake.append(block.resets_at if block.resets_at is not None else self.now + b.bucket())
+                return _STOP if cfg.strategy == "StrictFIFO" else _SKIP
         outcome = self._quota_and_nodes(w, total, allow_preempt)
         if outcome == _ADMITTED:
             for _, bucket in path_buckets:
@@ -443,7 +607,8 @@ class _Cycle:
                 False,
             )
             return _STOP if strict else _SKIP_SHAPE
-        block = state.check(leaf, total, borrowing)
+        backfill = cfg.strategy == "Backfill"
+        block = state.check(leaf, total, borrowing, ends_at=now + w.estimate)
         if block is not None:
             reason = self.reason_cache.get(block)
             if reason is None:
@@ -455,6 +620,12 @@ class _Cycle:
                 and self._preempt_for(w, total, reason)
             ):
                 return _STOP if strict else _SKIP
+            if self.protected:
+                left = format_seconds(min(self.protected) - now)
+                reason += f"; would preempt, but the candidates are within their minimum runtime for {left}"
+            if backfill:
+                self.notes[w.key] = (self._reserve(w, total, borrowing, reason), False)
+                return _SKIP
             if not borrowing or aged:
                 # Reserve: borrowers may not take what this one is waiting for.
                 state.reserve(leaf, total)
@@ -465,6 +636,10 @@ class _Cycle:
         node_reason = self.capacity.blocked(w)
         if node_reason is not None:
             self.notes[w.key] = (node_reason, False)
+            if backfill and leaf not in self.backfill_head:
+                self.backfill_head[leaf] = w.key
+                self.capacity.place(w)  # hold the free room there is: nodes are not reserved in time
+                return _SKIP
             if aged:
                 self.capacity.place(w)  # hold what free room there is for it
             elif not strict:
@@ -476,20 +651,74 @@ class _Cycle:
             self.count[q] += 1
         self.decisions.admit.append(Admission(w.key, leaf))
         self.admitted_now.add(w.key)
+        self.admitted_list.append(w)
+        if self.committed:
+            self._charge_budget(w)
         return _ADMITTED
+
+    def _reserve(self, w: Workload, total: Resources, borrowing: bool, reason: str) -> str:
+        """A Backfill queue's blocked head reserves quota at its earliest feasible time; the others wait
+        behind it unless they end before then or leave its capacity alone (``backfill``)."""
+        leaf, now, tree = w.queue, self.now, self.tree
+        head = self.backfill_head.get(leaf)
+        if head is not None:
+            until = self.decisions.reservations.get(head)
+            if until is None:
+                return reason
+            return (
+                f"{reason}; capacity is reserved for {head} from {_in(until, now)} and this workload's "
+                f"estimate ({format_seconds(w.estimate)}) ends after that"
+            )
+        root = tree.path[leaf][-1]
+        running = [
+            (max(a.admitted_at + a.workload.estimate, now), q, tree.charged(q, a.workload.total))
+            for q, lst in self.admitted_by_leaf.items()
+            if tree.path[q][-1] == root
+            for a in lst
+            if a.workload.key not in self.in_flight
+        ]
+        running += [
+            (now + x.estimate, x.queue, tree.charged(x.queue, x.total))
+            for x in self.admitted_list
+            if tree.path[x.queue][-1] == root
+        ]
+        until, holds = earliest_fit(self.state, leaf, total, borrowing, running, now)
+        self.state.holds.append((leaf, until, holds))
+        self.backfill_head[leaf] = w.key
+        if math.isinf(until):
+            return f"{reason}; capacity is reserved for it (no end of running work frees enough)"
+        self.decisions.reservations[w.key] = until
+        self.wake.append(until)
+        when = _in(until, now)
+        return f"{reason}; capacity reserved for it from {when} (when running work is expected to end)"
 
     def _preempt_for(self, w: Workload, total: Resources, reason: str) -> bool:
         """Evict victims so ``w`` fits later (it waits for them, its capacity held); False if none."""
         sched, now = self.sched, self.now
 
+        protected = self.protected
+        protected.clear()
+        min_runtime = self.min_runtime
+
         def excluded(a: AdmittedWorkload) -> bool:
-            return a.workload.key in self.in_flight or (a.workload.key, w.key) in sched._history
+            if a.workload.key in self.in_flight or (a.workload.key, w.key) in sched._history:
+                return True
+            least = max(a.workload.min_runtime, min_runtime.get(a.queue, 0.0))
+            if least > 0 and a.admitted_at + least > now:
+                protected.append(a.admitted_at + least)  # within its minimum runtime: wake when not
+                return True
+            return False
 
         choice = choose_victims(self.state, w, self.admitted_by_leaf, excluded)
         if choice is None:
+            if protected:
+                self.wake.append(min(protected))
             return False
+        protected.clear()
         for victim, why in zip(choice.victims, choice.reasons, strict=True):
-            self.decisions.preempt.append(Preemption(victim.workload.key, w.key, why))
+            self.decisions.preempt.append(
+                Preemption(victim.workload.key, w.key, why, now - victim.admitted_at)
+            )
             sched._history[(w.key, victim.workload.key)] = now
             self.in_flight.add(victim.workload.key)
         sched._nominated[w.key] = _Nomination(w.queue, frozenset(v.workload.key for v in choice.victims), now)
@@ -535,6 +764,10 @@ class _Cycle:
 
 
 _shape_of = attrgetter("shape")
+
+
+def _in(when: float, now: float) -> str:
+    return "now" if when <= now else f"in {format_seconds(when - now)}"
 
 
 def _describe(vec: dict[str, int]) -> str:
