@@ -186,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-n", "--namespace", default="default")
     _add_view_parsers(sub)
     _add_detail_parsers(wf_sub, sj_sub)
+    from meson import workflow_commands  # restart --from, cron backfill (#14)
+
+    workflow_commands.add_parsers(sub, wf_sub)
+    _add_simulate_parser(sub)
     return parser
 
 
@@ -403,6 +407,103 @@ def _api_message(body: str) -> str:
         return body
 
 
+# --- meson simulate ------------------------------------------------------------------------------------
+
+
+def _add_simulate_parser(sub: Any) -> None:
+    sim = sub.add_parser(
+        "simulate",
+        help="what-if: replay a trace or the live cluster's work under the Queues and a changed set",
+        description="Replay work with the operator's scheduling core under the current Queues (before) and, "
+        "with -f, under them changed by a file (after); per queue: time to admission p50/p90, utilisation "
+        "of its guarantee, borrowed share of its usage, preemptions. Trace format: see meson/simulate.py "
+        "and the README (CSV or JSON: arrival, queue, resources, duration, priority).",
+    )
+    sim.add_argument(
+        "--trace", metavar="FILE", help="a trace file (CSV or JSON); default: the live cluster's work"
+    )
+    sim.add_argument(
+        "-f", "--filename", metavar="QUEUES.yaml", help="Queues that replace (by name) or add to the current"
+    )
+    sim.add_argument(
+        "--queues", metavar="QUEUES.yaml", help="the current Queues from this file instead of the cluster"
+    )
+    sim.add_argument(
+        "--default-duration",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="live work with no expectedDurationSeconds runs this long (default 600)",
+    )
+    sim.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    sim.add_argument("--kubeconfig", help="kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config)")
+
+
+def simulate(args: argparse.Namespace) -> int:
+    """`meson simulate`: read (files first, so a bad one stops everything before any API call), replay
+    before and after, print the table."""
+    import json
+    import time
+
+    from meson import simulate as sim
+
+    t0 = time.monotonic()
+    try:
+        trace = sim.load_trace(args.trace) if args.trace else None
+        changes = sim.load_queues(args.filename) if args.filename else None
+        current = sim.load_queues(args.queues) if args.queues else None
+        start, running = float("-inf"), []
+        if current is None or trace is None:
+            from meson.adapters import kube
+
+            clients = kube.Clients.from_config(kube.load_client_config(args.kubeconfig))
+            snap = read_snapshot(clients)
+            if current is None:
+                current = snap.queues
+            if trace is None:
+                pods = kube.call(clients.core.list_pod_for_all_namespaces, _preload_content=False)
+                classes = kube.call(clients.scheduling.list_priority_class).items
+                priorities = {c.metadata.name: int(c.value) for c in classes}
+                priorities[""] = next((int(c.value) for c in classes if c.global_default), 0)
+                work = sim.live_work(
+                    snap.workflows,
+                    snap.streamjobs,
+                    json.loads(pods.data)["items"],
+                    priorities,
+                    time.time(),
+                    args.default_duration,
+                )
+                trace, running, start = work.pending, work.running, work.start
+        before = sim.replay(current, trace, running, start)
+        after = (
+            sim.replay(sim.merge(current, changes), trace, running, start) if changes is not None else None
+        )
+    except sim.InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # the API (kube.ApiException) or no kubeconfig: not a trace or queue file problem
+        from meson.adapters import kube
+
+        if isinstance(e, kube.ApiException):
+            print(f"error: {e.status} {e.reason}: {(e.body or '')[:300]}", file=sys.stderr)
+            return 1
+        raise
+    if args.output == "json":
+        print(json.dumps(sim.as_data(before, after), indent=2))
+        return 0
+    from rich.console import Console
+
+    what = (
+        f"trace {args.trace}"
+        if args.trace
+        else f"the live cluster: {len(trace)} pending, {len(running)} running"
+    )
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(f"replayed {what} ({time.monotonic() - t0:.1f} s)")
+    console.print(sim.compare_table(before, after))
+    return 0
+
+
 def operate(plural: str, operation: str, name: str, namespace: str) -> int:
     """Read the object, then patch it with the resourceVersion read: a concurrent change is a 409, and
     the change is computed again from the fresh object (nothing is lost or applied twice)."""
@@ -477,12 +578,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command in ("workflow", "streamjob") and args.operation in DETAIL_VIEWS:
         return detail(args)
+    if getattr(args, "handler", None) is not None:  # commands of meson.workflow_commands
+        return args.handler(args)
     if args.command == "workflow":
         return operate("workflows", args.operation, args.name, args.namespace)
     if args.command == "streamjob":
         return operate("streamjobs", args.operation, args.name, args.namespace)
     if args.command in ("queues", "pending"):
         return view(args.command, args)
+    if args.command == "simulate":
+        return simulate(args)
     parser.print_help()
     return 0
 

@@ -85,9 +85,17 @@ class Simulator:
         global_burst: int = 1,
         eviction_delay: float = 0.0,
         on_cycle: Callable[[Snapshot, Decisions], None] | None = None,
+        running: Sequence[tuple[TraceItem, float]] = (),
+        start: float = -math.inf,
     ) -> None:
+        """Replaying a live cluster's snapshot from time ``start``: ``running`` are the workloads already
+        admitted then, each with when it was admitted (their ``duration`` is what is left of their run
+        from ``start``), and workloads that arrived earlier are pending from ``start`` on (their
+        ``created`` still orders them)."""
         self.queues = tuple(queues)
         self.trace = sorted(trace, key=lambda t: (t.workload.created, t.workload.key))
+        self.running = tuple(running)
+        self.start = start
         self.scheduler = scheduler or Scheduler()
         self.nodes = None if nodes is None else sorted(nodes, key=lambda n: n.name)
         self.global_rate = global_rate
@@ -95,14 +103,18 @@ class Simulator:
         self.eviction_delay = eviction_delay
         self.on_cycle = on_cycle
 
-    def run(self, until: float = math.inf, max_cycles: int = 10_000_000) -> SimResult:
+    def run(
+        self, until: float = math.inf, max_cycles: int = 10_000_000, cpu_budget: float | None = None
+    ) -> SimResult:
         """Play the trace: at each event time, apply every event due (arrivals, evictions, pod batch
-        completions, wake-ups), then run one scheduling cycle and apply its decisions."""
+        completions, wake-ups), then run one scheduling cycle and apply its decisions. ``cpu_budget``
+        (seconds of this process's CPU) stops the run early; what is unfinished is in the result."""
         state = _Run(self)
         n_cycles = 0
+        deadline = None if cpu_budget is None else time.process_time() + cpu_budget
         while state.events and n_cycles < max_cycles:
             now = state.events[0][0]
-            if now > until:
+            if now > until or (deadline is not None and time.process_time() > deadline):
                 break
             state.account(now)
             state.apply_events(now)
@@ -120,14 +132,14 @@ class _Run:
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
-        self.items = {t.workload.key: t for t in sim.trace}
+        self.items = {t.workload.key: t for t in (*sim.trace, *(t for t, _ in sim.running))}
         self.records = {
             k: WorkloadRecord(k, t.workload.queue, t.cls, t.workload.created) for k, t in self.items.items()
         }
         self.events: list[tuple[float, int, int, str, int]] = []
         self.seq = 0
         for t in sim.trace:
-            self.push(t.workload.created, _ARRIVE, t.workload.key)
+            self.push(max(t.workload.created, sim.start), _ARRIVE, t.workload.key)
         self.pending: dict[str, Workload] = {}
         self.running: dict[str, AdmittedWorkload] = {}
         self.evicting: set[str] = set()
@@ -146,6 +158,13 @@ class _Run:
         self.next_batch = 0
         # Pod slots count only if the nodes report them (as in ``capacity``).
         self.count_pods = any(PODS in n.allocatable for n in sim.nodes or ())
+        origin = sim.start if sim.start > -math.inf else 0.0
+        self.last_t = origin
+        for item, admitted in sim.running:
+            self.pending[item.workload.key] = item.workload
+            self.admit(item.workload.key, origin)
+            self.running[item.workload.key] = AdmittedWorkload(item.workload, admitted)
+            self.records[item.workload.key].first_admitted = admitted
 
     def push(self, when: float, kind: int, key: str, batch: int = 0) -> None:
         heapq.heappush(self.events, (when, kind, self.seq, key, batch))
