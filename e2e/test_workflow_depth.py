@@ -1,4 +1,5 @@
-"""Workflows at Argo/Maestro depth (#14) on the real control plane: step outputs read by later steps."""
+"""Workflows at Argo/Maestro depth (#14) on the real control plane: step outputs read by later steps,
+restart from any step with new parameters."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from kubernetes import client
 from e2e.conftest import Cluster
 from e2e.helpers import (
     apply,
+    get_workflow,
+    meson_cli,
     queue,
     step,
     steps_by_instance,
     uid,
+    wait_for,
     wait_workflow,
     workflow,
     workflow_pods,
@@ -53,3 +57,48 @@ def test_a_step_fans_out_over_a_list_its_upstream_step_emitted_and_a_condition_r
         if p.metadata.labels["meson.dev/step"] == "load"
     )
     assert fanned == [["a", "3"], ["b", "3"], ["c", "3"]]
+
+
+def test_restart_from_a_middle_step_with_a_new_parameter_reruns_only_it_and_downstream(
+    cluster: Cluster, operator: OperatorProcess, core: client.CoreV1Api, custom, namespace: str, queues
+) -> None:
+    q = f"restart-{uid()}"
+    queues.append(q)
+    steps = [step("extract", annotations={RESULT: '{"rows": 5}'})]
+    for name, deps in (("transform", ["extract"]), ("load", ["transform"])):
+        s = step(name, deps=deps)
+        s["template"]["spec"]["containers"][0]["args"] = [
+            "{{ params.day }}",
+            "{{ steps.extract.outputs.json.rows }}",
+        ]
+        steps.append(s)
+    apply(cluster, queue(q, cpu=8))
+    apply(
+        cluster,
+        workflow("rerun", q, steps, parameters=[{"name": "day", "default": "mon"}]),
+        namespace=namespace,
+    )
+    assert (
+        wait_workflow(custom, namespace, "rerun", ("Succeeded", "Failed"))["status"]["phase"] == "Succeeded"
+    )
+
+    out = meson_cli(
+        cluster, "workflow", "restart", "rerun", "--from", "transform", "-p", "day=tue", "-n", namespace
+    )
+    assert out.strip() == "workflow.meson.dev/rerun restart from step transform"
+
+    def rerun_done() -> dict | None:
+        wf = get_workflow(custom, namespace, "rerun")
+        status = wf.get("status") or {}
+        return wf if status.get("history") and status.get("phase") in ("Succeeded", "Failed") else None
+
+    done = wait_for(rerun_done, 120, "the restarted workflow to finish")
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["status"]["history"][0]["from"] == "transform"
+    runs: dict[str, list[tuple[str, list[str]]]] = {}
+    for pod in workflow_pods(core, namespace, "rerun"):
+        labels = pod.metadata.labels
+        runs.setdefault(labels["meson.dev/step"], []).append((labels["meson.dev/run"], args(pod)))
+    assert runs["extract"] == [("1", [])]  # upstream: not rerun
+    for name in ("transform", "load"):
+        assert sorted(runs[name]) == [("1", ["mon", "5"]), ("2", ["tue", "5"])]

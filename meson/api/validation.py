@@ -300,6 +300,8 @@ def validate_workflow_spec(spec: WorkflowSpec, path: str = "spec") -> list[str]:
         if step.name in names:
             problems.append(f"{path}.steps[{index}].name: duplicate step name {step.name!r}")
         names[step.name] = index
+    if spec.restart_from is not None and spec.restart_from not in names:
+        problems.append(f"{path}.restartFrom: unknown step {spec.restart_from!r}")
     for index, step in enumerate(spec.steps):
         for dep in step.deps():
             if dep not in names:

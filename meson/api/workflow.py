@@ -46,6 +46,7 @@ __all__ = [
     "ExitStep",
     "Foreach",
     "Parameter",
+    "RestartRecord",
     "RetryPolicy",
     "Step",
     "StepCounts",
@@ -310,6 +311,13 @@ class WorkflowSpec(ApiModel):
         description="Increase to rerun a finished or failing workflow from its failed steps: failed and "
         "omitted steps (and the exit step) run again, succeeded steps are kept.",
     )
+    restart_from: str | None = Field(
+        default=None,
+        max_length=40,
+        pattern=DNS_LABEL,
+        description="With the next increase of restarts, also rerun this step and every step downstream of "
+        "it, whatever their phase; steps upstream keep their results (meson workflow restart --from).",
+    )
 
     def step(self, name: str) -> Step:
         """The step called ``name`` (KeyError when absent)."""
@@ -362,6 +370,22 @@ class StepStatus(ApiModel):
     )
 
 
+class RestartRecord(ApiModel):
+    """One restart the controller acted on."""
+
+    restart: int = Field(description="The spec.restarts value of this restart.")
+    at: str = Field(description="When the controller acted on it (RFC 3339).")
+    from_step: str | None = Field(
+        default=None,
+        alias="from",
+        description="The step it reran from (spec.restartFrom); absent: failed steps.",
+    )
+    rerun: int | None = Field(default=None, description="Step instances reset to run again.")
+    parameters: str | None = Field(
+        default=None, description="The parameter values it ran with (name=JSON, capped at 256 bytes)."
+    )
+
+
 class StepCounts(ApiModel):
     """Number of step instances per phase."""
 
@@ -403,6 +427,11 @@ class WorkflowStatus(ApiModel):
     restarts: int | None = Field(
         default=None,
         description="The spec.restarts the controller last acted on (restarts from failed steps).",
+    )
+    history: list[RestartRecord] | None = Field(
+        default=None,
+        description="The last 10 restarts the controller acted on, oldest first.",
+        json_schema_extra={"maxItems": 10},
     )
     outputs: dict[str, Annotated[str, StringConstraints(max_length=MAX_RESULT_BYTES)]] | None = Field(
         default=None,

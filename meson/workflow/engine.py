@@ -59,6 +59,7 @@ any other one against the pods first (:func:`meson.workflow.verify.verify_status
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -138,6 +139,7 @@ class _Cycle(Observing, Advancing, Requesting, Reporting):
             self.pods_by_instance.setdefault(pod.instance, []).append(pod)
         self.by_step: dict[str, list[_Inst]] = {}
         self.outputs: dict[str, str] = self._old_outputs()
+        self.history_entry: dict[str, Any] | None = None  # set by a restart acted on in this cycle
         if compiled.dynamic:
             self.compiled = _with_output_items(compiled, self.outputs)
         self._load()
@@ -268,11 +270,26 @@ class _Cycle(Observing, Advancing, Requesting, Reporting):
                 restart_at = parse_time(cond.get("lastTransitionTime"))
         if not restarted:
             return restart_at
+        origin = self.spec.restart_from if self.spec.restart_from in self.compiled.by_name else None
+        rerun = {origin} | {i.name for i in self.compiled.steps if origin in i.upstream} if origin else set()
+        reset = 0
         for inst in self.all():
-            if inst.phase in ("Failed", "Omitted") or (inst.info.exit and inst.phase in TERMINAL):
+            again = inst.info.name in rerun and inst.phase != "Waiting"
+            if again or inst.phase in ("Failed", "Omitted") or (inst.info.exit and inst.phase in TERMINAL):
                 inst.reset()
                 self.outputs.pop(inst.info.name, None)
-        self.event(False, "WorkflowRestarted", f"restart {self.spec.restarts}: rerunning the failed steps")
+                reset += inst.count
+        what = f"rerunning from step {origin}" if origin else "rerunning the failed steps"
+        self.event(False, "WorkflowRestarted", f"restart {self.spec.restarts}: {what}")
+        self.history_entry = {"restart": self.spec.restarts, "at": rfc3339(self.now)}
+        if origin:
+            self.history_entry["from"] = origin
+        self.history_entry["rerun"] = reset
+        values = ", ".join(
+            f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in self.compiled.params.items()
+        )
+        if values:
+            self.history_entry["parameters"] = cap_message(values)
         return self.now
 
 

@@ -30,6 +30,9 @@ from meson.workflow.types import (
     Plan,
 )
 
+#: Restarts kept in status.history (the API's maxItems).
+MAX_HISTORY = 10
+
 
 class Reporting:
     """Stage 4 of a cycle: the workflow's outcome, its events and its bounded status (and a finished"""
@@ -97,6 +100,11 @@ class Reporting:
         if finished:
             out["finishedAt"] = rfc3339(self.now)
         out["counts"] = counts
+        history = [h for h in self.old.get("history") or [] if isinstance(h, Mapping)]
+        if self.history_entry is not None:
+            history.append(self.history_entry)
+        if history:
+            out["history"] = history[-MAX_HISTORY:]
         if self.outputs:
             out["outputs"] = dict(self.outputs)
         conditions = self.conditions(phase, out.get("message"), out.get("finishedAt"), restart_at)
@@ -115,11 +123,13 @@ class Reporting:
         kept = [_bounded_condition(c) for c in old if c.get("type") not in ("Completed", "Restarted")]
         restarted = next((dict(c) for c in old if c.get("type") == "Restarted"), None)
         if restart_at is not None:
+            origin = (self.history_entry or {}).get("from")
             restarted = {
                 "type": "Restarted",
                 "status": "True",
-                "reason": "RestartedFromFailedSteps",
-                "message": f"restart {self.spec.restarts}: failed steps rerun",
+                "reason": "RestartedFromStep" if origin else "RestartedFromFailedSteps",
+                "message": f"restart {self.spec.restarts}: "
+                + (f"rerun from step {origin}" if origin else "failed steps rerun"),
                 "lastTransitionTime": rfc3339(restart_at),
             }
         if restarted is not None:
