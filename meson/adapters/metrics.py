@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 PENDING = Gauge("meson_queue_pending_workloads", "Workloads waiting for admission", ["queue"])
@@ -14,6 +16,21 @@ ADMISSION_WAIT = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
 )
 PREEMPTIONS = Counter("meson_preemptions_total", "Workloads preempted by Meson", ["queue"])
+PREEMPTION_WORK_LOST = Counter(
+    "meson_preemption_work_lost_seconds_total",
+    "Seconds preempted workloads had run since admission (work lost unless checkpointed)",
+    ["queue"],
+)
+BUDGET_USED = Gauge(
+    "meson_queue_budget_used_resource_hours",
+    "Resource-hours a queue's budget has used in its current window",
+    ["queue", "resource"],
+)
+BUDGET_LIMIT = Gauge(
+    "meson_queue_budget_limit_resource_hours",
+    "Resource-hours a queue's budget allows per window",
+    ["queue", "resource"],
+)
 STEP_OUTCOMES = Counter("meson_step_outcomes_total", "Workflow step transitions", ["reason"])
 RETRIES = Counter("meson_step_retries_total", "Step attempts retried", ["kind"])
 CYCLE_SECONDS = Histogram(
@@ -65,6 +82,30 @@ WRITES_IN_FLIGHT = Gauge(
 RESERVATIONS = Gauge(
     "meson_admissions_reserved", "Admissions recorded in the view whose pods are not yet seen created"
 )
+
+# Predicted start times (meson.core.eta), refreshed every 30 s by the scheduling loop.
+ETA_WAIT = Gauge(
+    "meson_queue_predicted_wait_seconds",
+    "Predicted wait until every workload pending now in the queue is admitted (its last one's ETA)",
+    ["queue"],
+)
+ETA_CPU = Counter("meson_eta_prediction_cpu_seconds_total", "CPU spent predicting start times")
+
+
+def observe_etas(snapshot: Any, prediction: Any) -> None:
+    """After each ETA refresh: per queue, the latest predicted admission of what waits there now (a
+    queue with nothing pending, or nothing predicted, is removed)."""
+    last: dict[str, float] = {}
+    for w in snapshot.pending:
+        at = prediction.at.get(w.key)
+        if at is not None:
+            last[w.queue] = max(last.get(w.queue, 0.0), at - snapshot.now)
+    for labels in list(ETA_WAIT._metrics):  # drop queues that no longer wait
+        if labels[0] not in last:
+            ETA_WAIT.remove(*labels)
+    for queue, wait in last.items():
+        ETA_WAIT.labels(queue=queue).set(wait)
+    ETA_CPU.inc(prediction.cpu_s)
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -16,11 +17,15 @@ from meson.api.common import (
     ObjectMeta,
     Quantity,
     QuantityValue,
+    x_validation,
 )
 from meson.api.quantity import canonical, parse_quantity
 
 __all__ = [
     "AdmissionRate",
+    "Budget",
+    "BudgetStatus",
+    "FairSharing",
     "NamespacePolicy",
     "PreemptionPolicy",
     "Queue",
@@ -29,7 +34,10 @@ __all__ = [
     "ResourceQuota",
 ]
 
-QueueingStrategy = Literal["StrictFIFO", "BestEffortFIFO"]
+QueueingStrategy = Literal["StrictFIFO", "BestEffortFIFO", "Backfill"]
+#: A resource name: cpu, memory, nvidia.com/gpu (an optional DNS prefix and a name).
+RESOURCE_NAME = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+YEAR_SECONDS = 31536000
 StopPolicy = Literal["None", "Hold", "HoldAndDrain"]
 
 
@@ -94,6 +102,82 @@ class PreemptionPolicy(ApiModel):
         description="Whether this queue may preempt workloads of sibling queues that borrowed its guaranteed "
         "capacity, to get that capacity back.",
     )
+    min_runtime_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=YEAR_SECONDS,
+        description="A workload of this queue (or of a queue below it) is never preempted before it has run "
+        "this long, whoever asks; the preemptor waits. A victim's pods get their termination grace period.",
+    )
+
+
+class Budget(ApiModel):
+    """A time-window budget: how much of one resource the queue's subtree may use per window."""
+
+    __x_validations__ = [
+        x_validation(
+            "self.window != 'Sliding' || has(self.slidingWindowSeconds)",
+            "a Sliding window needs slidingWindowSeconds",
+            field_path=".slidingWindowSeconds",
+        )
+    ]
+
+    resource: str = Field(
+        max_length=253,
+        pattern=RESOURCE_NAME,
+        description="The resource: cpu, memory, nvidia.com/gpu or any extended resource.",
+    )
+    resource_hours: float = Field(
+        ge=0,
+        le=1e12,
+        description="Resource-hours allowed per window, counted from admission to the end of each pod: "
+        "GPU-hours for nvidia.com/gpu (1 GPU for 1 hour), core-hours for cpu, GiB-hours for memory.",
+    )
+    window: Literal["Day", "Week", "Sliding"] = Field(
+        default="Week",
+        description="Day or Week: calendar windows in timeZone (a week starts on Monday 00:00). Sliding: the "
+        "last slidingWindowSeconds.",
+    )
+    time_zone: str = Field(
+        default="UTC",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_+\-/]+$",
+        description="IANA time zone of the calendar window, e.g. Europe/Paris.",
+    )
+    sliding_window_seconds: int | None = Field(
+        default=None, ge=1, le=YEAR_SECONDS, description="Length of a Sliding window, in seconds."
+    )
+    on_exhausted: Literal["Wait", "Evict"] = Field(
+        default="Wait",
+        description="Wait: new workloads wait for the next window and running ones finish. Evict: running "
+        "workloads using the resource are also preempted once the budget is used up.",
+    )
+
+    # Checked here (webhook and controller): the API server cannot look up time zones.
+    @model_validator(mode="after")
+    def _known_time_zone(self) -> Budget:
+        if self.window == "Sliding" and self.sliding_window_seconds is None:
+            raise PydanticCustomError("sliding_without_length", "a Sliding window needs slidingWindowSeconds")
+        try:
+            ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise PydanticCustomError(
+                "unknown_time_zone",
+                "unknown time zone {zone}: use an IANA name such as Europe/Paris or UTC",
+                {"zone": self.time_zone},
+            ) from None
+        return self
+
+
+class FairSharing(ApiModel):
+    """How this queue's children share what their guarantees leave over."""
+
+    half_life_seconds: int = Field(
+        ge=1,
+        le=YEAR_SECONDS,
+        description="Order the children by their usage decayed with this half-life (a child that used a lot "
+        "recently yields to the others) instead of their usage at this instant.",
+    )
 
 
 class NamespacePolicy(ApiModel):
@@ -142,7 +226,23 @@ class QueueSpec(ApiModel):
     queueing_strategy: QueueingStrategy = Field(
         default="BestEffortFIFO",
         description="StrictFIFO: the head workload blocks the ones behind it until it fits. BestEffortFIFO: "
-        "workloads that do not fit are skipped so smaller ones behind them can start (within priority).",
+        "workloads that do not fit are skipped so smaller ones behind them can start (within priority). "
+        "Backfill: the head that does not fit reserves quota at its earliest feasible time (by running "
+        "work's runtime estimates); the ones behind it start only if they end before then or leave it room.",
+    )
+    budgets: list[Budget] | None = Field(
+        default=None,
+        description="Time-window budgets on this queue's subtree, at most one per resource.",
+        json_schema_extra={
+            "maxItems": 8,
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["resource"],
+        },
+    )
+    fair_sharing: FairSharing | None = Field(
+        default=None,
+        description="On a parent: order its children by decayed usage (a half-life). Instantaneous weighted "
+        "DRF when not set.",
     )
     preemption: PreemptionPolicy | None = Field(
         default=None, description="Preemption policy. No preemption when not set."
@@ -165,6 +265,32 @@ class QueueSpec(ApiModel):
         return {name: q.limit_amount(name) for name, q in (self.quota or {}).items()}
 
 
+class BudgetBucket(ApiModel):
+    """Use of a Sliding budget in one slice of its window."""
+
+    start: float = Field(description="Start of the slice (Unix seconds).")
+    resource_seconds: float = Field(description="Use in the slice, in resource-seconds (canonical units).")
+
+
+class BudgetStatus(ApiModel):
+    """One budget's use, as the controller accounts it."""
+
+    resource: str = Field(description="The budgeted resource.")
+    window: str | None = Field(default=None, description="Day, Week or Sliding.")
+    window_start: str | None = Field(default=None, description="Start of the current window (RFC 3339).")
+    resets_at: str | None = Field(default=None, description="When a calendar window resets (RFC 3339).")
+    used_resource_hours: str | None = Field(default=None, description="Resource-hours used in the window.")
+    limit_resource_hours: str | None = Field(default=None, description="Resource-hours allowed per window.")
+    used_resource_seconds: float | None = Field(
+        default=None,
+        description="Exact use in the window, in resource-seconds (what a restart resumes from).",
+    )
+    as_of: float | None = Field(default=None, description="Time the use is accounted up to (Unix seconds).")
+    buckets: list[BudgetBucket] | None = Field(
+        default=None, description="A Sliding window's use per slice.", json_schema_extra={"maxItems": 25}
+    )
+
+
 class QueueStatus(ApiModel):
     """The observed state of a queue, written by the Meson controller."""
 
@@ -183,6 +309,12 @@ class QueueStatus(ApiModel):
     )
     observed_generation: int | None = Field(
         default=None, description="The .metadata.generation the controller last acted on."
+    )
+    budgets: list[BudgetStatus] | None = Field(
+        default=None,
+        description="Each budget's use in its current window (persisted: a restarted operator resumes "
+        "from it).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["resource"]},
     )
 
 

@@ -74,8 +74,8 @@ class StreamJobSpec(ApiModel):
         default=None,
         ge=1,
         le=31536000,
-        description="Expected runtime of a replica, in seconds: used for time budgets, backfill and queue ETAs. "
-        "Not set: a stream job is long-running, estimated at the default (see the README, Runtime estimates).",
+        description="Expected runtime of a replica, in seconds: used for time budgets, backfill and queue "
+        "ETAs. Not set: a stream job is long-running, estimated at the default (README: Runtime estimates).",
     )
     progress_deadline_seconds: int = Field(
         default=600,

@@ -4,6 +4,11 @@ The core decides which queues are valid and does the accounting (``Decisions.que
 admitted, usage, borrowed; ``Decisions.disabled``: each disabled queue with its reason); this module
 only translates the objects and writes what the core said. A Queue's ``Active`` condition says whether
 it admits (False: its configuration, or an ancestor's, is invalid, with the reason).
+
+Budgets (issue 13): the core accounts each budget's use; ``status.budgets`` persists it (at most every
+``BUDGET_PERSIST_SECONDS`` while only the use moves, at once when a window resets or the budget changes),
+and a restarted operator hands it back to the core before its first cycle, so a restart loses at most
+that interval (charged at the usage seen after the restart).
 """
 
 from __future__ import annotations
@@ -18,19 +23,34 @@ from meson.controllers.faults import Faults
 from meson.controllers.inflight import Write
 from meson.controllers.store import Store
 from meson.controllers.writer import Writer, merge_patch
-from meson.core import QueueConfig
+from meson.core import QueueConfig, Scheduler
+from meson.core.budget import BudgetState, hours
+from meson.core.model import BudgetReport
 from meson.core.resources import format_quantity
+from meson.workflow import rfc3339
 
 ACTIVE = "Active"
 KIND = "Queue"
+# While only a budget's use moves, its status is rewritten at most this often.
+BUDGET_PERSIST_SECONDS = 10.0
 
 
 class Queues:
-    def __init__(self, store: Store, writer: Writer, checks: SpecChecks, faults: Faults) -> None:
+    def __init__(
+        self,
+        store: Store,
+        writer: Writer,
+        checks: SpecChecks,
+        faults: Faults,
+        scheduler: Scheduler | None = None,
+    ) -> None:
         self.store = store
         self.writer = writer
         self.checks = checks
         self.faults = faults
+        self.scheduler = scheduler
+        self._restored: set[str] = set()  # queues whose persisted budget use was handed to the core
+        self._budgets_at: dict[str, tuple[float, list]] = {}  # queue -> (when, budgets) last written
         self._written: dict[str, dict] = {}  # the last status written per queue
         self._reported: dict[str, str] = {}  # the last reason a queue was reported disabled for
 
@@ -50,7 +70,24 @@ class Queues:
                 unreadable[name] = "its spec could not be read (see the operator's events)"
             else:
                 configs.append(config)
+                if name not in self._restored:
+                    self._restored.add(name)
+                    self._restore_budgets(name, obj)
         return configs, unreadable
+
+    def _restore_budgets(self, name: str, obj: dict) -> None:
+        """Hand the use persisted in the queue's status back to the core (after a restart)."""
+        if self.scheduler is None:
+            return
+        for b in (obj.get("status") or {}).get("budgets") or []:
+            used, as_of = b.get("usedResourceSeconds"), b.get("asOf")
+            if used is None or as_of is None or "resource" not in b:
+                continue
+            buckets = {float(x["start"]): float(x["resourceSeconds"]) for x in b.get("buckets") or []}
+            start = translate.epoch(b.get("windowStart")) or 0.0
+            self.scheduler.restore_budget(
+                name, b["resource"], BudgetState(start, float(used), float(as_of), buckets)
+            )
 
     def chain(self, name: str) -> list[str]:
         """A queue and its ancestors (whose figures all include an admission made in it)."""
@@ -78,11 +115,31 @@ class Queues:
                 "usage": {k: format_quantity(k, v) for k, v in sorted(acct.usage.items())},
                 "borrowed": {k: format_quantity(k, v) for k, v in sorted(acct.borrowed.items())},
             }
+            reports = [r for (q, _), r in sorted(decisions.budgets.items()) if q == name]
+            if reports:
+                status["budgets"] = self._budgets(name, reports)
             writes += self._write(name, status, None)
         for name, reason in decisions.disabled.items():
             if name in self.store.queues:
                 writes += self._write(name, {"pending": 0, "admitted": 0}, reason)
         return writes
+
+    def _budgets(self, name: str, reports: list[BudgetReport]) -> list[dict]:
+        """The budgets' status: the last one written while only their use moved, within the interval."""
+        now = reports[0].as_of
+        for r in reports:
+            metrics.BUDGET_USED.labels(queue=name, resource=r.budget.resource).set(
+                float(hours(r.budget.resource, r.used))
+            )
+            metrics.BUDGET_LIMIT.labels(queue=name, resource=r.budget.resource).set(
+                float(hours(r.budget.resource, r.budget.limit))
+            )
+        fresh = [budget_status(r) for r in reports]
+        last = self._budgets_at.get(name)
+        if last is not None and now < last[0] + BUDGET_PERSIST_SECONDS and _same_windows(last[1], fresh):
+            return last[1]
+        self._budgets_at[name] = (now, fresh)
+        return fresh
 
     def _write(self, name: str, status: dict, disabled: str | None) -> list[Write]:
         """The write of one queue's status with its Active condition (none if nothing changed)."""
@@ -111,3 +168,29 @@ class Queues:
             return
         self.faults.clear(KIND, name, "write")
         self._written[name] = status
+
+
+def budget_status(r: BudgetReport) -> dict:
+    b = r.budget
+    out = {
+        "resource": b.resource,
+        "window": b.window,
+        "windowStart": rfc3339(r.window_start),
+        "usedResourceHours": hours(b.resource, r.used),
+        "limitResourceHours": hours(b.resource, b.limit),
+        "usedResourceSeconds": round(r.used, 3),
+        "asOf": round(r.as_of, 3),
+    }
+    if r.resets_at is not None:
+        out["resetsAt"] = rfc3339(r.resets_at)
+    if r.buckets:
+        out["buckets"] = [{"start": s, "resourceSeconds": round(v, 3)} for s, v in r.buckets]
+    return out
+
+
+def _same_windows(a: list[dict], b: list[dict]) -> bool:
+    """The same budgets in the same windows (only their use may differ)."""
+    keys = ("resource", "window", "windowStart", "limitResourceHours")
+    return len(a) == len(b) and all(
+        all(x.get(k) == y.get(k) for k in keys) for x, y in zip(a, b, strict=True)
+    )

@@ -48,6 +48,7 @@ from meson.adapters import kube, metrics
 from meson.controllers import faults, translate
 from meson.controllers.checks import SpecChecks
 from meson.controllers.cronworkflows import CronWorkflows
+from meson.controllers.estimates import Policies
 from meson.controllers.faults import Faults
 from meson.controllers.inflight import Inflight, Write
 from meson.controllers.queues import Queues
@@ -55,6 +56,7 @@ from meson.controllers.store import Key, Store, resource_version
 from meson.controllers.streamjobs import StreamJobs
 from meson.controllers.writer import Writer, merge_patch
 from meson.core import AdmittedWorkload, Resources, Scheduler, Snapshot, Workload
+from meson.core.eta import EtaBoard
 from meson.workflow import (
     InstanceRequest,
     Plan,
@@ -180,6 +182,7 @@ class SchedulingLoop:
     checks: SpecChecks = field(init=False)
     crons: CronWorkflows = field(init=False)
     queues: Queues = field(init=False)
+    policies: Policies = field(init=False)
     streams: StreamJobs = field(init=False)
     inflight: Inflight = field(init=False)
     _reserved: dict[str, _Reservation] = field(default_factory=dict)
@@ -202,8 +205,12 @@ class SchedulingLoop:
         self.faults = Faults(report=self._report_fault)
         self.checks = SpecChecks(self.writer, self.store.wake.set)
         self.crons = CronWorkflows(self.store, self.writer, self.checks, self.faults)
-        self.queues = Queues(self.store, self.writer, self.checks, self.faults)
+        self.queues = Queues(self.store, self.writer, self.checks, self.faults, self.scheduler)
+        self.policies = Policies(self.store)  # runtime estimates and minimum runtimes (issue 13)
         self.streams = StreamJobs(self)
+        # Predicted start times (issue 15): each cycle's snapshot, predicted again every 30 s.
+        tuning = (self.scheduler.reserve_after, self.scheduler.preempt_after)
+        self.etas = EtaBoard(lambda: Scheduler(*tuning), on_refresh=metrics.observe_etas)
 
     @classmethod
     def tuned(cls, store: Store, clients: kube.Clients, tuning: Tuning) -> SchedulingLoop:
@@ -255,15 +262,17 @@ class SchedulingLoop:
                 self.faults.guard("Workflow", key, "plan", self._plan, key, wf, now, inputs)
         self.streams.plan_all(now, inputs)
         decisions = self.scheduler.cycle(
-            Snapshot(
-                now=now,
-                queues=queues,
-                pending=inputs.pending,
-                admitted=inputs.admitted,
-                nodes=translate.node_capacities(self.store.nodes, self.store.node_usage()),
-                disabled=unreadable,
-                global_rate=self.tuning.global_rate,
-                global_burst=self.tuning.global_burst,
+            self.etas.seen(
+                Snapshot(
+                    now=now,
+                    queues=queues,
+                    pending=inputs.pending,
+                    admitted=inputs.admitted,
+                    nodes=translate.node_capacities(self.store.nodes, self.store.node_usage()),
+                    disabled=unreadable,
+                    global_rate=self.tuning.global_rate,
+                    global_burst=self.tuning.global_burst,
+                )
             )
         )
         if decisions.wake_at is not None:
@@ -359,6 +368,7 @@ class SchedulingLoop:
     def _plan_from_scratch(self, key: Key, wf: dict, now: float) -> _Planned:
         observations = self.store.observations(key)
         p = plan(self._engine_view(key, wf, observations), observations, now, nodes=set(self.store.nodes))
+        self.policies.learn(key, wf, observations)
         spec = wf.get("spec") or {}
         queue_name = spec.get("queue", "default")
         priority_class = spec.get("priorityClassName")
@@ -464,10 +474,10 @@ class SchedulingLoop:
             return pi.position, pi.reason
         return info
 
-    @staticmethod
-    def workload(req: InstanceRequest, queue: str, priority: int) -> Workload:
+    def workload(self, req: InstanceRequest, queue: str, priority: int) -> Workload:
         """A request as the core's workload: the full request (the core counts against a queue only what
-        its tree names, and fits nodes on everything)."""
+        its tree names, and fits nodes on everything), its runtime estimate and minimum runtime."""
+        estimate, min_runtime = self.policies.of(req)
         return Workload(
             key=req.key,
             queue=queue,
@@ -476,6 +486,8 @@ class SchedulingLoop:
             pod_request=Resources(req.pod_request),
             pod_count=req.pod_count,
             gang=req.gang,
+            estimate=estimate.seconds,
+            min_runtime=min_runtime,
         )
 
     def hold_reason(self, key: Key, queue_name: str, priority_class: str | None) -> str | None:
@@ -623,6 +635,7 @@ class SchedulingLoop:
                     continue
                 queue = (self.store.workflows[key].get("spec") or {}).get("queue", "")
                 metrics.PREEMPTIONS.labels(queue=queue).inc()
+                metrics.PREEMPTION_WORK_LOST.labels(queue=queue).inc(victim.work_lost)
                 deletes += [
                     self.deletion(key[0], name, victim.reason) for name in self._pods_of_run(key, req)
                 ]

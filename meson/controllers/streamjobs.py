@@ -160,6 +160,7 @@ class StreamJobs:
                 if victim is not None:
                     queue = ((self.store.streamjobs.get((ns, job)) or {}).get("spec") or {}).get("queue", "")
                     metrics.PREEMPTIONS.labels(queue=queue).inc()
+                    metrics.PREEMPTION_WORK_LOST.labels(queue=queue).inc(victim.work_lost)
                     name = pod_name(job, req.step, req.index or 0, req.run)
                     out.append(self._deletion(ns, job, name, victim.reason))
         return out

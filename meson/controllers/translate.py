@@ -11,6 +11,7 @@ from typing import Any
 
 from meson.api.quantity import canonical
 from meson.core import NodeCapacity, QueueConfig, Resources
+from meson.core.budget import Budget, from_hours
 from meson.stream import LABEL_REVISION, LABEL_SLOT, ReplicaPod
 from meson.workflow import LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_RUN, PodObservation, parse_time
 
@@ -61,6 +62,7 @@ def queue_config(obj: Mapping[str, Any]) -> QueueConfig:
     }
     rate = spec.get("admissionRate") or {}
     preemption = spec.get("preemption") or {}
+    half_life = (spec.get("fairSharing") or {}).get("halfLifeSeconds")
     return QueueConfig(
         name=obj["metadata"]["name"],
         parent=spec.get("parent"),
@@ -77,6 +79,22 @@ def queue_config(obj: Mapping[str, Any]) -> QueueConfig:
         reclaim_borrowed=bool(preemption.get("reclaimBorrowed", False)),
         stop_policy=spec.get("stopPolicy", "None"),
         listed=frozenset(quota),
+        min_runtime=float(preemption.get("minRuntimeSeconds") or 0),
+        budgets=tuple(budget(b) for b in spec.get("budgets") or ()),
+        fair_half_life=float(half_life) if half_life else None,
+    )
+
+
+def budget(spec: Mapping[str, Any]) -> Budget:
+    """A Queue's budget entry as the core's (resource-hours to resource-seconds in canonical units)."""
+    resource = spec["resource"]
+    return Budget(
+        resource=resource,
+        limit=from_hours(resource, float(spec.get("resourceHours", 0))),
+        window=spec.get("window", "Week"),
+        time_zone=spec.get("timeZone", "UTC"),
+        sliding_seconds=float(spec.get("slidingWindowSeconds") or 0),
+        evict=spec.get("onExhausted") == "Evict",
     )
 
 

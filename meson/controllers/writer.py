@@ -113,8 +113,11 @@ class Writer:
                         self.in_loop(self.store.vanished, namespace, name, True)
                         return
                     raise
+            # A pod deleted with a reason (preempted, or its admission rolled back) gets its own
+            # termination grace period (SIGTERM first: a chance to checkpoint); the others go at once.
+            grace = {} if preempted_reason is not None else {"grace_period_seconds": 0}
             if not kube.delete(
-                self.clients.core.delete_namespaced_pod, name, namespace, grace_period_seconds=0
+                self.clients.core.delete_namespaced_pod, name, namespace, **grace
             ):  # already gone: if the view still has it, the watch missed its deletion
                 self.in_loop(self.store.vanished, namespace, name, preempted_reason is not None)
 

@@ -98,7 +98,13 @@ def hours(resource: str, resource_seconds: float) -> str:
         amount /= 1000.0
     elif resource in _BYTES:
         amount /= float(1 << 30)
-    return f"{amount:.2f}".rstrip("0").rstrip(".")
+    return f"{amount:.0f}" if amount >= 1000 else f"{amount:.4g}"
+
+
+def from_hours(resource: str, resource_hours: float) -> float:
+    """Resource-hours as the API states them (see ``unit``) in resource-seconds, canonical units."""
+    scale = 1000.0 if resource == "cpu" else float(1 << 30) if resource in _BYTES else 1.0
+    return resource_hours * scale * 3600.0
 
 
 def unit(resource: str) -> str:

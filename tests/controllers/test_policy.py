@@ -1,0 +1,45 @@
+"""Scheduling policy over time (issue 13) through the real loop: budgets are enforced from the Queue's spec,
+reported and persisted in its status, and survive an operator restart."""
+
+from __future__ import annotations
+
+from tests.controllers.builders import queue, step, steps_by_instance, workflow
+from tests.controllers.fake_cluster import FakeCluster, Operator, run, sync
+
+# 1 cpu for 25 s: two 10-second steps of 1 cpu fit, a third does not.
+BUDGET = {"resource": "cpu", "resourceHours": 25 / 3600, "window": "Day", "timeZone": "UTC"}
+
+
+def one_step(name: str) -> dict:
+    return workflow(name, "q", [step("train", cpu="1", duration="10s", expectedDurationSeconds=10)])
+
+
+def waiting_reason(cluster: FakeCluster, name: str) -> str:
+    return (steps_by_instance(cluster.status("workflows", name)).get("train") or {}).get("message", "")
+
+
+@sync
+async def test_a_used_up_budget_holds_the_next_workflow_with_a_reason_and_a_restart_does_not_reset_it() -> (
+    None
+):
+    cluster = FakeCluster()
+    cluster.apply(queue("q", cpu=8, budgets=[BUDGET]))
+    for name in ("first", "second"):
+        cluster.apply(one_step(name))
+    op = Operator(cluster)
+    await run(cluster, op, lambda: len(cluster.pods(queue="q")) == 2, max_cycles=5)
+    await run(cluster, op, lambda: not cluster.pods(queue="q", live=True), max_cycles=20)
+    cluster.apply(one_step("third"))
+    await run(cluster, op, lambda: "budget" in waiting_reason(cluster, "third"), max_cycles=5)
+    reason = waiting_reason(cluster, "third")
+    assert "of its 0.006944 cpu core-hours left today" in reason and "estimate of 10s" in reason
+    status = cluster.status("queues", "q")["budgets"][0]
+    # Persisted at most every 10 s while only the use moves: at least the first step's 10 cpu-seconds.
+    assert status["resource"] == "cpu" and status["usedResourceSeconds"] >= 10_000
+    assert status["resetsAt"].endswith("T00:00:00Z")
+
+    await op.crash()
+    op = Operator(cluster)  # a new process: the use comes back from the Queue's status
+    await run(cluster, op, lambda: op.cycles >= 3, max_cycles=5)
+    assert cluster.pods(workflow="third") == []
+    assert "budget" in waiting_reason(cluster, "third")
