@@ -70,7 +70,11 @@ def _serve_dashboard(address: str, port: int) -> None:
 
     @kopf.on.startup()
     async def dashboard(memo: kopf.Memo, **_: object) -> None:
-        memo["dashboard"] = await web.start(lambda: web.snapshot_of(memo.get("store")), port, address)
+        def eta(key: str) -> float | None:
+            etas = getattr(memo.get("loop"), "etas", None)  # the loop's predictions (a standby has none)
+            return etas.at(key) if etas is not None else None
+
+        memo["dashboard"] = await web.start(lambda: web.snapshot_of(memo.get("store")), port, address, eta)
         logging.getLogger("meson.operator").info("dashboard on http://%s:%d/", address, port)
 
     @kopf.on.cleanup()

@@ -73,3 +73,37 @@ def predict(
         k: r.first_admitted for k, r in result.records.items() if k in keys and r.first_admitted is not None
     }
     return Prediction(at, len(at) == len(keys), time.process_time() - t0)
+
+
+class EtaBoard:
+    """The operator's latest predictions: it sees every cycle's snapshot (:meth:`seen`, which returns
+    it unchanged, so the call wraps the snapshot where the loop builds it) and predicts again from it
+    at most every ``interval`` seconds of the snapshot's clock, within ``cpu_budget``. Readers (the
+    dashboard, metrics) look predictions up by workload key."""
+
+    def __init__(
+        self,
+        scheduler: Callable[[], Scheduler] = Scheduler,
+        *,
+        interval: float = 30.0,
+        cpu_budget: float = DEFAULT_CPU_BUDGET,
+        on_refresh: Callable[[Snapshot, Prediction], None] | None = None,
+    ) -> None:
+        self.scheduler = scheduler
+        self.interval = interval
+        self.cpu_budget = cpu_budget
+        self.on_refresh = on_refresh
+        self.prediction = Prediction({}, True, 0.0)
+        self.made_at: float | None = None  # the snapshot time of the prediction
+
+    def seen(self, snapshot: Snapshot) -> Snapshot:
+        if self.made_at is None or snapshot.now >= self.made_at + self.interval:
+            self.prediction = predict(snapshot, scheduler=self.scheduler, cpu_budget=self.cpu_budget)
+            self.made_at = snapshot.now
+            if self.on_refresh is not None:
+                self.on_refresh(snapshot, self.prediction)
+        return snapshot
+
+    def at(self, key: str) -> float | None:
+        """The predicted admission time of pending workload ``key`` (None: none predicted)."""
+        return self.prediction.at.get(key)

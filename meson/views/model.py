@@ -62,6 +62,7 @@ class PendingRow:
     priority: str  # PriorityClass name ("" when none)
     reason: str
     count: int = 1  # a compact status entry of a big fan-out stands for several instances
+    eta: float | None = None  # predicted admission (epoch seconds), where the operator's prediction is known
 
 
 @dataclass(frozen=True)
@@ -313,6 +314,28 @@ def pending_rows(
     big = 1 << 62
     rows.sort(key=lambda r: (r.queue, r.position or big, r.namespace, r.name, r.workload))
     return rows
+
+
+def workload_key(row: PendingRow) -> str | None:
+    """The scheduling core's key of a pending row's workload (None for a compact range entry):
+    ``ns/workflow/step`` or ``ns/workflow/step-INDEX``, ``ns/streamjob/SLOT``."""
+    if row.kind == "StreamJob":
+        return f"{row.namespace}/{row.name}/{row.workload.removeprefix('replica ')}"
+    found = re.fullmatch(r"([^\[]+)(?:\[(\d+)\])?", row.workload)
+    if found is None:
+        return None
+    step, index = found.groups()
+    return f"{row.namespace}/{row.name}/{step}" + (f"-{index}" if index is not None else "")
+
+
+def with_etas(rows: Iterable[PendingRow], eta: Any) -> list[PendingRow]:
+    """The rows with their predicted admission time from ``eta`` (workload key -> epoch seconds or
+    None), as the operator's dashboard knows it."""
+    out = []
+    for row in rows:
+        key = workload_key(row)
+        out.append(dataclasses.replace(row, eta=eta(key)) if key is not None else row)
+    return out
 
 
 # --- workflows and stream jobs ------------------------------------------------------------------------

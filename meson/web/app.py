@@ -17,12 +17,14 @@ from meson import views
 from meson.web.dag import dag_svg
 
 SnapshotSource = Callable[[], views.Snapshot]
+EtaSource = Callable[[str], float | None]  # workload key -> predicted admission (epoch seconds)
 STATIC = resources.files("meson.web") / "static"
 MAX_DAGS = 30  # workflows drawn on the page: the unfinished ones first, then the latest finished
 _FINISHED = ("Succeeded", "Failed")
 SOURCE: web.AppKey[SnapshotSource] = web.AppKey("source", SnapshotSource)  # type: ignore[arg-type]
 INTERVAL: web.AppKey[float] = web.AppKey("interval", float)
 CACHE: web.AppKey[dict] = web.AppKey("cache", dict)
+ETA: web.AppKey[EtaSource] = web.AppKey("eta", EtaSource)  # type: ignore[arg-type]
 
 
 def snapshot_of(store: Any) -> views.Snapshot:
@@ -49,9 +51,10 @@ def _drawn(workflows: list[dict]) -> list[dict]:
     return (live + done)[:MAX_DAGS]
 
 
-def state(snap: views.Snapshot, now: float | None = None) -> dict:
+def state(snap: views.Snapshot, now: float | None = None, eta: EtaSource | None = None) -> dict:
     """Everything the page shows, as plain data: the CLI's rows (``meson queues``, ``meson pending``,
-    ``meson streamjob get`` without pods) plus each drawn workflow's DAG as SVG text."""
+    ``meson streamjob get`` without pods) plus each drawn workflow's DAG as SVG text; pending rows carry
+    the operator's predicted admission time (``eta``) where it has one."""
     now = time.time() if now is None else now
     queues = views.queue_rows(snap.queues)
     workflows = []
@@ -62,7 +65,9 @@ def state(snap: views.Snapshot, now: float | None = None) -> dict:
         workflows.append(row)
     return {
         "queues": views.as_data(queues),
-        "pending": views.as_data(views.pending_rows(snap.workflows, snap.streamjobs)),
+        "pending": views.as_data(views.with_etas(views.pending_rows(snap.workflows, snap.streamjobs), eta))
+        if eta is not None
+        else views.as_data(views.pending_rows(snap.workflows, snap.streamjobs)),
         "workflows": workflows,
         "workflowCount": len(snap.workflows),
         "streamjobs": views.as_data(views.stream_detail(j) for j in snap.streamjobs),
@@ -75,7 +80,7 @@ def _current(app: web.Application) -> str:
     cache = app[CACHE]
     now = time.monotonic()
     if cache.get("at") is None or now - cache["at"] >= app[INTERVAL]:
-        cache["json"] = json.dumps(state(app[SOURCE]()), separators=(",", ":"))
+        cache["json"] = json.dumps(state(app[SOURCE](), eta=app.get(ETA)), separators=(",", ":"))
         cache["at"] = now
     return cache["json"]
 
@@ -123,10 +128,13 @@ async def api_dag(request: web.Request) -> web.Response:
     raise web.HTTPNotFound(text=f"workflow {ns}/{name} not found")
 
 
-def make_app(source: SnapshotSource, interval: float = 1.0) -> web.Application:
-    """The dashboard application over ``source`` (called for each state; cheap, no I/O)."""
+def make_app(source: SnapshotSource, interval: float = 1.0, eta: EtaSource | None = None) -> web.Application:
+    """The dashboard application over ``source`` (called for each state; cheap, no I/O) and the
+    operator's predictions (``eta``)."""
     app = web.Application()
     app[SOURCE] = source
+    if eta is not None:
+        app[ETA] = eta
     app[INTERVAL] = interval
     app[CACHE] = {}
     app.router.add_get("/", index)
@@ -137,10 +145,12 @@ def make_app(source: SnapshotSource, interval: float = 1.0) -> web.Application:
     return app
 
 
-async def start(source: SnapshotSource, port: int, host: str = "127.0.0.1") -> web.AppRunner:
+async def start(
+    source: SnapshotSource, port: int, host: str = "127.0.0.1", eta: EtaSource | None = None
+) -> web.AppRunner:
     """Serve the dashboard on ``host:port`` in the running event loop (the operator's); returns the runner
     (``await runner.cleanup()`` stops it)."""
-    runner = web.AppRunner(make_app(source), access_log=None, shutdown_timeout=1.0)
+    runner = web.AppRunner(make_app(source, eta=eta), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

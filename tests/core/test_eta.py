@@ -115,3 +115,22 @@ def test_a_fresh_scheduler_with_the_operators_tuning():
 
     predict(Snapshot(now=0.0, queues=QUEUES, pending=[w("x", 1, 0, 5)]), scheduler=factory)
     assert len(made) == 1
+
+
+def test_the_board_predicts_again_only_after_its_interval():
+    from meson.core.eta import EtaBoard
+
+    refreshed: list[float] = []
+    board = EtaBoard(interval=30.0, on_refresh=lambda s, p: refreshed.append(s.now))
+    running = [AdmittedWorkload(w("running", 2, 0, 100), 0.0)]
+    first = Snapshot(now=10.0, queues=QUEUES, pending=[w("a", 2, 5, 10)], admitted=running)
+    assert board.seen(first) is first
+    assert board.at("a") == 100.0 and board.at("unknown") is None
+    board.seen(
+        Snapshot(now=20.0, queues=QUEUES, pending=[w("a", 2, 5, 10), w("b", 2, 15, 10)], admitted=running)
+    )
+    assert board.at("b") is None and refreshed == [10.0]  # within the interval: the old prediction
+    board.seen(
+        Snapshot(now=40.0, queues=QUEUES, pending=[w("a", 2, 5, 10), w("b", 2, 15, 10)], admitted=running)
+    )
+    assert (board.at("a"), board.at("b")) == (100.0, 110.0) and refreshed == [10.0, 40.0]
