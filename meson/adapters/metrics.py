@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 PENDING = Gauge("meson_queue_pending_workloads", "Workloads waiting for admission", ["queue"])
@@ -80,6 +82,30 @@ WRITES_IN_FLIGHT = Gauge(
 RESERVATIONS = Gauge(
     "meson_admissions_reserved", "Admissions recorded in the view whose pods are not yet seen created"
 )
+
+# Predicted start times (meson.core.eta), refreshed every 30 s by the scheduling loop.
+ETA_WAIT = Gauge(
+    "meson_queue_predicted_wait_seconds",
+    "Predicted wait until every workload pending now in the queue is admitted (its last one's ETA)",
+    ["queue"],
+)
+ETA_CPU = Counter("meson_eta_prediction_cpu_seconds_total", "CPU spent predicting start times")
+
+
+def observe_etas(snapshot: Any, prediction: Any) -> None:
+    """After each ETA refresh: per queue, the latest predicted admission of what waits there now (a
+    queue with nothing pending, or nothing predicted, is removed)."""
+    last: dict[str, float] = {}
+    for w in snapshot.pending:
+        at = prediction.at.get(w.key)
+        if at is not None:
+            last[w.queue] = max(last.get(w.queue, 0.0), at - snapshot.now)
+    for labels in list(ETA_WAIT._metrics):  # drop queues that no longer wait
+        if labels[0] not in last:
+            ETA_WAIT.remove(*labels)
+    for queue, wait in last.items():
+        ETA_WAIT.labels(queue=queue).set(wait)
+    ETA_CPU.inc(prediction.cpu_s)
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:

@@ -56,6 +56,7 @@ from meson.controllers.store import Key, Store, resource_version
 from meson.controllers.streamjobs import StreamJobs
 from meson.controllers.writer import Writer, merge_patch
 from meson.core import AdmittedWorkload, Resources, Scheduler, Snapshot, Workload
+from meson.core.eta import EtaBoard
 from meson.workflow import (
     InstanceRequest,
     Plan,
@@ -207,6 +208,9 @@ class SchedulingLoop:
         self.queues = Queues(self.store, self.writer, self.checks, self.faults, self.scheduler)
         self.policies = Policies(self.store)  # runtime estimates and minimum runtimes (issue 13)
         self.streams = StreamJobs(self)
+        # Predicted start times (issue 15): each cycle's snapshot, predicted again every 30 s.
+        tuning = (self.scheduler.reserve_after, self.scheduler.preempt_after)
+        self.etas = EtaBoard(lambda: Scheduler(*tuning), on_refresh=metrics.observe_etas)
 
     @classmethod
     def tuned(cls, store: Store, clients: kube.Clients, tuning: Tuning) -> SchedulingLoop:
@@ -258,15 +262,17 @@ class SchedulingLoop:
                 self.faults.guard("Workflow", key, "plan", self._plan, key, wf, now, inputs)
         self.streams.plan_all(now, inputs)
         decisions = self.scheduler.cycle(
-            Snapshot(
-                now=now,
-                queues=queues,
-                pending=inputs.pending,
-                admitted=inputs.admitted,
-                nodes=translate.node_capacities(self.store.nodes, self.store.node_usage()),
-                disabled=unreadable,
-                global_rate=self.tuning.global_rate,
-                global_burst=self.tuning.global_burst,
+            self.etas.seen(
+                Snapshot(
+                    now=now,
+                    queues=queues,
+                    pending=inputs.pending,
+                    admitted=inputs.admitted,
+                    nodes=translate.node_capacities(self.store.nodes, self.store.node_usage()),
+                    disabled=unreadable,
+                    global_rate=self.tuning.global_rate,
+                    global_burst=self.tuning.global_burst,
+                )
             )
         )
         if decisions.wake_at is not None:
