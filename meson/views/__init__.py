@@ -21,8 +21,10 @@ from meson.views.model import (
     stream_detail,
     stream_rows,
     subtree,
+    with_etas,
     workflow_detail,
     workflow_rows,
+    workload_key,
 )
 from meson.views.render import (
     PHASE_STYLE,
@@ -62,8 +64,10 @@ __all__ = [
     "streams_table",
     "subtree",
     "usage_bar",
+    "with_etas",
     "workflow_detail",
     "workflow_rows",
     "workflow_tree",
     "workflows_table",
+    "workload_key",
 ]
