@@ -1,6 +1,7 @@
 """The `meson` views against the real control plane and operator: `meson workflow get` (the DAG with each
 step's phase, attempts and node), `meson workflow logs` (kwok's nodes serve no logs: said per pod),
-`meson streamjob get` (revisions and replicas), and the same command as a kubectl plugin."""
+`meson streamjob get` (revisions and replicas), the same command as a kubectl plugin, and
+`meson simulate` on the live cluster."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import yaml
 from kubernetes import client
 
 from e2e.conftest import Cluster
@@ -112,3 +115,51 @@ def test_streamjob_get_and_kubectl_meson(
     )
     assert plugin.returncode == 0, plugin.stderr
     assert q in {row["name"] for row in json.loads(plugin.stdout)}
+
+
+def test_simulate_replays_the_live_cluster_before_and_after_a_quota_change(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    queues: list[str],
+    tmp_path: Path,
+) -> None:
+    """Three 1-CPU steps of 60 s in a 1-CPU queue: one runs, two wait. Replayed with the limit raised to
+    3 CPUs they would all start at once."""
+    q = f"sim-{uid()}"
+    queues.append(q)
+    apply(cluster, queue(q, cpu=1, limit=1))
+    steps = [step(f"s{i}", cpu="1", duration="60s", expectedDurationSeconds=60) for i in range(3)]
+    apply(cluster, workflow("wide", q, steps), namespace=namespace)
+
+    def two_waiting() -> bool:
+        rows = json.loads(meson_cli(cluster, "pending", q, "-o", "json"))
+        return len(rows) == 2
+
+    wait_for(two_waiting, 60, "two steps waiting in the 1-CPU queue")
+    change = tmp_path / "more.yaml"
+    change.write_text(yaml.safe_dump(queue(q, cpu=1, limit=3)))
+    started = time.monotonic()
+    out = json.loads(meson_cli(cluster, "simulate", "-f", str(change), "-o", "json"))
+    print(f"meson simulate on the live cluster: {time.monotonic() - started:.1f} s")
+    before, after = out["before"][q], out["after"][q]
+    assert before["workloads"] == after["workloads"] == 2
+    # Before: the second waits for the running one (60 s), the third for both; after: no wait.
+    assert 0 < before["tta_p50"] <= 60 < before["tta_p90"] <= 120, before
+    assert after["tta_p90"] == 0 and after["borrowed_share"] > 0, after
+    table = meson_cli(cluster, "simulate", "-f", str(change))
+    assert "the live cluster: " in table and f"{q} (cpu)" in table and "→ 0s" in table
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(queue(q, cpu="lots")))
+    refused = subprocess.run(
+        [sys.executable, "-m", "meson.cli", "simulate", "-f", str(bad)],
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 2 and "line 8, field spec.quota.cpu.guaranteed" in refused.stderr, (
+        refused.stderr
+    )

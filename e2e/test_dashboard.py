@@ -94,13 +94,20 @@ def test_dashboard_shows_queues_pending_work_and_a_dag_that_changes_colour_live(
     assert fills == [GREEN] * 3
 
     # Three 1-CPU steps in a 1-CPU queue: one runs, two wait with positions 1 and 2.
-    wide = [step(f"s{i}", cpu="1", duration="30s") for i in range(3)]
+    wide = [step(f"s{i}", cpu="1", duration="30s", expectedDurationSeconds=30) for i in range(3)]
     apply(cluster, workflow("wide", tight, wide), namespace=namespace)
     rows = f'#pending tr[data-workload^="{namespace}/wide/"]'
     page.wait_for_function(f"document.querySelectorAll('{rows}').length === 2", timeout=30_000)
     positions = [r.query_selector_all("td")[1].inner_text() for r in page.query_selector_all(rows)]
     assert positions == ["1", "2"]
     assert all(r.query_selector_all("td")[0].inner_text() == tight for r in page.query_selector_all(rows))
+    # The operator predicts start times every 30 s from the steps' expected 30 s: the first waiting step
+    # starts when the running one ends, within its 30 s.
+    first_eta = f"{rows} td:nth-child(5)"  # the first waiting row's ETA cell
+    page.wait_for_function(
+        f"(document.querySelector('{first_eta}') || {{}}).textContent?.startsWith('in ')", timeout=45_000
+    )
+    assert int(page.inner_text(first_eta).removeprefix("in ").rstrip("s")) <= 30
 
     apply(cluster, streamjob("clicks", q, replicas=1), namespace=namespace)
     job = page.wait_for_selector(

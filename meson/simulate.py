@@ -372,13 +372,18 @@ def replay(
     start: float = -math.inf,
 ) -> dict[str, QueueStats]:
     """Replay ``trace`` (and ``running`` work from ``start``) under these Queue objects with the core
-    the operator runs; the statistics per leaf queue that has work."""
+    the operator runs; the statistics per leaf queue that has work. A trace naming a queue that does not
+    exist is refused; a live cluster's work (``start`` given) of such a queue is left out."""
     configs: list[QueueConfig] = [translate.queue_config(q) for q in queue_objects]
     disabled = check_queues(configs).disabled
     by_name = {c.name: c for c in configs}
     unknown = sorted({t.workload.queue for t in trace} - set(by_name))
-    if unknown:
+    if unknown and start == -math.inf:
         raise InputError(f"workloads name queues that do not exist: {', '.join(unknown)}")
+    # A live cluster may run pods of a queue deleted since, and hold work for one not created yet: the
+    # operator admits neither, so neither is replayed.
+    trace = [t for t in trace if t.workload.queue in by_name]
+    running = [(t, at) for t, at in running if t.workload.queue in by_name]
     usage: dict[str, dict[str, float]] = {}  # queue -> resource -> integral of usage
     borrowed: dict[str, dict[str, float]] = {}
     last: list[Any] = [None, {}]  # time of the last cycle, usage per queue after it

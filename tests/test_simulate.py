@@ -193,3 +193,12 @@ def test_the_command_prints_before_and_after_and_refuses_bad_files(tmp_path: Pat
     bad = write(tmp_path, "bad.csv", "arrival,queue,cpu,duration\n0,prod,1,x\n")
     assert main(["simulate", "--trace", str(bad), "--queues", str(q)]) == 2
     assert "bad.csv: line 2, field duration" in capsys.readouterr().err
+
+
+def test_live_work_of_a_queue_that_no_longer_exists_is_left_out():
+    queues = sim.load_queues_text(QUEUES)
+    cpu = sim.Resources(cpu=1000)
+    gone = sim.TraceItem(sim.Workload("ns/old-pod", "deleted", 0, 0.0, cpu), 50.0)
+    waiting = sim.TraceItem(sim.Workload("ns/wf/a", "prod", 0, 5.0, cpu), 10.0)
+    stats = sim.replay(queues, [waiting], running=[(gone, 0.0)], start=10.0)
+    assert set(stats) == {"prod"} and stats["prod"].tta_p50 == 0
