@@ -102,3 +102,36 @@ def test_restart_from_a_middle_step_with_a_new_parameter_reruns_only_it_and_down
     assert runs["extract"] == [("1", [])]  # upstream: not rerun
     for name in ("transform", "load"):
         assert sorted(runs[name]) == [("1", ["mon", "5"]), ("2", ["tue", "5"])]
+
+
+def test_a_memoized_step_is_cached_on_the_second_run_and_its_output_reused_downstream(
+    cluster: Cluster, operator: OperatorProcess, core: client.CoreV1Api, custom, namespace: str, queues
+) -> None:
+    q = f"memo-{uid()}"
+    queues.append(q)
+    apply(cluster, queue(q, cpu=8))
+
+    def memo_run(name: str, rows: int) -> dict:
+        extract = step(
+            "extract",
+            annotations={RESULT: json.dumps({"rows": rows})},
+            memoize={"key": "extract-{{ params.day }}", "maxAgeSeconds": 3600},
+        )
+        use = step("use", deps=["extract"])
+        use["template"]["spec"]["containers"][0]["args"] = ["{{ steps.extract.outputs.json.rows }}"]
+        wf = workflow(name, q, [extract, use], parameters=[{"name": "day", "default": "2025-06-01"}])
+        apply(cluster, wf, namespace=namespace)
+        return wait_workflow(custom, namespace, name, ("Succeeded", "Failed"))
+
+    first = memo_run("memo-first", rows=5)
+    assert (
+        first["status"]["phase"] == "Succeeded"
+        and steps_by_instance(first)["extract"]["phase"] == "Succeeded"
+    )
+    second = memo_run("memo-second", rows=99)
+    assert second["status"]["phase"] == "Succeeded", second["status"]
+    assert steps_by_instance(second)["extract"]["phase"] == "Cached"
+    pods = {
+        p.metadata.labels["meson.dev/step"]: args(p) for p in workflow_pods(core, namespace, "memo-second")
+    }
+    assert pods == {"use": ["5"]}  # no extract pod; the first run's result reused

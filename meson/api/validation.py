@@ -343,6 +343,16 @@ def validate_workflow_spec(spec: WorkflowSpec, path: str = "spec") -> list[str]:
             problems += validate_condition(
                 step.when, params=params, upstream=upstream.get(step.name, set()), where=f"{where}.when"
             )
+        if step.memoize is not None:
+            if step.foreach is not None:
+                problems.append(f"{where}.memoize: a step with foreach cannot be memoized")
+            problems += unknown_references(
+                step.memoize.key,
+                params=set(params),
+                has_item=False,
+                path=f"{where}.memoize.key",
+                upstream=with_outputs,
+            )
         if step.retry_policy and "Timeout" in step.retry_policy.retry_on and step.timeout_seconds is None:
             problems.append(
                 f"{where}.retryPolicy.retryOn: Timeout is listed but the step has no timeoutSeconds"

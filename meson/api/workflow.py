@@ -45,6 +45,8 @@ __all__ = [
     "Backoff",
     "ExitStep",
     "Foreach",
+    "MemoRecord",
+    "Memoize",
     "Parameter",
     "RestartRecord",
     "RetryPolicy",
@@ -76,7 +78,9 @@ RetryOn = Literal["FailedExit", "NodeLost", "Evicted", "Timeout"]
 WorkflowPhase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
 Shutdown = Literal["Stop", "Terminate"]
 FailureKind = Literal["FailedExit", "NodeLost", "Evicted", "Timeout", "Preempted"]
-StepPhase = Literal["Waiting", "Pending", "Running", "Retrying", "Succeeded", "Failed", "Skipped", "Omitted"]
+StepPhase = Literal[
+    "Waiting", "Pending", "Running", "Retrying", "Succeeded", "Failed", "Skipped", "Omitted", "Cached"
+]
 
 
 class Parameter(ApiModel):
@@ -172,6 +176,27 @@ class StepPreemption(ApiModel):
     )
 
 
+class Memoize(ApiModel):
+    """Skip the step when a run of a step with the same key succeeded in this namespace within maxAge."""
+
+    key: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="The cache key; placeholders as in the template, e.g. "
+        "'extract-{{ params.date }}' or '{{ steps.list.outputs.result }}'.",
+    )
+    max_age_seconds: int = Field(
+        ge=1, le=31536000, description="How old a successful run may be to be reused, in seconds."
+    )
+
+
+class MemoRecord(ApiModel):
+    """The cache entry a memoized step left: the key it ran (or was cached) under and when its run ended."""
+
+    key: str = Field(max_length=64, description="SHA-256 of the rendered key (hex, first 32 characters).")
+    at: str = Field(description="When the run whose result this is ended (RFC 3339).")
+
+
 class Step(ApiModel):
     """One node of the DAG: a pod template run once, as a gang (parallelism), or fanned out (foreach)."""
 
@@ -209,6 +234,11 @@ class Step(ApiModel):
     retry_policy: RetryPolicy | None = Field(default=None, description="Retries of failed attempts.")
     timeout_seconds: int | None = Field(
         default=None, ge=1, description="Deadline for one attempt, from the pods' start."
+    )
+    memoize: Memoize | None = Field(
+        default=None,
+        description="Skip the step (phase Cached, its result reused) when a step with the same key succeeded "
+        "in this namespace within maxAgeSeconds. Not with foreach.",
     )
     expected_duration_seconds: int | None = Field(
         default=None,
@@ -346,7 +376,8 @@ class StepStatus(ApiModel):
     )
     phase: StepPhase = Field(
         description="Waiting (for dependencies), Pending (in the queue), Running, Retrying (backing off), "
-        "Succeeded, Failed, Skipped (condition false), Omitted (not run after a failure)."
+        "Succeeded, Failed, Skipped (condition false), Omitted (not run after a failure), Cached (memoized: "
+        "a run with the same key succeeded; its result reused)."
     )
     attempts: int | None = Field(default=None, description="Attempts started so far.")
     start: int | None = Field(
@@ -432,6 +463,12 @@ class WorkflowStatus(ApiModel):
         default=None,
         description="The last 10 restarts the controller acted on, oldest first.",
         json_schema_extra={"maxItems": 10},
+    )
+    memo: dict[str, MemoRecord] | None = Field(
+        default=None,
+        description="Memoized steps that succeeded (or were cached), by step name: the memoization cache, "
+        "read by later workflows of the namespace while this one exists.",
+        json_schema_extra={"maxProperties": MAX_STEPS},
     )
     outputs: dict[str, Annotated[str, StringConstraints(max_length=MAX_RESULT_BYTES)]] | None = Field(
         default=None,

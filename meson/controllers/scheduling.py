@@ -51,6 +51,7 @@ from meson.controllers.cronworkflows import CronWorkflows
 from meson.controllers.estimates import Policies
 from meson.controllers.faults import Faults
 from meson.controllers.inflight import Inflight, Write
+from meson.controllers.memo import memo_lookup
 from meson.controllers.queues import Queues
 from meson.controllers.store import Key, Store, resource_version
 from meson.controllers.streamjobs import StreamJobs
@@ -367,7 +368,8 @@ class SchedulingLoop:
 
     def _plan_from_scratch(self, key: Key, wf: dict, now: float) -> _Planned:
         observations = self.store.observations(key)
-        p = plan(self._engine_view(key, wf, observations), observations, now, nodes=set(self.store.nodes))
+        view, nodes = self._engine_view(key, wf, observations), set(self.store.nodes)
+        p = plan(view, observations, now, nodes=nodes, memo=memo_lookup(self.store.workflows, key[0]))
         self.policies.learn(key, wf, observations)
         spec = wf.get("spec") or {}
         queue_name = spec.get("queue", "default")

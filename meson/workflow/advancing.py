@@ -15,6 +15,7 @@ from meson.workflow.compiled import (
     _with_output_items,
     has_outputs,
     output_list,
+    rfc3339,
 )
 from meson.workflow.instances import (
     _Inst,
@@ -193,7 +194,7 @@ class Advancing:
                 for inst in insts:
                     if cap is not None and active >= cap:
                         break
-                    if inst.phase == "Waiting":
+                    if inst.phase == "Waiting" and not self.cached(inst):
                         self.make_pending(inst)
                         active += 1
         exit_info = self.compiled.steps[-1] if self.compiled.steps and self.compiled.steps[-1].exit else None
@@ -201,6 +202,24 @@ class Advancing:
             inst = self.by_step[exit_info.name][0]
             if inst.phase == "Waiting" and all(i.phase in TERMINAL for i in self.all() if not i.info.exit):
                 self.make_pending(inst)
+
+    def cached(self, inst: _Inst) -> bool:
+        """A memoized step whose key succeeded within maxAge: Cached, the result reused (True)."""
+        info = inst.info
+        if info.memoize is None or self.memo is None:
+            return False
+        key = self.memo_key(inst)
+        hit = self.memo(key) if key is not None else None
+        if hit is None or self.now - hit[1] > info.memoize[1]:
+            return False
+        result, at = hit
+        inst.phase, inst.end = "Cached", self.since_start(self.now)
+        inst.message = f"cached: same key succeeded at {rfc3339(at)}"
+        if result and has_outputs(info):
+            self.keep_output(inst, result)
+        self.memo_records[info.name] = {"key": key, "at": rfc3339(at)}
+        self.event(False, "StepCached", f"{inst.id}: {inst.message}")
+        return True
 
     def make_pending(self, inst: _Inst) -> None:
         inst.phase = "Pending"

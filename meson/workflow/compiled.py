@@ -6,6 +6,7 @@ Also the engine's vocabulary (phases) and its time format (RFC 3339, seconds).""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,10 +26,10 @@ from meson.api.workflow import (
     WorkflowSpec,
 )
 
-TERMINAL = frozenset({"Succeeded", "Failed", "Skipped", "Omitted"})
+TERMINAL = frozenset({"Succeeded", "Failed", "Skipped", "Omitted", "Cached"})
 _PHASES = TERMINAL | {"Waiting", "Pending", "Running", "Retrying"}
 _REASONS = frozenset({"FailedExit", "NodeLost", "Evicted", "Timeout", "Preempted"})
-_DONE_OK = frozenset({"Succeeded", "Skipped"})
+_DONE_OK = frozenset({"Succeeded", "Skipped", "Cached"})
 _ACTIVE = frozenset({"Pending", "Running", "Retrying"})
 _KILLED = "stopped: "
 _NO_RETRY = RetryPolicy(limit=0)
@@ -73,6 +74,7 @@ class _StepInfo:
     ordinal: int
     from_output: str | None = None  # foreach over an upstream step's output (items None until it is known)
     reads_outputs: bool = False  # the template has {{ steps.NAME.outputs... }} placeholders
+    memoize: tuple[str, int] | None = None  # (key template, maxAgeSeconds)
 
 
 @dataclass(slots=True)
@@ -183,6 +185,7 @@ def _build(
             exit=False,
             ordinal=ordinal,
             from_output=step.foreach.from_output if step.foreach is not None else None,
+            memoize=(step.memoize.key, step.memoize.max_age_seconds) if step.memoize else None,
         )
         info.reads_outputs = any(ref.startswith("steps.") for _, ref in placeholders(info.template))
         compiled.dynamic |= info.from_output is not None
@@ -268,6 +271,11 @@ def _with_output_items(compiled: _Compiled, outputs: Mapping[str, str]) -> _Comp
         by_name={info.name: info for info in steps},
         instance_ids={**compiled.instance_ids, **extra},
     )
+
+
+def memo_id(key: str) -> str:
+    """The id a rendered memoize key is recorded and looked up under (status.memo): SHA-256, 32 hex."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def cap_result(text: str) -> str:

@@ -99,6 +99,7 @@ from meson.workflow.status import (
 from meson.workflow.types import (
     LIVE_POD_PHASES,
     FailureKind,
+    MemoLookup,
     Plan,
     PodObservation,
     WorkflowEvent,
@@ -120,6 +121,7 @@ class _Cycle(Observing, Advancing, Requesting, Reporting):
         pods: Sequence[PodObservation],
         now: float,
         nodes: Collection[str] | None,
+        memo: MemoLookup | None = None,
     ) -> None:
         self.compiled = compiled
         assert compiled.spec is not None
@@ -140,6 +142,8 @@ class _Cycle(Observing, Advancing, Requesting, Reporting):
         self.by_step: dict[str, list[_Inst]] = {}
         self.outputs: dict[str, str] = self._old_outputs()
         self.history_entry: dict[str, Any] | None = None  # set by a restart acted on in this cycle
+        self.memo = memo
+        self.memo_records: dict[str, dict[str, str]] = self._old_memo_records()
         if compiled.dynamic:
             self.compiled = _with_output_items(compiled, self.outputs)
         self._load()
@@ -156,6 +160,17 @@ class _Cycle(Observing, Advancing, Requesting, Reporting):
             name: value
             for name, value in old.items()
             if isinstance(value, str) and name in by_name and has_outputs(by_name[name])
+        }
+
+    def _old_memo_records(self) -> dict[str, dict[str, str]]:
+        old = self.old.get("memo")
+        if not isinstance(old, Mapping):
+            return {}
+        by_name = self.compiled.by_name
+        return {
+            name: {"key": str(rec.get("key")), "at": str(rec.get("at"))}
+            for name, rec in old.items()
+            if isinstance(rec, Mapping) and name in by_name and by_name[name].memoize is not None
         }
 
     def _load(self) -> None:
@@ -278,6 +293,7 @@ class _Cycle(Observing, Advancing, Requesting, Reporting):
             if again or inst.phase in ("Failed", "Omitted") or (inst.info.exit and inst.phase in TERMINAL):
                 inst.reset()
                 self.outputs.pop(inst.info.name, None)
+                self.memo_records.pop(inst.info.name, None)
                 reset += inst.count
         what = f"rerunning from step {origin}" if origin else "rerunning the failed steps"
         self.event(False, "WorkflowRestarted", f"restart {self.spec.restarts}: {what}")
@@ -347,14 +363,15 @@ def plan(
     now: float,
     *,
     nodes: Collection[str] | None = None,
+    memo: MemoLookup | None = None,
 ) -> Plan:
     """The plan for one workflow this cycle (pure, deterministic; see the module documentation).
 
     ``workflow`` is the object as read from the API (metadata, spec, status); ``pods`` every observed pod of
     the workflow (all runs); ``nodes`` the names of the existing nodes (None: unknown, lost pods then count
-    as Evicted rather than NodeLost).
+    as Evicted rather than NodeLost); ``memo`` looks up the namespace's memoization cache (None: no hit).
     """
     compiled = _compile(workflow)
     if compiled.problems:
         return _invalid(compiled, workflow, pods, now)
-    return _Cycle(compiled, workflow, pods, now, nodes).run()
+    return _Cycle(compiled, workflow, pods, now, nodes, memo).run()

@@ -155,6 +155,7 @@ _BUCKET = {
     "Failed": "failed",
     "Skipped": "skipped",
     "Omitted": "skipped",
+    "Cached": "succeeded",
 }
 
 

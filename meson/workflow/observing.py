@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from meson.workflow.compiled import OUTPUTS_BUDGET_BYTES, cap_result, has_outputs
+from meson.workflow.compiled import OUTPUTS_BUDGET_BYTES, cap_result, has_outputs, rfc3339
 from meson.workflow.instances import (
     _backoff,
     _Inst,
@@ -78,6 +78,10 @@ class Observing:
             inst.message = None
             if has_outputs(info) and pods[0].result:
                 self.keep_output(inst, pods[0].result)
+            if info.memoize is not None:
+                key = self.memo_key(inst)
+                if key is not None:
+                    self.memo_records[info.name] = {"key": key, "at": rfc3339(self.started + inst.end)}
             self.event(False, "StepSucceeded", f"{inst.id}: succeeded")
             return
         if info.timeout is not None:

@@ -105,6 +105,8 @@ class Reporting:
             history.append(self.history_entry)
         if history:
             out["history"] = history[-MAX_HISTORY:]
+        if self.memo_records:
+            out["memo"] = dict(self.memo_records)
         if self.outputs:
             out["outputs"] = dict(self.outputs)
         conditions = self.conditions(phase, out.get("message"), out.get("finishedAt"), restart_at)

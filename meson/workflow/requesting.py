@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from meson.api.template import MissingValue, render
-from meson.workflow.compiled import has_outputs, steps_outputs
+from meson.workflow.compiled import has_outputs, memo_id, steps_outputs
 from meson.workflow.instances import (
     _Inst,
 )
@@ -27,19 +27,17 @@ class Requesting:
     def pod_name(self, inst: _Inst, run: int, index: int) -> str:
         return pod_name(self.compiled.name, inst.id, run, index)
 
-    def rendered(self, inst: _Inst) -> tuple[dict[str, Any], dict[str, int]] | str:
+    def context(self, inst: _Inst) -> tuple[dict[str, Any], Any]:
+        """(placeholder context, rendered-template cache key) of an instance."""
         info = inst.info
         item = info.items[inst.index] if info.items is not None and inst.index is not None else None
         steps: dict[str, Any] = {}
         key: Any = inst.id
-        if info.reads_outputs or info.from_output:
+        if info.reads_outputs or info.from_output or info.memoize:
             # Outputs (and items taken from them) change with a restart: they are part of the key.
             names = [n for n in info.upstream if has_outputs(self.compiled.by_name[n])]
             steps = steps_outputs(names, self.outputs)
             key = (inst.id, json.dumps([{n: self.outputs.get(n) for n in names}, item], sort_keys=True))
-        hit = self.compiled.rendered.get(key)
-        if hit is not None:
-            return hit
         context = {
             "params": self.compiled.params,
             "steps": steps,
@@ -51,6 +49,23 @@ class Requesting:
                 "uid": self.compiled.uid,
             },
         }
+        return context, key
+
+    def memo_key(self, inst: _Inst) -> str | None:
+        """The memo id of the instance's rendered memoize.key (None: it cannot be rendered; not memoized)."""
+        assert inst.info.memoize is not None
+        context, _ = self.context(inst)
+        try:
+            return memo_id(render(inst.info.memoize[0], context))
+        except MissingValue:
+            return None
+
+    def rendered(self, inst: _Inst) -> tuple[dict[str, Any], dict[str, int]] | str:
+        info = inst.info
+        context, key = self.context(inst)
+        hit = self.compiled.rendered.get(key)
+        if hit is not None:
+            return hit
         result: tuple[dict[str, Any], dict[str, int]] | str
         try:
             template = render(info.template, context)

@@ -88,8 +88,8 @@ _ELLIPSIS = "…"
 # Characters Go's JSON encoder (the API server's) writes as 6-byte escapes, and the 2-byte ones.
 _SIX = frozenset("<>&\u2028\u2029")
 _TWO = frozenset('"\\')
-_COARSE_RUN = frozenset({"Waiting", "Succeeded", "Failed", "Skipped", "Omitted"})
-_FINISHED = frozenset({"Succeeded", "Failed", "Skipped", "Omitted"})
+_COARSE_RUN = frozenset({"Waiting", "Succeeded", "Failed", "Skipped", "Omitted", "Cached"})
+_FINISHED = frozenset({"Succeeded", "Failed", "Skipped", "Omitted", "Cached"})
 
 
 def json_size(value: Any) -> int:

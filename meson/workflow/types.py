@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -9,6 +10,7 @@ __all__ = [
     "LIVE_POD_PHASES",
     "FailureKind",
     "InstanceRequest",
+    "MemoLookup",
     "Plan",
     "PodObservation",
     "WorkflowEvent",
@@ -17,6 +19,10 @@ __all__ = [
 FailureKind = Literal["FailedExit", "NodeLost", "Evicted", "Timeout", "Preempted"]
 #: Every :data:`FailureKind` (to check a kind read back from a persisted status).
 FAILURE_KINDS: frozenset[str] = frozenset(get_args(FailureKind))
+
+#: A memoization lookup: the SHA-256 id of a rendered key (:func:`meson.workflow.memo.memo_id`) -> (result,
+#: epoch when the run that produced it ended) of the newest success under that key, None when none.
+MemoLookup = Callable[[str], tuple[str, float] | None]
 
 #: Pod phases of a pod that still holds (or may hold) its resources.
 LIVE_POD_PHASES = frozenset({"Pending", "Running", "Unknown"})

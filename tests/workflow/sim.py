@@ -109,6 +109,7 @@ class Cluster:
     events: list[tuple[float, str, str]] = field(default_factory=list)  # (time, reason, message)
     history: list[tuple[float, str, str]] = field(default_factory=list)  # (time, instance, phase) changes
     persist: bool = True
+    memo: Any = None  # the memoization lookup given to the engine
 
     # ------------------------------------------------------------------ cluster side
     def observations(self) -> list[PodObservation]:
@@ -161,7 +162,7 @@ class Cluster:
     def cycle(self) -> Plan:
         self.tick_pods()
         before = {i: s["phase"] for i, s in instance_entries(self.wf.get("status") or {}).items()}
-        result = plan(self.wf, self.observations(), self.now, nodes=set(self.nodes))
+        result = plan(self.wf, self.observations(), self.now, nodes=set(self.nodes), memo=self.memo)
         self.gone.clear()
         self.plans.append(result)
         self.events += [(self.now, e.reason, e.message) for e in result.events]
