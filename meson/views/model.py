@@ -398,7 +398,17 @@ def stream_rows(streamjobs: Iterable[dict]) -> list[StreamRow]:
 # --- one workflow: its DAG ----------------------------------------------------------------------------
 
 # The phase a step shows when its instances differ: the first of these that any instance is in.
-_STEP_PHASE_ORDER = ("Failed", "Running", "Retrying", "Pending", "Waiting", "Succeeded", "Skipped", "Omitted")
+_STEP_PHASE_ORDER = (
+    "Failed",
+    "Running",
+    "Retrying",
+    "Pending",
+    "Waiting",
+    "Succeeded",
+    "Cached",
+    "Skipped",
+    "Omitted",
+)
 
 
 @dataclass(frozen=True)

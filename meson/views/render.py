@@ -37,6 +37,7 @@ PHASE_STYLE = {
     "Waiting": "dim",
     "Skipped": "dim",
     "Omitted": "dim",
+    "Cached": "green",
 }
 
 

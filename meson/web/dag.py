@@ -17,6 +17,7 @@ PHASE_COLOUR = {
     "Waiting": "#9e9e9e",
     "Skipped": "#cfd8dc",
     "Omitted": "#cfd8dc",
+    "Cached": "#81c784",  # memoized: a success reused
 }
 BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 168, 44, 56, 16, 8
 

@@ -90,3 +90,13 @@ def test_memoize_on_foreach_and_unknown_references_in_the_key_are_refused():
         "spec.steps[1].memoize.key: {{ steps.a.outputs.result }} refers to the outputs of step 'a', which is "
         "not upstream of this step",
     ]
+
+
+def test_meson_workflow_get_shows_a_cached_step_as_cached():
+    from meson.views.model import workflow_detail
+
+    ns = Namespace()
+    ns.run(memo_workflow("first"))
+    second = ns.run(memo_workflow("second"))
+    phases = {node.name: node.phase for node in workflow_detail(second.wf).steps}
+    assert phases == {"extract": "Cached", "use": "Succeeded"}
