@@ -8,6 +8,8 @@ Two scenarios, printed as a table and written to ``bench/results/core.json``:
 2. One full scheduling pass over 100,000 pending workloads in 500 queues: time and peak memory.
 3. ETA accuracy (``meson.core.eta``): predicted versus actual admission on Kueue's baseline and on a
    mixed trace, from snapshots taken while the trace runs.
+4. Policy (``bench.policy``, issue 13): backfill against StrictFIFO and best effort on a mixed gang/small
+   trace, and decayed-usage fairness on a two-tenant day/night trace.
 
 These are measurements, not tests: nothing here asserts on timing.
 """
@@ -25,6 +27,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from bench.policy import print_policy
 from meson.core import AdmittedWorkload, NodeCapacity, QueueConfig, Resources, Scheduler, Snapshot, Workload
 from meson.core.simulator import SimResult, Simulator, TraceItem
 
@@ -337,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     eta = print_eta_accuracy(args.preempt_after)
+    policy = print_policy()  # issue 13: backfill against FIFO, decayed fairness (bench/policy.py)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -344,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "eta_accuracy": eta,
+                "policy": policy,
                 "kueue_baseline": runs[0],
                 "kueue_baseline_preempt_after": runs[1],
                 "preempt_after_s": args.preempt_after,
