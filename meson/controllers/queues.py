@@ -98,10 +98,13 @@ class Queues:
             current = ((self.store.queues.get(current) or {}).get("spec") or {}).get("parent")
         return chain
 
-    def status_writes(self, decisions: Any, held: Iterable[str] = ()) -> list[Write]:
+    def status_writes(
+        self, decisions: Any, held: Iterable[str] = (), wakes: list[float] | None = None
+    ) -> list[Write]:
         """Each queue's status as the core accounted it (a parent counts its subtree); disabled queues say
         why. ``held``: queues whose figures count a retry of a refused pod create (written once it works,
-        so a create refused again and again does not flip the figures at every retry)."""
+        so a create refused again and again does not flip the figures at every retry). ``wakes`` gets the time
+        a budget's use, held back, is due to be persisted."""
         held = set(held)
         writes: list[Write] = []
         for name, acct in decisions.queues.items():
@@ -117,14 +120,14 @@ class Queues:
             }
             reports = [r for (q, _), r in sorted(decisions.budgets.items()) if q == name]
             if reports:
-                status["budgets"] = self._budgets(name, reports)
+                status["budgets"] = self._budgets(name, reports, wakes)
             writes += self._write(name, status, None)
         for name, reason in decisions.disabled.items():
             if name in self.store.queues:
                 writes += self._write(name, {"pending": 0, "admitted": 0}, reason)
         return writes
 
-    def _budgets(self, name: str, reports: list[BudgetReport]) -> list[dict]:
+    def _budgets(self, name: str, reports: list[BudgetReport], wakes: list[float] | None) -> list[dict]:
         """The budgets' status: the last one written while only their use moved, within the interval."""
         now = reports[0].as_of
         for r in reports:
@@ -136,7 +139,11 @@ class Queues:
             )
         fresh = [budget_status(r) for r in reports]
         last = self._budgets_at.get(name)
+        if last is not None and not _moved(last[1], fresh):
+            return last[1]  # nothing used since: the persisted state (and its asOf) still holds
         if last is not None and now < last[0] + BUDGET_PERSIST_SECONDS and _same_windows(last[1], fresh):
+            if wakes is not None and _moved(last[1], fresh):
+                wakes.append(last[0] + BUDGET_PERSIST_SECONDS)  # persist it then, even if nothing happens
             return last[1]
         self._budgets_at[name] = (now, fresh)
         return fresh
@@ -186,6 +193,13 @@ def budget_status(r: BudgetReport) -> dict:
     if r.buckets:
         out["buckets"] = [{"start": s, "resourceSeconds": round(v, 3)} for s, v in r.buckets]
     return out
+
+
+def _moved(a: list[dict], b: list[dict]) -> bool:
+    """Anything but the time of accounting differs."""
+    return [{k: v for k, v in x.items() if k != "asOf"} for x in a] != [
+        {k: v for k, v in x.items() if k != "asOf"} for x in b
+    ]
 
 
 def _same_windows(a: list[dict], b: list[dict]) -> bool:

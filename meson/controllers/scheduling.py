@@ -714,7 +714,7 @@ class SchedulingLoop:
                 status = faults.with_condition(wf.get("status") or {}, faults.fault_condition(fault))
                 if status != (wf.get("status") or {}):
                     writes.append(((WORKFLOW, key), self._patch_workflow_status(key, wf, status, None, now)))
-        writes += self.queues.status_writes(decisions, inputs.retrying)
+        writes += self.queues.status_writes(decisions, inputs.retrying, inputs.wakes)
         writes += self.crons.writes(now, inputs.wakes)
         writes += self.streams.status_writes(inputs, decisions)
         return self.inflight.start_all(writes)
