@@ -461,7 +461,12 @@ def simulate(args: argparse.Namespace) -> int:
             if current is None:
                 current = snap.queues
             if trace is None:
-                pods = kube.call(clients.core.list_pod_for_all_namespaces, _preload_content=False)
+                # Only Meson's pods (they carry their queue): the rest of the cluster is not replayed.
+                pods = kube.call(
+                    clients.core.list_pod_for_all_namespaces,
+                    label_selector="meson.dev/queue",
+                    _preload_content=False,
+                )
                 classes = kube.call(clients.scheduling.list_priority_class).items
                 priorities = {c.metadata.name: int(c.value) for c in classes}
                 priorities[""] = next((int(c.value) for c in classes if c.global_default), 0)
