@@ -1,9 +1,11 @@
 """Workflows at Argo/Maestro depth (#14) on the real control plane: step outputs read by later steps,
-restart from any step with new parameters."""
+restart from any step with new parameters, memoization, cron backfill."""
 
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime, timedelta
 
 from kubernetes import client
 
@@ -22,6 +24,7 @@ from e2e.helpers import (
     workflow_pods,
 )
 from e2e.operator import OperatorProcess
+from e2e.test_workflows import Sampler
 
 RESULT = "sim.meson.dev/termination-message"
 
@@ -135,3 +138,81 @@ def test_a_memoized_step_is_cached_on_the_second_run_and_its_output_reused_downs
         p.metadata.labels["meson.dev/step"]: args(p) for p in workflow_pods(core, namespace, "memo-second")
     }
     assert pods == {"use": ["5"]}  # no extract pod; the first run's result reused
+
+
+def test_backfill_of_ten_daily_runs_three_at_a_time_and_a_second_backfill_creates_none(
+    cluster: Cluster, operator: OperatorProcess, custom, namespace: str, queues
+) -> None:
+    q = f"backfill-{uid()}"
+    queues.append(q)
+    apply(cluster, queue(q, cpu=8))
+    template = workflow("unused", q, [step("day", duration="1s")])["spec"]
+    template["parameters"] = [{"name": "scheduledTime", "default": ""}]
+    cron = {
+        "apiVersion": "meson.dev/v1alpha1",
+        "kind": "CronWorkflow",
+        "metadata": {"name": "daily"},
+        "spec": {
+            "schedule": "0 0 * * *",
+            "successfulWorkflowsHistoryLimit": 20,
+            "workflowTemplate": {"spec": template},
+        },
+    }
+    apply(cluster, cron, namespace=namespace)
+    last = datetime.now(UTC).date() - timedelta(days=1)
+    first = last - timedelta(days=9)
+
+    def runs() -> list[dict]:
+        listed = custom.list_namespaced_custom_object(
+            "meson.dev", "v1alpha1", namespace, "workflows", label_selector="meson.dev/backfill=true"
+        )
+        return listed["items"]
+
+    def overlap() -> str | None:
+        live = [w for w in runs() if (w.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+        return f"{len(live)} backfill runs unfinished at once" if len(live) > 3 else None
+
+    with Sampler(overlap) as sampler:
+        out = meson_cli(
+            cluster,
+            "cron",
+            "backfill",
+            "daily",
+            "--from",
+            str(first),
+            "--to",
+            str(last),
+            "--parallel",
+            "3",
+            "-n",
+            namespace,
+        )
+        assert "backfill of 10 scheduled times" in out
+        done = wait_for(
+            lambda: (
+                len(runs()) == 10 and all((w.get("status") or {}).get("phase") == "Succeeded" for w in runs())
+            ),
+            180,
+            "10 backfill runs to succeed",
+        )
+    assert done and sampler.samples > 5 and not sampler.violations, sampler.violations
+    times = sorted(w["spec"]["parameters"][0]["value"] for w in runs())
+    assert times == [f"{first + timedelta(days=d)}T00:00:00Z" for d in range(10)]
+    names = sorted(w["metadata"]["name"] for w in runs())
+
+    meson_cli(
+        cluster,
+        "cron",
+        "backfill",
+        "daily",
+        "--from",
+        str(first),
+        "--to",
+        str(last),
+        "--parallel",
+        "3",
+        "-n",
+        namespace,
+    )
+    time.sleep(3)  # give the controller cycles to act on it (it must create nothing)
+    assert sorted(w["metadata"]["name"] for w in runs()) == names

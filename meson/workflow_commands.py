@@ -6,14 +6,40 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zoneinfo
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["add_parsers", "parameter_overrides", "restart_change"]
+__all__ = ["add_parsers", "backfill_change", "parameter_overrides", "restart_change", "utc_time"]
 
 
 def add_parsers(sub: Any, wf_sub: Any) -> None:
-    """Add --from and -p to `meson workflow restart` (handled here from now on)."""
+    """Add --from and -p to `meson workflow restart` (handled here from now on) and `meson cron backfill`."""
+    cron = sub.add_parser("cron", help="operate on a CronWorkflow")
+    cron_sub = cron.add_subparsers(dest="operation", required=True)
+    backfill = cron_sub.add_parser(
+        "backfill",
+        help="create the runs the schedule would have made in a past range",
+        description="Create the runs a CronWorkflow's schedule would have made from --from to --to (both "
+        "inclusive), through its queue like scheduled runs, in order, at most --parallel unfinished at once. "
+        "Each run's Workflow is named like the scheduled run of that time, and gets the time in its "
+        "scheduledTime parameter (if the template declares one): a time that already has a run, or a range "
+        "already backfilled, creates nothing. "
+        "Progress: kubectl get mcwf NAME -o jsonpath='{.status.backfills}'.",
+    )
+    backfill.add_argument("name")
+    backfill.add_argument("-n", "--namespace", default="default")
+    backfill.add_argument(
+        "--from", dest="start", required=True, metavar="TIME", help="first time: RFC 3339 or YYYY-MM-DD (UTC)"
+    )
+    backfill.add_argument(
+        "--to", dest="end", required=True, metavar="TIME", help="last time: RFC 3339 or YYYY-MM-DD (UTC)"
+    )
+    backfill.add_argument(
+        "--parallel", type=int, default=1, metavar="N", help="most runs at once (default 1)"
+    )
+    backfill.set_defaults(handler=backfill_command)
     restart = wf_sub.choices["restart"]
     restart.description = (
         "Rerun a workflow on the same object: its failed and omitted steps and, with --from, that step and "
@@ -110,4 +136,48 @@ def restart_command(args: argparse.Namespace) -> int:
     if code == 0:
         where = f" from step {args.from_step}" if args.from_step else ""
         print(f"workflow.meson.dev/{args.name} restart{where}")
+    return code
+
+
+def utc_time(text: str) -> str:
+    """``2025-06-01`` or any RFC 3339 time → ``2025-06-01T00:00:00Z`` (UTC, seconds; SystemExit when bad)."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SystemExit(f"error: {text!r} is not a time (use RFC 3339 or YYYY-MM-DD)") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def backfill_change(cron: dict, start: str, end: str, parallel: int) -> tuple[dict, int]:
+    """(the spec patch, the number of scheduled times in the range); SystemExit with the reason when the
+    range is refused (backwards, in the future, empty, too many)."""
+    from meson.api.validation import backfill_problems
+
+    if not 1 <= parallel <= 100:
+        raise SystemExit(f"error: --parallel {parallel}: must be from 1 to 100")
+    spec = cron.get("spec") or {}
+    tz = zoneinfo.ZoneInfo(spec.get("timeZone") or "UTC")
+    count, problems = backfill_problems(spec.get("schedule", ""), tz, start, end)
+    if problems:
+        raise SystemExit("error: " + "; ".join(p.removeprefix("spec.backfill: ") for p in problems))
+    return {"backfill": {"from": start, "to": end, "parallel": parallel}}, count
+
+
+def backfill_command(args: argparse.Namespace) -> int:
+    start, end = utc_time(args.start), utc_time(args.end)
+    counted: list[int] = []
+
+    def change(cron: dict) -> dict:
+        patch, count = backfill_change(cron, start, end, args.parallel)
+        counted.append(count)
+        return patch
+
+    code = _patch("cronworkflows", args.name, args.namespace, change)
+    if code == 0:
+        print(
+            f"cronworkflow.meson.dev/{args.name} backfill of {counted[-1]} scheduled times from {start} to "
+            f"{end}, at most {args.parallel} at once"
+        )
     return code

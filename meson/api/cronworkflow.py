@@ -9,7 +9,21 @@ from pydantic import Field
 from meson.api.common import API_VERSION, ApiModel, Condition, ObjectMeta, PodTemplateMetadata
 from meson.api.workflow import WorkflowSpec
 
-__all__ = ["SCHEDULE_PATTERN", "CronWorkflow", "CronWorkflowSpec", "CronWorkflowStatus", "WorkflowTemplate"]
+__all__ = [
+    "MAX_BACKFILL_RUNS",
+    "SCHEDULE_PATTERN",
+    "Backfill",
+    "BackfillStatus",
+    "CronWorkflow",
+    "CronWorkflowSpec",
+    "CronWorkflowStatus",
+    "WorkflowTemplate",
+]
+
+#: Runs one backfill may create.
+MAX_BACKFILL_RUNS = 1000
+#: RFC 3339 in UTC, seconds precision, as `meson cron backfill` writes it.
+_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
 
 # Five fields of digits, names, * , - / ? (or a @-macro). Full parsing is done by the admission webhook.
 SCHEDULE_PATTERN = (
@@ -25,6 +39,32 @@ class WorkflowTemplate(ApiModel):
         default=None, description="Labels and annotations put on each created Workflow."
     )
     spec: WorkflowSpec = Field(description="Spec of each created Workflow.")
+
+
+class Backfill(ApiModel):
+    """Create the runs the schedule would have created between two times (meson cron backfill)."""
+
+    from_time: str = Field(
+        alias="from",
+        max_length=20,
+        pattern=_TIME,
+        description="First scheduled time (inclusive), RFC 3339 UTC.",
+    )
+    to_time: str = Field(
+        alias="to", max_length=20, pattern=_TIME, description="Last scheduled time (inclusive), RFC 3339 UTC."
+    )
+    parallel: int = Field(default=1, ge=1, le=100, description="Most backfill runs unfinished at once.")
+
+
+class BackfillStatus(ApiModel):
+    """Progress of one backfill (the same range is never backfilled twice)."""
+
+    from_time: str = Field(alias="from", description="First scheduled time of the range.")
+    to_time: str = Field(alias="to", description="Last scheduled time of the range.")
+    total: int = Field(description="Scheduled times in the range.")
+    created: int = Field(default=0, description="Runs created (times whose run already existed not counted).")
+    next: str | None = Field(default=None, description="The next scheduled time to create; absent when done.")
+    completed_at: str | None = Field(default=None, description="When every run of the range was created.")
 
 
 class CronWorkflowSpec(ApiModel):
@@ -59,7 +99,16 @@ class CronWorkflowSpec(ApiModel):
         default=1, ge=0, le=1000, description="Failed workflows kept."
     )
     suspend: bool = Field(default=False, description="While true no new run is started.")
-    workflow_template: WorkflowTemplate = Field(description="The Workflow each run creates.")
+    workflow_template: WorkflowTemplate = Field(
+        description="The Workflow each run creates; a parameter named scheduledTime gets the run's scheduled "
+        "time (RFC 3339)."
+    )
+    backfill: Backfill | None = Field(
+        default=None,
+        description="Runs for the scheduled times of a past range, created in order, at most parallel "
+        "unfinished at once, named like scheduled runs (so a time is never run twice); set by "
+        "meson cron backfill.",
+    )
 
 
 class CronWorkflowStatus(ApiModel):
@@ -75,6 +124,11 @@ class CronWorkflowStatus(ApiModel):
         default=None, description="When a run last succeeded (RFC 3339)."
     )
     next_schedule_time: str | None = Field(default=None, description="When the next run is due (RFC 3339).")
+    backfills: list[BackfillStatus] | None = Field(
+        default=None,
+        description="The last 10 backfills, oldest first: progress of the current one, and the ranges done.",
+        json_schema_extra={"maxItems": 10},
+    )
     conditions: list[Condition] | None = Field(
         default=None,
         description="Conditions: Valid.",

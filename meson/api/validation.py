@@ -25,7 +25,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from meson.api.cronworkflow import CronWorkflow
+from meson.api.cronworkflow import MAX_BACKFILL_RUNS, CronWorkflow
 from meson.api.queue import Queue
 from meson.api.streamjob import StreamJob
 from meson.api.template import MissingValue, output_reference_problem, render, unknown_references
@@ -516,7 +516,36 @@ def validate_cronworkflow(obj: Mapping[str, Any]) -> list[str]:
         problems += _metadata_problems(
             spec.workflow_template.metadata.model_dump(), "spec.workflowTemplate.metadata"
         )
+    if spec.backfill is not None and not problems:
+        problems += backfill_problems(spec.schedule, tz, spec.backfill.from_time, spec.backfill.to_time)[1]
     return problems + validate_workflow_spec(spec.workflow_template.spec, "spec.workflowTemplate.spec")
+
+
+def backfill_problems(
+    schedule: str, tz: tzinfo, start: str, end: str, now: float | None = None
+) -> tuple[int, list[str]]:
+    """(scheduled times from ``start`` to ``end``, what is wrong with that backfill range): backwards, in the
+    future, empty or above MAX_BACKFILL_RUNS (shared by the webhook and `meson cron backfill`)."""
+    from croniter import croniter  # local: only cron checks need it
+
+    first = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    last = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    if first > last:
+        return 0, [f"spec.backfill: the range is backwards: from {start} is after to {end}"]
+    if last.timestamp() > (time.time() if now is None else now):
+        return 0, [f"spec.backfill.to: {end} is in the future (a backfill covers past times only)"]
+    times = croniter(schedule, datetime.fromtimestamp(first.timestamp() - 1, tz))
+    count = 0
+    while count <= MAX_BACKFILL_RUNS and times.get_next(datetime).timestamp() <= last.timestamp():
+        count += 1
+    if count > MAX_BACKFILL_RUNS:
+        return count, [
+            f"spec.backfill: more than {MAX_BACKFILL_RUNS} scheduled times from {start} to {end}; "
+            "split the range"
+        ]
+    if count == 0:
+        return 0, [f"spec.backfill: the schedule {schedule!r} has no time from {start} to {end}"]
+    return count, []
 
 
 def validate_streamjob(obj: Mapping[str, Any]) -> list[str]:

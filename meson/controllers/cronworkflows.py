@@ -19,6 +19,7 @@ from meson.controllers.inflight import Write
 from meson.controllers.store import Key, Store
 from meson.controllers.writer import Writer, merge_patch, owner_reference
 from meson.workflow.cron import (
+    LABEL_BACKFILL,
     LABEL_CRONWORKFLOW,
     SCHEDULED_TIME_ANNOTATION,
     ChildWorkflow,
@@ -61,6 +62,7 @@ class CronWorkflows:
                     scheduled=scheduled or translate.epoch(meta.get("creationTimestamp")) or now,
                     phase=st.get("phase") or "Pending",
                     finished=translate.epoch(st.get("finishedAt")),
+                    backfill=(meta.get("labels") or {}).get(LABEL_BACKFILL) == "true",
                 )
             )
         return children

@@ -13,14 +13,21 @@
 * History limits keep the newest finished children (by scheduled time) per outcome.
 * suspend: nothing is created and ``lastScheduleTime`` does not move, so the latest run missed while
   suspended starts on resume (within the starting deadline); ``nextScheduleTime`` is not shown.
+* A template parameter named ``scheduledTime`` gets the run's scheduled time (RFC 3339) as its value.
+* Backfill (``spec.backfill``, set by ``meson cron backfill``): the scheduled times of a past range get their
+  runs, in order, at most ``parallel`` backfill runs unfinished at once (label ``meson.dev/backfill``), named
+  like scheduled runs, so a time that already has a run is skipped. Progress is ``status.backfills`` (a
+  cursor: runs of the range deleted later by the history limits are not made again); a range once
+  completed is never backfilled again. Backfill runs are not counted by concurrencyPolicy.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import zoneinfo
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,6 +40,7 @@ from meson.workflow.engine import parse_time, rfc3339
 from meson.workflow.types import WorkflowEvent
 
 __all__ = [
+    "LABEL_BACKFILL",
     "LABEL_CRONWORKFLOW",
     "SCHEDULED_TIME_ANNOTATION",
     "ChildWorkflow",
@@ -40,9 +48,13 @@ __all__ = [
     "CronRun",
     "child_name",
     "plan_cron",
+    "schedule_times",
 ]
 
 LABEL_CRONWORKFLOW = "meson.dev/cronworkflow"
+LABEL_BACKFILL = "meson.dev/backfill"
+SCHEDULED_TIME_PARAMETER = "scheduledTime"
+_BACKFILLS_KEPT = 10
 SCHEDULED_TIME_ANNOTATION = "meson.dev/scheduled-time"
 _FINISHED = frozenset({"Succeeded", "Failed"})
 
@@ -61,6 +73,7 @@ class ChildWorkflow:
     scheduled: float  # from the annotation meson.dev/scheduled-time
     phase: str | None  # status.phase
     finished: float | None  # status.finishedAt (epoch), None while not finished
+    backfill: bool = False  # created by a backfill (label meson.dev/backfill)
 
 
 @dataclass(slots=True)
@@ -109,13 +122,18 @@ def plan_cron(cron: Mapping[str, Any], now: float, children: Sequence[ChildWorkf
     old: dict[str, Any] = dict(cron.get("status") or {})
     earliest, latest, following = _schedule_times(spec, meta, old, now)
     result = CronPlan()
-    active = sorted((c for c in children if not _is_finished(c)), key=lambda c: (c.scheduled, c.name))
+    active = sorted(
+        (c for c in children if not _is_finished(c) and not c.backfill), key=lambda c: (c.scheduled, c.name)
+    )
     last_schedule = old.get("lastScheduleTime")
     if not spec.suspend and latest > earliest:
         last_schedule = rfc3339(latest)
         active = _decide_run(cron, spec, name, latest, now, children, active, result)
+    backfills, filling = _backfill(cron, spec, name, old, children, now, result)
     result.delete += _over_history_limits(spec, children, set(result.delete))
-    result.status = _status(old, spec, meta, active, last_schedule, children, following)
+    result.status = _status(old, spec, meta, active + filling, last_schedule, children, following)
+    if backfills:
+        result.status["backfills"] = backfills
     if not spec.suspend:
         result.wake_at = following
     return result
@@ -176,6 +194,76 @@ def _decide_run(
     return [*active, ChildWorkflow(run.name, latest, None, None)]
 
 
+def schedule_times(schedule: str, time_zone: str | None, start: float, end: float) -> Iterator[float]:
+    """The scheduled times from ``start`` to ``end`` (both inclusive), in order."""
+    tz = zoneinfo.ZoneInfo(time_zone or "UTC")
+    times = croniter(schedule, datetime.fromtimestamp(start - 1, tz))
+    while (t := times.get_next(datetime).timestamp()) <= end:
+        yield t
+
+
+def _backfill(
+    cron: Mapping[str, Any],
+    spec: Any,
+    name: str,
+    old: Mapping[str, Any],
+    children: Sequence[ChildWorkflow],
+    now: float,
+    result: CronPlan,
+) -> tuple[list[dict[str, Any]], list[ChildWorkflow]]:
+    """(status.backfills, the unfinished backfill runs after this plan): the current backfill's next runs,
+    created in order while fewer than ``parallel`` are unfinished."""
+    history = [dict(b) for b in old.get("backfills") or [] if isinstance(b, Mapping)]
+    filling = [c for c in children if c.backfill and not _is_finished(c)]
+    wanted = spec.backfill
+    if wanted is None or spec.suspend:
+        return history, filling
+    span = (wanted.from_time, wanted.to_time)
+    entry = next((b for b in history if (b.get("from"), b.get("to")) == span), None)
+    start, end = parse_time(wanted.from_time), parse_time(wanted.to_time)
+    if start is None or end is None:
+        return history, filling  # the schema's pattern makes this unreachable
+    if entry is None:
+        total = sum(
+            1 for _ in itertools.islice(schedule_times(spec.schedule, spec.time_zone, start, end), 10**5)
+        )
+        entry = {"from": span[0], "to": span[1], "total": total, "created": 0, "next": span[0]}
+        history = [*history, entry][-_BACKFILLS_KEPT:]
+        result.events.append(
+            WorkflowEvent(
+                "Normal", "BackfillStarted", f"backfill of {total} runs from {span[0]} to {span[1]}"
+            )
+        )
+    cursor = parse_time(entry.get("next"))
+    if entry.get("completedAt") or cursor is None:
+        return history, filling
+    existing = {c.name for c in children}
+    slots = wanted.parallel - len(filling)
+    next_time: float | None = None
+    for t in schedule_times(spec.schedule, spec.time_zone, cursor, end):
+        run_name = child_name(name, t)
+        if run_name in existing:
+            continue  # this time already has a run (scheduled, or an earlier backfill's)
+        if slots <= 0:
+            next_time = t
+            break
+        result.create.append((run_name, _manifest(cron, name, t, backfill=True)))
+        result.events.append(
+            WorkflowEvent("Normal", "BackfillRun", f"created workflow {run_name} for {rfc3339(t)}")
+        )
+        filling.append(ChildWorkflow(run_name, t, None, None, backfill=True))
+        entry["created"] = int(entry.get("created") or 0) + 1
+        slots -= 1
+    if next_time is None:
+        entry.pop("next", None)
+        entry["completedAt"] = rfc3339(now)
+        text = f"backfill from {span[0]} to {span[1]} done: {entry['created']} runs created"
+        result.events.append(WorkflowEvent("Normal", "BackfillCompleted", text))
+    else:
+        entry["next"] = rfc3339(next_time)
+    return history, filling
+
+
 def _over_history_limits(spec: Any, children: Sequence[ChildWorkflow], deleting: set[str]) -> list[str]:
     """Finished children beyond the history limits, oldest first to go."""
     out: list[str] = []
@@ -226,14 +314,20 @@ def _status(
     return status
 
 
-def _manifest(cron: Mapping[str, Any], name: str, scheduled: float) -> dict[str, Any]:
+def _manifest(cron: Mapping[str, Any], name: str, scheduled: float, backfill: bool = False) -> dict[str, Any]:
     template = (cron.get("spec") or {}).get("workflowTemplate") or {}
     tmeta = template.get("metadata") or {}
     labels = {**(tmeta.get("labels") or {}), LABEL_CRONWORKFLOW: name}
+    if backfill:
+        labels[LABEL_BACKFILL] = "true"
     annotations = {**(tmeta.get("annotations") or {}), SCHEDULED_TIME_ANNOTATION: rfc3339(scheduled)}
+    spec = copy.deepcopy(template.get("spec") or {})
+    for parameter in spec.get("parameters") or []:
+        if parameter.get("name") == SCHEDULED_TIME_PARAMETER:
+            parameter["value"] = rfc3339(scheduled)
     return {
         "apiVersion": API_VERSION,
         "kind": "Workflow",
         "metadata": {"name": child_name(name, scheduled), "labels": labels, "annotations": annotations},
-        "spec": copy.deepcopy(template.get("spec") or {}),
+        "spec": spec,
     }
