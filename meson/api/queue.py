@@ -310,6 +310,14 @@ class QueueStatus(ApiModel):
     observed_generation: int | None = Field(
         default=None, description="The .metadata.generation the controller last acted on."
     )
+    decayed_usage: dict[str, float] | None = Field(
+        default=None,
+        description="Under a parent with fairSharing: usage decayed with its half-life, per resource, in "
+        "resource-seconds (canonical units), as of decayedAsOf (a restarted operator resumes from it).",
+    )
+    decayed_as_of: float | None = Field(
+        default=None, description="When decayedUsage was taken (Unix seconds)."
+    )
     budgets: list[BudgetStatus] | None = Field(
         default=None,
         description="Each budget's use in its current window (persisted: a restarted operator resumes "

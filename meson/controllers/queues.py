@@ -33,6 +33,9 @@ ACTIVE = "Active"
 KIND = "Queue"
 # While only a budget's use moves, its status is rewritten at most this often.
 BUDGET_PERSIST_SECONDS = 10.0
+# Decayed usage (fair sharing) moves at every cycle: persisted at most this often (a restart loses the
+# use of at most that long; its half-life is typically hours).
+DECAY_PERSIST_SECONDS = 60.0
 
 
 class Queues:
@@ -51,6 +54,7 @@ class Queues:
         self.scheduler = scheduler
         self._restored: set[str] = set()  # queues whose persisted budget use was handed to the core
         self._budgets_at: dict[str, tuple[float, list]] = {}  # queue -> (when, budgets) last written
+        self._decayed_at: dict[str, tuple[float, dict]] = {}  # queue -> (when, decayed usage) last written
         self._written: dict[str, dict] = {}  # the last status written per queue
         self._reported: dict[str, str] = {}  # the last reason a queue was reported disabled for
 
@@ -79,7 +83,11 @@ class Queues:
         """Hand the use persisted in the queue's status back to the core (after a restart)."""
         if self.scheduler is None:
             return
-        for b in (obj.get("status") or {}).get("budgets") or []:
+        status = obj.get("status") or {}
+        if status.get("decayedUsage") and status.get("decayedAsOf") is not None:
+            usage = {k: float(v) for k, v in status["decayedUsage"].items()}
+            self.scheduler.restore_decayed(name, usage, float(status["decayedAsOf"]))
+        for b in status.get("budgets") or []:
             used, as_of = b.get("usedResourceSeconds"), b.get("asOf")
             if used is None or as_of is None or "resource" not in b:
                 continue
@@ -121,6 +129,8 @@ class Queues:
             reports = [r for (q, _), r in sorted(decisions.budgets.items()) if q == name]
             if reports:
                 status["budgets"] = self._budgets(name, reports, wakes)
+            if name in decisions.decayed:
+                status.update(self._decayed(name, decisions.decayed[name], decisions.now))
             writes += self._write(name, status, None)
         for name, reason in decisions.disabled.items():
             if name in self.store.queues:
@@ -147,6 +157,17 @@ class Queues:
             return last[1]
         self._budgets_at[name] = (now, fresh)
         return fresh
+
+    def _decayed(self, name: str, usage: dict[str, float], now: float) -> dict:
+        """The decayed usage to show: the last one written, until DECAY_PERSIST_SECONDS have passed."""
+        last = self._decayed_at.get(name)
+        if last is None or now >= last[0] + DECAY_PERSIST_SECONDS:
+            fresh = {
+                "decayedUsage": {k: round(v, 1) for k, v in sorted(usage.items())},
+                "decayedAsOf": round(now, 3),
+            }
+            last = self._decayed_at[name] = (now, fresh)
+        return last[1]
 
     def _write(self, name: str, status: dict, disabled: str | None) -> list[Write]:
         """The write of one queue's status with its Active condition (none if nothing changed)."""

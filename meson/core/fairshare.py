@@ -27,8 +27,8 @@ comparable to the instantaneous one) plus this cycle's admissions at full weight
 only grow within a cycle). The trade-off: a tenant that used the cluster all night yields in the
 morning to one that did not, for about a half-life; instantaneous DRF forgets at once, so the night's
 heavy user keeps an equal share at 9:00. Decay is fairer over a day; it also makes a newcomer's burst
-win over a steady user for a while, and after an operator restart the history starts again from
-zero (it is kept in memory only).
+win over a steady user for a while. The operator persists the decayed usage in the Queue status and
+restores it after a restart (``restore``); the time it was down only decays it.
 """
 
 from __future__ import annotations
@@ -58,12 +58,18 @@ def weighted_dominant_share(
 class DecayedUsage:
     """Usage integrated with decay, per queue whose parent sets a half-life; lives across cycles."""
 
-    __slots__ = ("at", "rate", "usage")
+    __slots__ = ("at", "rate", "restored", "usage")
 
     def __init__(self) -> None:
         self.usage: dict[str, dict[str, float]] = {}
         self.rate: dict[str, dict[str, int]] = {}  # used after the last cycle: the rate since
         self.at: float | None = None
+        self.restored: dict[str, tuple[dict[str, float], float]] = {}  # queue -> (usage, as of)
+
+    def restore(self, queue: str, usage: Mapping[str, float], as_of: float) -> None:
+        """Seed a queue's decayed usage from persisted state (taken up at the next ``advance``)."""
+        if queue not in self.usage:
+            self.restored[queue] = (dict(usage), as_of)
 
     def advance(self, now: float, tree: QueueTree) -> None:
         """Decay and add what was used since the last call (exact for usage constant in between)."""
@@ -74,7 +80,11 @@ class DecayedUsage:
             if h is None:
                 continue
             d = self.usage.get(n, {})
-            if dt > 0:
+            seed = self.restored.pop(n, None)
+            if seed is not None and n not in self.usage:
+                f = 2 ** (-max(now - seed[1], 0.0) / h)  # the time it was not watched only decays it
+                d = {k: v * f for k, v in seed[0].items()}
+            elif dt > 0:
                 lam = math.log(2) / h
                 f = math.exp(-lam * dt)
                 rate = self.rate.get(n, {})

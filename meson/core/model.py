@@ -272,6 +272,9 @@ class Decisions:
     reservations: dict[str, float] = field(default_factory=dict)
     # Time-window budgets after the cycle, by (queue, resource) (see ``budget``).
     budgets: dict[tuple[str, str], BudgetReport] = field(default_factory=dict)
+    # Decayed usage (resource-seconds) of the queues whose parent sets a half-life, as of ``now``.
+    decayed: dict[str, dict[str, float]] = field(default_factory=dict)
+    now: float = 0.0  # the snapshot's time
 
 
 @dataclass(frozen=True, slots=True)

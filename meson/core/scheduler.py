@@ -176,6 +176,10 @@ class Scheduler:
         """Seed a budget's usage from persisted state (after a restart)."""
         self.budgets.restore(queue, resource, state)
 
+    def restore_decayed(self, queue: str, usage: dict[str, float], as_of: float) -> None:
+        """Seed a queue's decayed usage from persisted state (after a restart)."""
+        self.decayed.restore(queue, usage, as_of)
+
 
 def _budget_usage(
     tree: QueueTree, budgets: dict[str, tuple[Budget, ...]], admitted: Sequence[AdmittedWorkload]
@@ -208,7 +212,7 @@ class _Cycle:
         self.tree = tree
         self.index = index
         self.pending_keys = index.by_key
-        self.decisions = Decisions(disabled=dict(disabled))
+        self.decisions = Decisions(disabled=dict(disabled), now=snap.now)
         self.state = QuotaState(tree)
         self.capacity = ClusterCapacity(snap.nodes)
         self.fixed: dict[str, PendingInfo] = {}  # pending workloads whose queue is not a valid leaf
@@ -247,6 +251,7 @@ class _Cycle:
         self._holds()
         if self.sched.decayed.usage:
             self.start_used = {n: dict(v) for n, v in self.state.used.items()}
+            self.decisions.decayed = {n: dict(v) for n, v in self.sched.decayed.usage.items()}
         self._explain_misplaced()
         ready = self._nominations()
         self._admit_ready(ready)

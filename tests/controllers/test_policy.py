@@ -43,3 +43,28 @@ async def test_a_used_up_budget_holds_the_next_workflow_with_a_reason_and_a_rest
     await run(cluster, op, lambda: op.cycles >= 3, max_cycles=5)
     assert cluster.pods(workflow="third") == []
     assert "budget" in waiting_reason(cluster, "third")
+
+
+@sync
+async def test_decayed_usage_is_kept_in_the_queue_status_and_taken_up_after_a_restart() -> None:
+    cluster = FakeCluster()
+    cluster.apply(queue("pool", cpu=8, fairSharing={"halfLifeSeconds": 3600}))
+    for name in ("a", "b"):
+        cluster.apply(queue(name, cpu=0, limit=8, parent="pool"))
+    cluster.apply(workflow("busy", "a", [step("work", cpu="4", duration="5s")]))
+    op = Operator(cluster)
+    # Persisted at most every minute while it moves.
+    await run(
+        cluster,
+        op,
+        lambda: (cluster.status("queues", "a").get("decayedUsage") or {}).get("cpu", 0) > 0,
+        tick=5,
+    )
+    saved = cluster.status("queues", "a")
+    assert saved["decayedAsOf"] > 0 and cluster.status("queues", "b").get("decayedUsage") == {}
+
+    await op.crash()
+    op = Operator(cluster)
+    await op.cycle()
+    restored = op.loop.scheduler.decayed.usage["a"]["cpu"]
+    assert 0 < restored <= saved["decayedUsage"]["cpu"]

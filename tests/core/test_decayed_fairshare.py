@@ -51,3 +51,31 @@ def test_the_night_s_heavy_user_yields_in_the_morning_with_decay_and_not_without
         share[label] = b / (a + b)
     assert 0.4 < share["drf"] < 0.6
     assert share["decayed"] > 0.7
+
+
+def test_decayed_usage_survives_a_restart_and_decays_over_the_gap() -> None:
+    from meson.core import Scheduler
+
+    night = _jobs("a", 0, 1200)
+    first = Scheduler()
+    res_decisions = []
+    Simulator(_tree(3600.0), night, scheduler=first, on_cycle=lambda s, d: res_decisions.append(d)).run(
+        until=7200
+    )
+    last = res_decisions[-1]
+    saved, at = last.decayed["a"], last.now
+    assert saved["cpu"] > 0
+    # A new operator process an hour later, restored from the Queue's status: b still goes first.
+    second = Scheduler()
+    second.restore_decayed("a", saved, at)
+    morning = at + 3600
+    trace = _jobs("a", morning, 200) + _jobs("b", morning, 200)
+    res = Simulator(_tree(3600.0), trace, scheduler=second).run(until=morning + 600)
+    b = _usage_between(res, trace, "b", morning, morning + 600)
+    a = _usage_between(res, trace, "a", morning, morning + 600)
+    assert b / (a + b) > 0.7
+    # Unrestored, the two start even.
+    fresh = Simulator(_tree(3600.0), trace).run(until=morning + 600)
+    b = _usage_between(fresh, trace, "b", morning, morning + 600)
+    a = _usage_between(fresh, trace, "a", morning, morning + 600)
+    assert b / (a + b) < 0.6
