@@ -137,9 +137,13 @@ def test_a_step_within_its_minimum_runtime_is_not_preempted_and_one_past_it_is(
           namespace=namespace)  # fmt: skip
     wait_workflow(custom, namespace, "hot", ("Succeeded",), timeout=90)
 
-    old = steps_by_instance(get_workflow(custom, namespace, "old"))["work"]
+    def old_rerun() -> dict | None:  # preempted once, back in its queue, admitted again once hot is done
+        old = steps_by_instance(get_workflow(custom, namespace, "old"))["work"]
+        return old if (old.get("run") or 1) >= 2 and old.get("phase") == "Running" else None
+
+    old = wait_for(old_rerun, 60, "the old step to be preempted and run again")
     young_now = steps_by_instance(get_workflow(custom, namespace, "young"))["work"]
-    assert (old.get("run") or 1) == 2, old  # preempted once, and back in its queue
+    assert old["run"] == 2, old
     assert (young_now.get("run") or 1) == 1, young_now
     assert len(workflow_pods(core, namespace, "young")) == 1
     lost = re.search(
