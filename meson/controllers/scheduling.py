@@ -236,9 +236,12 @@ class SchedulingLoop:
             except Exception:  # a bug in the loop itself; objects' own failures never get here
                 log.exception("scheduling cycle failed; retrying")
                 wake_at = self.clock() + 1.0
-            metrics.CYCLE_SECONDS.observe(time.perf_counter() - started)
-            # Let a burst of watch events coalesce into the next cycle.
-            await asyncio.sleep(0.05)
+            spent = time.perf_counter() - started
+            metrics.CYCLE_SECONDS.observe(spent)
+            # Let a burst of watch events coalesce into the next cycle. The watches are read on this
+            # thread too: after a costly cycle, give them at least as long (cycles at most half the time),
+            # or under load they fall behind and the cycle keeps planning with ended pods still counted.
+            await asyncio.sleep(max(0.05, spent))
 
     def stop(self) -> None:
         """Stop after the current cycle's writes; queued writes are abandoned (they are idempotent)."""
@@ -340,7 +343,7 @@ class SchedulingLoop:
             planned is None
             or not self.incremental
             or (planned.plan.wake_at is not None and now >= planned.plan.wake_at)
-            or not self._same_inputs(planned.inputs, self._inputs_of(key, wf))
+            or not self._unchanged(planned.inputs, key, wf)
         ):
             return None
         return planned
@@ -362,9 +365,17 @@ class SchedulingLoop:
             self.store.world_version,
         )
 
-    @staticmethod
-    def _same_inputs(a: tuple, b: tuple) -> bool:
-        return all(x is y or (type(x) is int and x == y) for x, y in zip(a, b, strict=True))
+    def _unchanged(self, made_of: tuple, key: Key, wf: dict) -> bool:
+        """Whether ``made_of`` (from :meth:`_inputs_of`) still holds. Asked for every workflow in every
+        cycle, so it compares in place instead of building the tuple again."""
+        own = self._own.get(key)
+        return (
+            made_of[0] is wf
+            and made_of[1] is own
+            and (own is None or (made_of[2] is own.status and made_of[3] == own.resource_version))
+            and made_of[4] == self.store.pod_versions.get(key, 0)
+            and made_of[5] == self.store.world_version
+        )
 
     def _plan_from_scratch(self, key: Key, wf: dict, now: float) -> _Planned:
         observations = self.store.observations(key)
@@ -681,6 +692,8 @@ class SchedulingLoop:
                 write = self._guarded(key, self.writer.delete_workflow, key)
                 writes.append(((WORKFLOW, key), write))
                 continue
+            if self.inflight.busy((WORKFLOW, key)) and not self.verify_incremental:
+                continue  # its last status is still being written; the write's end wakes the loop
             planned = self._planned.get(key)
             reused = planned is not None and planned.plan is p
             if (
