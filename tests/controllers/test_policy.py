@@ -68,3 +68,29 @@ async def test_decayed_usage_is_kept_in_the_queue_status_and_taken_up_after_a_re
     await op.cycle()
     restored = op.loop.scheduler.decayed.usage["a"]["cpu"]
     assert 0 < restored <= saved["decayedUsage"]["cpu"]
+
+
+@sync
+async def test_a_preempted_pod_gets_its_termination_grace_period_and_a_young_one_is_spared() -> None:
+    cluster = FakeCluster()
+    cluster.add_priority_class("low", 10)
+    cluster.add_priority_class("high", 1000)
+    cluster.apply(queue("q", cpu=2, preemption={"withinQueue": "LowerPriority", "minRuntimeSeconds": 30}))
+    cluster.apply(workflow("batch", "q", [step(f"b{i}", cpu="1", duration="3600s") for i in range(2)],
+                           priorityClassName="low"))  # fmt: skip
+    op = Operator(cluster)
+    deletes: list[dict] = []
+    core = op.session.clients.core
+    plain = core.delete_namespaced_pod
+
+    def recording(name: str, namespace: str, **kwargs: object) -> dict:
+        deletes.append({"name": name, **kwargs})
+        return plain(name, namespace, **kwargs)
+
+    core.delete_namespaced_pod = recording
+    await run(cluster, op, lambda: len(cluster.pods(workflow="batch", live=True)) == 2, max_cycles=5)
+    cluster.apply(workflow("hot", "q", [step("now", cpu="1", duration="1s")], priorityClassName="high"))
+    await run(cluster, op, lambda: op.cycles >= 10, max_cycles=20)
+    assert deletes == []  # within the queue's 30 s minimum runtime: nobody is preempted
+    await run(cluster, op, lambda: bool(deletes), max_cycles=40)
+    assert len(deletes) == 1 and "grace_period_seconds" not in deletes[0]  # the pod's own grace period
