@@ -132,7 +132,9 @@ def cluster_with_queue(nodes: int, queue: str) -> Path:
         subprocess.run([kubectl, *a], input=input, env=env, check=True, capture_output=True, text=True)
 
     kc("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    kc("wait", "--for=condition=Established", "--all", "crd")
+    controlplane.wait_established(
+        Path(kubectl), kubeconfig, [f"{p}.{GROUP}" for p in ("workflows", "queues")]
+    )
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Queue", "metadata": {"name": queue},
             "spec": {"quota": {"cpu": {"guaranteed": 100000}}}}  # fmt: skip
     kc("apply", "-f", "-", input=yaml.safe_dump(body))

@@ -236,12 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         check=True,
         capture_output=True,
     )
-    subprocess.run(
-        [kubectl, "wait", "--for=condition=Established", "crd/workflows.meson.dev", "crd/queues.meson.dev"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    controlplane.wait_established(Path(kubectl), kubeconfig, ["workflows.meson.dev", "queues.meson.dev"])
     operator_args = tuple(args.operator_arg)
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

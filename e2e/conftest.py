@@ -57,6 +57,11 @@ class Cluster:
             raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
         return proc
 
+    def wait_established(self, *plurals: str) -> None:
+        """Wait until the CRDs of these kinds (``workflows``: ``workflows.meson.dev``) are Established."""
+        names = [p if "." in p else f"{p}.meson.dev" for p in plurals]
+        controlplane.wait_established(self.kubectl_bin, self.kubeconfig, names)
+
     def api_client(self) -> client.ApiClient:
         return config.new_client_from_config(config_file=str(self.kubeconfig))
 
@@ -127,10 +132,7 @@ REPO = Path(__file__).resolve().parents[1]
 def crds(cluster: Cluster) -> None:
     """The Meson CRDs, applied as a user would (`kubectl apply -f crds/`) and established."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s",
-        *(f"crd/{p}.meson.dev" for p in ("workflows", "cronworkflows", "queues", "streamjobs")),
-    )  # fmt: skip
+    cluster.wait_established("workflows", "cronworkflows", "queues", "streamjobs")
 
 
 @pytest.fixture(scope="session")

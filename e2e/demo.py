@@ -198,10 +198,11 @@ def main() -> int:
         "--set-string", r"podAnnotations.sim\.meson\.dev/keep-running=true",
         "--wait", "--timeout", "120s",
     )  # fmt: skip
-    kube.kubectl_(
-        "wait", "--for=condition=Established", "--timeout=60s",
-        *(f"crd/{p}.meson.dev" for p in ("workflows", "cronworkflows", "queues", "streamjobs")),
-    )  # fmt: skip
+    controlplane.wait_established(
+        bins["kubectl"],
+        kubeconfig,
+        [f"{p}.meson.dev" for p in ("workflows", "cronworkflows", "queues", "streamjobs")],
+    )
     screen.say(f"helm upgrade --install {RELEASE} helm/meson -n {SYSTEM_NS}: CRDs, RBAC, the Lease's Role")
     kube.kubectl_("apply", "-f", str(SCENARIO / "00-namespace.yaml"), "-f", str(SCENARIO / "10-queues.yaml"))
     screen.say(

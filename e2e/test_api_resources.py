@@ -30,16 +30,15 @@ KIND_PLURALS = {
     "CronWorkflow": "cronworkflows",
     "StreamJob": "streamjobs",
     "Queue": "queues",
+    "WorkflowTemplate": "workflowtemplates",
+    "ClusterWorkflowTemplate": "clusterworkflowtemplates",
 }
 
 
 @pytest.fixture(scope="module")
 def crds_installed(cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s",
-        *(f"crd/{plural}.meson.dev" for plural in KIND_PLURALS.values()),
-    )  # fmt: skip
+    cluster.wait_established(*KIND_PLURALS.values())
     # Discovery must show the new kinds before kubectl can resolve short names and categories.
     deadline = time.monotonic() + 60
     while "mwf" not in cluster.kubectl("api-resources", "--api-group=meson.dev", check=False).stdout:

@@ -73,10 +73,7 @@ def release(cluster: Cluster) -> Iterator[Release]:
             "--wait", "--timeout", "120s",
         )  # fmt: skip
         # helm installs crds/ first when they are absent (another test may have applied them already).
-        cluster.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s",
-            *(f"crd/{p}.meson.dev" for p in ("workflows", "cronworkflows", "queues", "streamjobs")),
-        )  # fmt: skip
+        cluster.wait_established("workflows", "cronworkflows", "queues", "streamjobs")
         # webhook.mode=in-cluster (the default): the chart's webhook Service is routed to the port the local
         # operator will serve on (e2e/webhook_endpoint.py), since the chart's pods on kwok never run.
         port = _free_port()

@@ -386,3 +386,24 @@ def down(quiet: bool = False) -> None:
         shutil.rmtree(data_dir(), ignore_errors=True)
     if not quiet:
         log("control plane stopped" if state else "no control plane was running")
+
+
+def wait_established(kubectl: Path, kubeconfig: Path, crds: list[str], timeout: float = 60.0) -> None:
+    """Wait until every CRD (``workflows.meson.dev``...) is Established. Polled rather than `kubectl wait`,
+    which fails at once ("conditions accessor error: <nil>") when it reads a CRD created so recently that
+    the API server has not yet given it a status."""
+    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    deadline = time.monotonic() + timeout
+    waiting = list(crds)
+    while waiting:
+        got = subprocess.run(
+            [str(kubectl), "get", "crd", waiting[0], "-o", f"jsonpath={jsonpath}"],
+            capture_output=True, text=True, env=env, check=False,
+        )  # fmt: skip
+        if got.returncode == 0 and got.stdout.strip() == "True":
+            waiting.pop(0)
+            continue
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"CRD {waiting[0]} not Established after {timeout:.0f}s: {got.stderr.strip()}")
+        time.sleep(0.5)
