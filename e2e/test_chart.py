@@ -42,6 +42,8 @@ EXPECTED_RULES: dict[tuple[str, str], frozenset[str]] = {
     ("meson.dev", "workflows"): READ | {"create", "delete", "patch"},
     ("meson.dev", "workflows/status"): frozenset({"get", "patch"}),
     ("meson.dev", "cronworkflows"): READ,
+    ("meson.dev", "workflowtemplates"): READ,
+    ("meson.dev", "clusterworkflowtemplates"): READ,
     ("meson.dev", "queues"): READ,
     ("meson.dev", "cronworkflows/status"): frozenset({"get", "patch"}),
     ("meson.dev", "queues/status"): frozenset({"get", "patch"}),
@@ -216,10 +218,12 @@ def test_kube_version_older_than_1_33_is_refused() -> None:
 def test_crds_ship_in_the_chart_crds_directory() -> None:
     names = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
     assert names == [
+        "meson.dev_clusterworkflowtemplates.yaml",
         "meson.dev_cronworkflows.yaml",
         "meson.dev_queues.yaml",
         "meson.dev_streamjobs.yaml",
         "meson.dev_workflows.yaml",
+        "meson.dev_workflowtemplates.yaml",
     ]
     # crds/ is installed by Helm itself, before the templates; the templates must not render CRDs too.
     assert all(d["kind"] != "CustomResourceDefinition" for d in render())
@@ -561,7 +565,14 @@ def test_webhook_configuration_points_every_handler_at_the_service() -> None:
     ]
     assert service["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
     ids = _validate_ids()
-    assert sorted(ids) == ["cronworkflow", "queue", "streamjob", "workflow"]
+    assert sorted(ids) == [
+        "clusterworkflowtemplate",
+        "cronworkflow",
+        "queue",
+        "streamjob",
+        "workflow",
+        "workflowtemplate",
+    ]
     by_name = {w["name"]: w for w in vwc["webhooks"]}
     assert sorted(by_name) == sorted(f"{i}.validate.meson.dev" for i in ids)
     for i in ids:
@@ -580,7 +591,7 @@ def test_webhook_configuration_points_every_handler_at_the_service() -> None:
                 "apiVersions": ["v1alpha1"],
                 "resources": [f"{i}s"],
                 "operations": ["CREATE", "UPDATE"],
-                "scope": "Cluster" if i == "queue" else "Namespaced",
+                "scope": "Cluster" if i in ("queue", "clusterworkflowtemplate") else "Namespaced",
             }
         ]
         assert (hook["failurePolicy"], hook["timeoutSeconds"], hook["sideEffects"]) == ("Fail", 10, "None")

@@ -394,7 +394,7 @@ def test_operator_runs_a_workflow_with_only_the_chart_permissions(
                     "get", "validatingwebhookconfiguration", f"{release.name}-webhook",
                     "-o", "jsonpath={.webhooks[*].clientConfig.caBundle}",
                 ).stdout.split()  # fmt: skip
-                return len(out) == 4
+                return len(out) == 6  # one webhook per kind (workflow ... clusterworkflowtemplate)
 
             wait_for(injected, 90, "the webhook CA bundle injected", interval=1)
             cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests))

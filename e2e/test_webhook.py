@@ -35,7 +35,7 @@ from e2e.webhook_endpoint import route_service_to_host
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "meson"
-KINDS = ("workflow", "cronworkflow", "streamjob", "queue")
+KINDS = ("workflow", "cronworkflow", "streamjob", "queue", "workflowtemplate", "clusterworkflowtemplate")
 DENIED = 'admission webhook "workflow.validate.meson.dev" denied the request'
 UNREACHABLE = 'failed calling webhook "workflow.validate.meson.dev"'
 

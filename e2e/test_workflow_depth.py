@@ -216,3 +216,39 @@ def test_backfill_of_ten_daily_runs_three_at_a_time_and_a_second_backfill_create
     )
     time.sleep(3)  # give the controller cycles to act on it (it must create nothing)
     assert sorted(w["metadata"]["name"] for w in runs()) == names
+
+
+def test_a_workflow_made_from_a_workflow_template_runs_with_its_own_parameter_values(
+    cluster: Cluster, operator: OperatorProcess, core: client.CoreV1Api, custom, namespace: str, queues
+) -> None:
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s",
+        "crd/workflowtemplates.meson.dev", "crd/clusterworkflowtemplates.meson.dev",
+    )  # fmt: skip
+    q = f"tmpl-{uid()}"
+    queues.append(q)
+    apply(cluster, queue(q, cpu=8))
+    first = step("extract")
+    first["template"]["spec"]["containers"][0]["args"] = ["{{ params.day }}", "{{ params.mode }}"]
+    spec = workflow("unused", q, [first, step("load", deps=["extract"])])["spec"]
+    spec["parameters"] = [{"name": "day", "default": "mon"}, {"name": "mode", "default": "full"}]
+    template = {
+        "apiVersion": "meson.dev/v1alpha1",
+        "kind": "WorkflowTemplate",
+        "metadata": {"name": "etl"},
+        "spec": spec,
+    }
+    made = {
+        "apiVersion": "meson.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "from-template"},
+        "spec": {"workflowTemplateRef": {"name": "etl"}, "parameters": [{"name": "day", "value": "fri"}]},
+    }
+    apply(cluster, template, made, namespace=namespace)
+    done = wait_workflow(custom, namespace, "from-template", ("Succeeded", "Failed"))
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["spec"]["queue"] == q and done["spec"]["workflowTemplateRef"]["name"] == "etl"
+    pods = {p.metadata.labels["meson.dev/step"]: p for p in workflow_pods(core, namespace, "from-template")}
+    assert sorted(pods) == ["extract", "load"]
+    assert args(pods["extract"]) == ["fri", "full"]
+    assert pods["extract"].metadata.labels["meson.dev/queue"] == q  # admitted through the template's queue

@@ -17,6 +17,7 @@ from meson.api.cronworkflow import CronWorkflow
 from meson.api.queue import Queue
 from meson.api.streamjob import StreamJob
 from meson.api.workflow import Workflow
+from meson.api.workflowtemplate import ClusterWorkflowTemplate, WorkflowTemplate
 
 __all__ = ["KINDS", "CrdKind", "build_crd", "build_crds", "crd_filename", "to_structural"]
 
@@ -224,6 +225,27 @@ KINDS: tuple[CrdKind, ...] = (
             _AGE,
         ),
         scale=True,
+    ),
+    *(
+        CrdKind(
+            model=model,
+            plural=plural,
+            short_names=(short,),
+            scope=scope,
+            printer_columns=(
+                {
+                    "name": "Queue",
+                    "type": "string",
+                    "jsonPath": ".spec.queue",
+                    "description": "Admitting queue of the workflows made from it.",
+                },
+                _AGE,
+            ),
+        )
+        for model, plural, short, scope in (
+            (WorkflowTemplate, "workflowtemplates", "mwft", "Namespaced"),
+            (ClusterWorkflowTemplate, "clusterworkflowtemplates", "mcwft", "Cluster"),
+        )
     ),
 )
 

@@ -37,6 +37,7 @@ from meson.api.workflow import (
     Workflow,
     WorkflowSpec,
 )
+from meson.api.workflowtemplate import ClusterWorkflowTemplate, WorkflowTemplate
 
 __all__ = [
     "KIND_MODELS",
@@ -56,6 +57,8 @@ __all__ = [
 
 KIND_MODELS: dict[str, type[BaseModel]] = {
     "Workflow": Workflow,
+    "WorkflowTemplate": WorkflowTemplate,
+    "ClusterWorkflowTemplate": ClusterWorkflowTemplate,
     "CronWorkflow": CronWorkflow,
     "StreamJob": StreamJob,
     "Queue": Queue,
@@ -284,6 +287,10 @@ def _output_problems(step: Step, where: str, upstream: dict[str, bool]) -> list[
 def validate_workflow_spec(spec: WorkflowSpec, path: str = "spec") -> list[str]:
     """Every check of a Workflow spec the schema cannot do (also used for CronWorkflow templates)."""
     problems: list[str] = []
+    if not spec.steps:
+        if spec.workflow_template_ref is None:
+            problems.append(f"{path}.steps: required unless workflowTemplateRef is set")
+        return problems  # made from its template by the controller, then checked again
     params = spec.parameter_values()
     seen: dict[str, int] = {}
     for index, param in enumerate(spec.parameters or []):
@@ -602,7 +609,20 @@ def validate(
         return validate_streamjob(obj)
     if kind == "Queue":
         return validate_queue(obj, queue_parents)
+    if kind in ("WorkflowTemplate", "ClusterWorkflowTemplate"):
+        return validate_template(kind, obj)
     return parse(kind, obj)[1]
+
+
+def validate_template(kind: str, obj: Mapping[str, Any]) -> list[str]:
+    """A WorkflowTemplate's spec is a Workflow spec, which may not itself come from a template."""
+    model, problems = parse(kind, obj)
+    if model is None:
+        return problems
+    assert isinstance(model, WorkflowTemplate | ClusterWorkflowTemplate)
+    if model.spec.workflow_template_ref is not None:
+        return ["spec.workflowTemplateRef: a template cannot be made from another template"]
+    return validate_workflow_spec(model.spec)
 
 
 def invalid_condition(messages: list[str], *, generation: int | None = None) -> dict[str, Any]:
@@ -671,7 +691,7 @@ def sample_pods(kind: str, obj: Mapping[str, Any]) -> list[tuple[str, dict[str, 
         return []
     meta = dict(obj.get("metadata") or {})
     namespace = meta.get("namespace")
-    if isinstance(model, Workflow):
+    if isinstance(model, Workflow | WorkflowTemplate):
         return _workflow_pods(model.spec, "spec", meta, namespace)
     if isinstance(model, CronWorkflow):
         # The pods belong to each run's Workflow, named like meson.workflow.cron.child_name: {cron}-{minute}.

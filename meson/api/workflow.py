@@ -57,6 +57,7 @@ __all__ = [
     "Workflow",
     "WorkflowSpec",
     "WorkflowStatus",
+    "WorkflowTemplateRef",
 ]
 
 #: Explicit steps per workflow. Fan-out (foreach, parallelism) multiplies them at run time.
@@ -267,18 +268,37 @@ class ExitStep(ApiModel):
     timeout_seconds: int | None = Field(default=None, ge=1, description="Deadline for one attempt.")
 
 
+class WorkflowTemplateRef(ApiModel):
+    """A WorkflowTemplate of the workflow's namespace, or a ClusterWorkflowTemplate."""
+
+    name: str = Field(
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="Name of the template.",
+    )
+    cluster_scope: bool = Field(
+        default=False,
+        description="true: a ClusterWorkflowTemplate; false: a WorkflowTemplate of this namespace.",
+    )
+
+
 class WorkflowSpec(ApiModel):
     """The desired run: a DAG of steps, the queue to admit it through and what to do on failure."""
 
     __x_validations__ = [
         x_validation(
-            "self.steps.all(s, !has(s.dependencies) || "
+            "has(self.steps) || has(self.workflowTemplateRef)",
+            "steps are required unless workflowTemplateRef is set",
+            field_path=".steps",
+        ),
+        x_validation(
+            "!has(self.steps) || self.steps.all(s, !has(s.dependencies) || "
             "s.dependencies.all(d, self.steps.exists(t, t.name == d)))",
             "every dependency must name a step of this workflow",
             field_path=".steps",
         ),
         x_validation(
-            "!has(self.onExit) || !self.steps.exists(s, s.name == self.onExit.name)",
+            "!has(self.onExit) || !has(self.steps) || !self.steps.exists(s, s.name == self.onExit.name)",
             "onExit.name must differ from the names of the steps",
             field_path=".onExit.name",
         ),
@@ -304,9 +324,17 @@ class WorkflowSpec(ApiModel):
             "x-kubernetes-list-map-keys": ["name"],
         },
     )
+    workflow_template_ref: WorkflowTemplateRef | None = Field(
+        default=None,
+        description="Make this workflow from a WorkflowTemplate (or ClusterWorkflowTemplate): the controller "
+        "copies the template's spec into this one once, before it runs; this workflow's parameter values and "
+        "the fields it sets to other than their defaults win. Leave steps out.",
+    )
     steps: list[Step] = Field(
+        default_factory=list,
         min_length=1,
-        description="The steps of the DAG; names are unique and dependencies name other steps.",
+        description="The steps of the DAG; names are unique and dependencies name other steps. Required "
+        "unless workflowTemplateRef is set (then copied from the template).",
         json_schema_extra={
             "maxItems": MAX_STEPS,
             "x-kubernetes-list-type": "map",

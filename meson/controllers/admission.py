@@ -52,6 +52,8 @@ from meson.adapters.dryrun import PodDryRun, _api_message  # noqa: F401 - re-exp
 from meson.api.common import GROUP, VERSION
 from meson.api.validation import validate
 from meson.controllers import webhook_certs
+from meson.controllers.templates import template_problem
+from meson.workflow.templates import unresolved_ref
 
 __all__ = [
     "WEBHOOK_CONFIGURATION",
@@ -104,6 +106,24 @@ def queue_parents(exclude: str | None = None, memo: Any = None) -> dict[str, str
     }
 
 
+def template_exists(namespace: str, ref: Mapping[str, Any], memo: Any = None) -> bool:
+    """Whether the WorkflowTemplate (or ClusterWorkflowTemplate) a Workflow refers to exists."""
+    custom = _clients(memo).custom
+    name = str(ref.get("name") or "")
+    try:
+        if ref.get("clusterScope"):
+            kube.call(custom.get_cluster_custom_object, GROUP, VERSION, "clusterworkflowtemplates", name)
+        else:
+            kube.call(
+                custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "workflowtemplates", name
+            )
+    except kube.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
 def review(
     kind: str,
     body: Mapping[str, Any],
@@ -121,6 +141,11 @@ def review(
     if kind == "Queue" and parents is None:
         parents = queue_parents(exclude=(body.get("metadata") or {}).get("name"), memo=memo)
     problems = validate(kind, body, queue_parents=parents)
+    ref = unresolved_ref(body.get("spec") or {}) if kind == "Workflow" else None
+    if not problems and ref is not None:
+        ns = namespace or (body.get("metadata") or {}).get("namespace") or "default"
+        problem = template_problem(ref, ns, template_exists(ns, ref, memo))
+        problems += [problem] if problem else []
     if not problems and check_pods and kind != "Queue":
         ns = namespace or (body.get("metadata") or {}).get("namespace")
         problems += dry_run_pods(kind, body, ns, dry_run or (lambda n, p: kubernetes_pod_dry_run(n, p, memo)))
@@ -161,6 +186,22 @@ def validate_streamjob(
     body: kopf.Body, old: Any, operation: str, namespace: Any, memo: kopf.Memo | None = None, **_: Any
 ) -> None:
     _admit("StreamJob", body, old, operation, namespace, memo)
+
+
+@kopf.on.validate(GROUP, VERSION, "workflowtemplates", id="workflowtemplate", operations=["CREATE", "UPDATE"])
+def validate_workflowtemplate(
+    body: kopf.Body, old: Any, operation: str, namespace: Any, memo: kopf.Memo | None = None, **_: Any
+) -> None:
+    _admit("WorkflowTemplate", body, old, operation, namespace, memo)
+
+
+@kopf.on.validate(
+    GROUP, VERSION, "clusterworkflowtemplates", id="clusterworkflowtemplate", operations=["CREATE", "UPDATE"]
+)
+def validate_clusterworkflowtemplate(
+    body: kopf.Body, old: Any, operation: str, namespace: Any, memo: kopf.Memo | None = None, **_: Any
+) -> None:
+    _admit("ClusterWorkflowTemplate", body, old, operation, namespace, memo)
 
 
 @kopf.on.validate(GROUP, VERSION, "queues", id="queue", operations=["CREATE", "UPDATE"])

@@ -51,6 +51,23 @@ kopf.on.event("apps", "v1", "controllerrevisions", labels={LABEL_STREAMJOB: kopf
     _feed("controller_revision")
 )
 kopf.on.event("", "v1", "pods")(_feed("pod"))
+
+
+def _feed_template(kind: str):
+    """WorkflowTemplates feed the loop's template view (not the store: only the loop reads them)."""
+
+    async def handler(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        templates = memo.get("templates")
+        obj = event.get("object") or {}
+        if templates is not None and obj.get("metadata"):
+            getattr(templates, f"on_{kind}")(event.get("type") or "ADDED", obj)
+
+    handler.__name__ = f"feed_{kind}"
+    return handler
+
+
+kopf.on.event(GROUP, kube.VERSION, "workflowtemplates")(_feed_template("workflowtemplate"))
+kopf.on.event(GROUP, kube.VERSION, "clusterworkflowtemplates")(_feed_template("clusterworkflowtemplate"))
 kopf.on.event("", "v1", "nodes")(_feed("node"))
 kopf.on.event("", "v1", "namespaces")(_feed("namespace"))
 kopf.on.event("scheduling.k8s.io", "v1", "priorityclasses")(_feed("priority_class"))
@@ -83,6 +100,14 @@ def prime(view: Store, clients: kube.Clients) -> None:
     ):
         for obj in items:
             getattr(view, f"on_{kind}")("ADDED", obj)
+
+
+def prime_templates(templates: Any, clients: kube.Clients) -> None:
+    """List the templates once, as prime() does the rest of the world."""
+    custom = clients.custom
+    for plural in ("workflowtemplates", "clusterworkflowtemplates"):
+        for obj in _list_raw(custom.list_cluster_custom_object, GROUP, kube.VERSION, plural):
+            getattr(templates, f"on_{plural[:-1]}")("ADDED", obj)
 
 
 @kopf.on.login()
@@ -125,6 +150,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     view = Store()
     await asyncio.get_running_loop().run_in_executor(None, prime, view, clients)
     loop = SchedulingLoop.tuned(view, clients, memo.get("tuning") or Tuning())
+    await asyncio.get_running_loop().run_in_executor(None, prime_templates, loop.templates, clients)
+    memo["templates"] = loop.templates
     memo["store"] = view
     memo["loop"] = loop
     election = memo.get("election")

@@ -55,6 +55,7 @@ from meson.controllers.memo import memo_lookup
 from meson.controllers.queues import Queues
 from meson.controllers.store import Key, Store, resource_version
 from meson.controllers.streamjobs import StreamJobs
+from meson.controllers.templates import Templates
 from meson.controllers.writer import Writer, merge_patch
 from meson.core import AdmittedWorkload, Resources, Scheduler, Snapshot, Workload
 from meson.core.eta import EtaBoard
@@ -67,6 +68,7 @@ from meson.workflow import (
     with_queue_positions,
 )
 from meson.workflow.status import QUEUE_POSITIONS_MAX
+from meson.workflow.templates import unresolved_ref
 
 log = logging.getLogger("meson.scheduling")
 # A cycle runs at least this often even when nothing happened, as a safety net for missed wake-ups.
@@ -185,6 +187,7 @@ class SchedulingLoop:
     queues: Queues = field(init=False)
     policies: Policies = field(init=False)
     streams: StreamJobs = field(init=False)
+    templates: Templates = field(default_factory=Templates)  # WorkflowTemplates, fed by handlers (#14)
     inflight: Inflight = field(init=False)
     _reserved: dict[str, _Reservation] = field(default_factory=dict)
     _planned: dict[Key, _Planned] = field(default_factory=dict)
@@ -296,6 +299,10 @@ class SchedulingLoop:
     # --- stage 1: plan -----------------------------------------------------------------------------
     def _plan(self, key: Key, wf: dict, now: float, inputs: _Inputs) -> None:
         """Plan one workflow and add what it needs to ``inputs`` (all at once: a failure adds nothing)."""
+        if unresolved_ref(wf.get("spec") or {}) is not None:  # made from a template first (#14)
+            write = self.templates.resolution(key, wf, self.writer, self.faults, now)
+            inputs.writes.extend([write] if write else [])
+            return
         problems = self.checks.workflow_problems(wf)
         if problems is None and not self.store.workflow_pods.get(key):
             return  # its pod templates are being dry-run; nothing of it runs yet

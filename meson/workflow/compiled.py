@@ -147,6 +147,8 @@ def _build(
         return _Compiled(name, namespace, uid, generation, None, [f"spec: {exc}"])
     spec = model.spec
     problems = validate_workflow_spec(spec)
+    if not spec.steps and not problems:  # the controller makes it from its template before planning it
+        problems = ["spec.workflowTemplateRef: not made from its template yet"]
     compiled = _Compiled(name, namespace, uid, generation, spec, problems)
     if problems:
         return compiled

@@ -113,14 +113,20 @@ def test_cel_rules_parse(filename):
 
 def test_names_categories_columns():
     by_kind = {crd["spec"]["names"]["kind"]: crd for crd in CRDS.values()}
-    assert set(by_kind) == {"Queue", "Workflow", "CronWorkflow", "StreamJob"}
     short = {kind: crd["spec"]["names"]["shortNames"] for kind, crd in by_kind.items()}
-    assert short == {"Queue": ["mq"], "Workflow": ["mwf"], "CronWorkflow": ["mcwf"], "StreamJob": ["msj"]}
+    assert short == {
+        "Queue": ["mq"],
+        "Workflow": ["mwf"],
+        "CronWorkflow": ["mcwf"],
+        "StreamJob": ["msj"],
+        "WorkflowTemplate": ["mwft"],
+        "ClusterWorkflowTemplate": ["mcwft"],
+    }
     for kind, crd in by_kind.items():
         spec = crd["spec"]
         assert spec["group"] == "meson.dev"
         assert spec["names"]["categories"] == ["meson"]
-        assert spec["scope"] == ("Cluster" if kind == "Queue" else "Namespaced")
+        assert spec["scope"] == ("Cluster" if kind in ("Queue", "ClusterWorkflowTemplate") else "Namespaced")
         (version,) = spec["versions"]
         assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
         assert "status" in version["subresources"]
@@ -154,7 +160,14 @@ def test_printer_column_paths_exist():
 
 
 def test_kinds_match_models():
-    assert [k.kind for k in KINDS] == ["Queue", "Workflow", "CronWorkflow", "StreamJob"]
+    assert [k.kind for k in KINDS] == [
+        "Queue",
+        "Workflow",
+        "CronWorkflow",
+        "StreamJob",
+        "WorkflowTemplate",
+        "ClusterWorkflowTemplate",
+    ]
 
 
 def test_files_are_valid_yaml():
