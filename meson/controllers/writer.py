@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from pydantic import ValidationError
+
 from meson.adapters import events, kube
 from meson.controllers import translate
 from meson.controllers.store import Key, Store
@@ -86,7 +88,7 @@ class Writer:
             created = kube.create(
                 self.clients.core.create_namespaced_pod,
                 namespace,
-                body,
+                quantities_as_strings(body),
                 field_validation="Strict",  # a misspelt field is refused, never dropped
                 _preload_content=False,
             )
@@ -94,6 +96,9 @@ class Writer:
             message = _server_message(e)
             log.warning("pod %s/%s refused: %s", namespace, body["metadata"]["name"], message)
             return message or str(e.reason)
+        except ValidationError as e:  # the client's own check of the body, before any request
+            log.warning("pod %s/%s refused by the client: %s", namespace, body["metadata"]["name"], e)
+            return f"invalid pod: {e}"
         if created is not None:
             self.in_loop(self.store.on_pod, "ADDED", json.loads(created.data))
         return None
@@ -204,6 +209,40 @@ def merge_patch(new: dict, old: dict | None) -> dict:
         elif isinstance(was, dict) and isinstance(body[k], dict):
             body[k] = merge_patch(body[k], was)
     return body
+
+
+def quantities_as_strings(pod: dict) -> dict:
+    """``pod`` with every resource quantity a string. The API server takes ``nvidia.com/gpu: 4``, but the
+    kubernetes client (v37) checks a pod body against its own types first and refuses a number there, so a
+    template that the API server's dry run accepted would never make its pod."""
+    spec = pod.get("spec") or {}
+
+    def strings(resources: Any) -> Any:
+        if not isinstance(resources, dict):
+            return resources
+        return {
+            k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+            for k, v in resources.items()
+        }
+
+    def container(c: Any) -> Any:
+        res = c.get("resources") if isinstance(c, dict) else None
+        if not isinstance(res, dict):
+            return c
+        return {
+            **c,
+            "resources": {k: strings(v) if k in ("requests", "limits") else v for k, v in res.items()},
+        }
+
+    new = dict(spec)
+    for field in ("containers", "initContainers", "ephemeralContainers"):
+        if isinstance(spec.get(field), list):
+            new[field] = [container(c) for c in spec[field]]
+    if isinstance(spec.get("overhead"), dict):
+        new["overhead"] = strings(spec["overhead"])
+    if isinstance(spec.get("resources"), dict):
+        new["resources"] = container({"resources": spec["resources"]})["resources"]
+    return {**pod, "spec": new}
 
 
 def _server_message(exc: kube.ApiException) -> str:
