@@ -168,25 +168,16 @@ def test_backfill_of_ten_daily_runs_three_at_a_time_and_a_second_backfill_create
         )
         return listed["items"]
 
+    def backfill() -> str:
+        span = ("--from", str(first), "--to", str(last), "--parallel", "3", "-n", namespace)
+        return meson_cli(cluster, "cron", "backfill", "daily", *span)
+
     def overlap() -> str | None:
         live = [w for w in runs() if (w.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
         return f"{len(live)} backfill runs unfinished at once" if len(live) > 3 else None
 
     with Sampler(overlap) as sampler:
-        out = meson_cli(
-            cluster,
-            "cron",
-            "backfill",
-            "daily",
-            "--from",
-            str(first),
-            "--to",
-            str(last),
-            "--parallel",
-            "3",
-            "-n",
-            namespace,
-        )
+        out = backfill()
         assert "backfill of 10 scheduled times" in out
         done = wait_for(
             lambda: (
@@ -200,20 +191,7 @@ def test_backfill_of_ten_daily_runs_three_at_a_time_and_a_second_backfill_create
     assert times == [f"{first + timedelta(days=d)}T00:00:00Z" for d in range(10)]
     names = sorted(w["metadata"]["name"] for w in runs())
 
-    meson_cli(
-        cluster,
-        "cron",
-        "backfill",
-        "daily",
-        "--from",
-        str(first),
-        "--to",
-        str(last),
-        "--parallel",
-        "3",
-        "-n",
-        namespace,
-    )
+    backfill()
     time.sleep(3)  # give the controller cycles to act on it (it must create nothing)
     assert sorted(w["metadata"]["name"] for w in runs()) == names
 

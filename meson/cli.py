@@ -515,28 +515,16 @@ def operate(plural: str, operation: str, name: str, namespace: str) -> int:
     """Read the object, then patch it with the resourceVersion read: a concurrent change is a 409, and
     the change is computed again from the fresh object (nothing is lost or applied twice)."""
     from meson.adapters import kube
+    from meson.workflow_commands import patch_spec
 
     clients = kube.Clients.from_config(kube.load_client_config())
-    path = (kube.GROUP, kube.VERSION, namespace, plural, name)
     change = _workflow_change if plural == "workflows" else _streamjob_change
-    kind = plural.rstrip("s")
-    for _ in range(10):
-        try:
-            obj = kube.call(clients.custom.get_namespaced_custom_object, *path)
-            body = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}}
-            body["spec"] = change(operation, obj, clients)
-            kube.call(clients.custom.patch_namespaced_custom_object, *path, body)
-        except kube.ApiException as e:
-            if e.status == 409:
-                continue
-            if e.status == 404:
-                print(f"error: {kind} {name} not found in namespace {namespace}", file=sys.stderr)
-                return 1
-            raise
-        print(f"{kind}.meson.dev/{name} {operation}")
-        return 0
-    print(f"error: {kind} {name} kept changing; {operation} not applied", file=sys.stderr)
-    return 1
+    code = patch_spec(
+        plural, name, namespace, lambda obj: change(operation, obj, clients), clients, operation
+    )
+    if code == 0:
+        print(f"{plural.rstrip('s')}.meson.dev/{name} {operation}")
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

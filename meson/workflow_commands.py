@@ -11,7 +11,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["add_parsers", "backfill_change", "parameter_overrides", "restart_change", "utc_time"]
+__all__ = [
+    "add_parsers",
+    "backfill_change",
+    "parameter_overrides",
+    "patch_spec",
+    "restart_change",
+    "utc_time",
+]
 
 
 def add_parsers(sub: Any, wf_sub: Any) -> None:
@@ -103,12 +110,20 @@ def restart_change(wf: dict, from_step: str | None, overrides: dict[str, Any]) -
     return change
 
 
-def _patch(plural: str, name: str, namespace: str, change: Callable[[dict], dict]) -> int:
-    """Read, then patch with the resourceVersion read: a concurrent change is a 409 and the change is made
-    again from the fresh object (nothing lost, nothing applied twice)."""
+def patch_spec(
+    plural: str,
+    name: str,
+    namespace: str,
+    change: Callable[[dict], dict],
+    clients: Any = None,
+    what: str = "change",
+) -> int:
+    """Read the object, then patch its spec with ``change(object)`` and the resourceVersion read: a
+    concurrent change is a 409, and the change is computed again from the fresh object (nothing is lost or
+    applied twice). 0, or 1 with the reason on stderr. Shared by every `meson` command that edits a spec."""
     from meson.adapters import kube
 
-    clients = kube.Clients.from_config(kube.load_client_config())
+    clients = clients or kube.Clients.from_config(kube.load_client_config())
     path = (kube.GROUP, kube.VERSION, namespace, plural, name)
     kind = plural.rstrip("s")
     for _ in range(10):
@@ -124,15 +139,17 @@ def _patch(plural: str, name: str, namespace: str, change: Callable[[dict], dict
                 print(f"error: {kind} {name} not found in namespace {namespace}", file=sys.stderr)
                 return 1
             raise
-    print(f"error: {kind} {name} kept changing; not applied", file=sys.stderr)
+    print(f"error: {kind} {name} kept changing; {what} not applied", file=sys.stderr)
     return 1
 
 
 def restart_command(args: argparse.Namespace) -> int:
     overrides = parameter_overrides(args.parameters)
-    code = _patch(
-        "workflows", args.name, args.namespace, lambda wf: restart_change(wf, args.from_step, overrides)
-    )
+
+    def change(wf: dict) -> dict:
+        return restart_change(wf, args.from_step, overrides)
+
+    code = patch_spec("workflows", args.name, args.namespace, change, what="restart")
     if code == 0:
         where = f" from step {args.from_step}" if args.from_step else ""
         print(f"workflow.meson.dev/{args.name} restart{where}")
@@ -174,7 +191,7 @@ def backfill_command(args: argparse.Namespace) -> int:
         counted.append(count)
         return patch
 
-    code = _patch("cronworkflows", args.name, args.namespace, change)
+    code = patch_spec("cronworkflows", args.name, args.namespace, change, what="backfill")
     if code == 0:
         print(
             f"cronworkflow.meson.dev/{args.name} backfill of {counted[-1]} scheduled times from {start} to "

@@ -106,7 +106,8 @@ def test_backfill_ranges_are_refused_when_backwards_future_empty_or_too_large():
     ]
     empty = backfill_problems("0 0 1 1 *", utc, "2025-06-01T00:00:00Z", "2025-06-10T00:00:00Z", NOW)[1]
     assert empty == [
-        "spec.backfill: the schedule '0 0 1 1 *' has no time from 2025-06-01T00:00:00Z to 2025-06-10T00:00:00Z"
+        "spec.backfill: the schedule '0 0 1 1 *' has no time from 2025-06-01T00:00:00Z to "
+        "2025-06-10T00:00:00Z"
     ]
     many = backfill_problems("* * * * *", utc, "2025-06-01T00:00:00Z", "2025-06-10T00:00:00Z", NOW)[1]
     assert many and "more than 1000 scheduled times" in many[0]

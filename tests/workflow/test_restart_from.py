@@ -60,7 +60,7 @@ def test_restart_from_a_middle_step_reruns_it_and_downstream_with_the_new_value_
 def test_a_plain_restart_after_a_restart_from_reruns_only_failed_steps_and_history_is_bounded():
     c = chain()
     c.run()
-    for n in range(12):
+    for _ in range(12):
         c.set_spec(**restart_change(c.wf, None, {}))
         c.run()
     history = c.status["history"]
