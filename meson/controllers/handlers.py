@@ -103,10 +103,18 @@ def prime(view: Store, clients: kube.Clients) -> None:
 
 
 def prime_templates(templates: Any, clients: kube.Clients) -> None:
-    """List the templates once, as prime() does the rest of the world."""
+    """List the templates once, as prime() does the rest of the world. A cluster whose CRDs predate them
+    (helm upgrade does not update CRDs) runs on without them: a workflow referring to one is refused."""
     custom = clients.custom
     for plural in ("workflowtemplates", "clusterworkflowtemplates"):
-        for obj in _list_raw(custom.list_cluster_custom_object, GROUP, kube.VERSION, plural):
+        try:
+            items = _list_raw(custom.list_cluster_custom_object, GROUP, kube.VERSION, plural)
+        except kube.ApiException as exc:
+            if exc.status != 404:
+                raise
+            log.warning("no %s.%s CRD (apply crds/): workflowTemplateRef cannot be resolved", plural, GROUP)
+            continue
+        for obj in items:
             getattr(templates, f"on_{plural[:-1]}")("ADDED", obj)
 
 
