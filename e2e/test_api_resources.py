@@ -113,7 +113,7 @@ def test_get_meson_lists_every_kind(cluster, webhook, namespace):
     for kind in ("workflow.meson.dev/", "cronworkflow.meson.dev/", "streamjob.meson.dev/"):
         assert kind in out, out
     header = cluster.kubectl("get", "mwf", "-n", namespace).stdout.splitlines()[0].split()
-    assert header == ["NAME", "PHASE", "QUEUE", "PRIORITY", "PROGRESS", "AGE"]
+    assert header == ["NAME", "PHASE", "QUEUE", "PRIORITY", "PROGRESS", "ETA", "AGE"]
     header = cluster.kubectl("get", "msj", "-n", namespace).stdout.splitlines()[0].split()
     assert header == ["NAME", "PHASE", "REPLICAS", "READY", "REVISION", "UPDATED", "AGE"]
 

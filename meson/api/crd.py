@@ -139,6 +139,12 @@ KINDS: tuple[CrdKind, ...] = (
                 "description": "Finished over all steps.",
             },
             {
+                "name": "ETA",
+                "type": "string",
+                "jsonPath": ".status.eta",
+                "description": "Predicted admission of its next pending step.",
+            },
+            {
                 "name": "Message",
                 "type": "string",
                 "jsonPath": ".status.message",

@@ -414,6 +414,11 @@ class StepStatus(ApiModel):
     end: int | None = Field(default=None, description="End of the step, seconds after status.startedAt.")
     node: str | None = Field(default=None, description="Node of the (first) pod of the current attempt.")
     position: int | None = Field(default=None, description="Position in the queue while Pending (1: next).")
+    eta: str | None = Field(
+        default=None,
+        description="While Pending: predicted admission time (RFC 3339, rounded up to the minute), from a "
+        "replay of the queues with runtime estimates; refreshed every 30 s. Absent when no prediction.",
+    )
     exit_code: int | None = Field(default=None, description="Exit code of the last attempt.")
     message: str | None = Field(default=None, description="Why the step is in this phase, when not obvious.")
     run: int | None = Field(
@@ -470,6 +475,9 @@ class WorkflowStatus(ApiModel):
     )
     finished_at: str | None = Field(default=None, description="When the workflow finished (RFC 3339).")
     counts: StepCounts | None = Field(default=None, description="Step instances per phase.")
+    eta: str | None = Field(
+        default=None, description="The earliest predicted admission time of the workflow's pending steps."
+    )
     steps: list[StepStatus] | None = Field(
         default=None,
         description="State of every step instance; a foreach step of more than 100 instances is recorded "

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -463,16 +464,18 @@ class SchedulingLoop:
                 if info is not None:
                     yield key, req, (max(0, info[0]), info[1])
 
-    @classmethod
-    def _positions(cls, inputs: _Inputs, decisions, kind: str, key: Key) -> dict[str, tuple[int, str]]:
-        """One object's waiting requests: instance -> (queue position, reason). A status shows at most
-        QUEUE_POSITIONS_MAX of them, the first by position: those far back in the queue only fill the
-        room the others leave."""
+    def _positions(self, inputs: _Inputs, decisions, kind: str, key: Key, now: float) -> dict[str, tuple]:
+        """One object's waiting requests: instance -> (queue position, reason[, predicted start]). A status
+        shows at most QUEUE_POSITIONS_MAX of them, the first by position: those far back in the queue only
+        fill the room the others leave."""
         out, back = {}, []
         for request_key in inputs.owned.get((kind, key), ()):
-            info = cls._waiting_info(inputs, decisions, request_key)
+            info = self._waiting_info(inputs, decisions, request_key)
             if info is None:
                 continue
+            eta = self._eta_text(request_key, now)
+            if eta is not None:
+                info = (*info, eta)
             instance = inputs.requests[request_key][2].instance
             if info[0] < 0:
                 back.append((instance, (0, info[1])))
@@ -480,6 +483,14 @@ class SchedulingLoop:
                 out[instance] = info
         out.update(back[: max(0, QUEUE_POSITIONS_MAX - len(out))])
         return out
+
+    def _eta_text(self, request_key: str, now: float) -> str | None:
+        """The predicted admission time of a waiting request (see meson.core.eta), rounded up to the
+        minute so that a status is rewritten when the prediction moves by a minute, not by a second."""
+        at = self.etas.at(request_key)
+        if at is None or at <= now:
+            return None
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(at / 60) * 60))
 
     @staticmethod
     def _waiting_info(inputs: _Inputs, decisions, request_key: str) -> tuple[int, str] | None:
@@ -713,7 +724,7 @@ class SchedulingLoop:
                 # may have moved, and they are refreshed at most every POSITIONS_REFRESH.
                 inputs.wakes.append(planned.positions_at + POSITIONS_REFRESH)
                 continue
-            waiting = self._positions(inputs, decisions, WORKFLOW, key)
+            waiting = self._positions(inputs, decisions, WORKFLOW, key, now)
             settled = reused and planned.settled == waiting
             if settled and not self.verify_incremental:
                 planned.positions_at = now

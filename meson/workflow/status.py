@@ -239,12 +239,11 @@ def instance_entries(status: Mapping[str, Any], size: int = 10**9) -> dict[str, 
 # ------------------------------------------------------------------------------------------- queue positions
 
 
-def with_queue_positions(
-    status: Mapping[str, Any], positions: Mapping[str, tuple[int, str]]
-) -> dict[str, Any]:
+def with_queue_positions(status: Mapping[str, Any], positions: Mapping[str, tuple]) -> dict[str, Any]:
     """A copy of ``status`` where the first :data:`QUEUE_POSITIONS_MAX` Pending instances by position
-    (``positions``: instance id → (position, reason)) get ``position`` and ``message`` (the reason, capped);
-    such an instance inside a range entry gets its own entry. Every other entry loses ``position``."""
+    (``positions``: instance id → (position, reason[, predicted start])) get ``position``, ``message`` (the
+    reason, capped) and ``eta``; such an instance inside a range entry gets its own entry. Every other
+    entry loses ``position`` and ``eta``. The workflow's ``eta`` is the earliest of its steps'."""
     out = dict(status)
     if "steps" not in status:
         return out
@@ -252,8 +251,8 @@ def with_queue_positions(
     chosen = _chosen(entries, positions)
     steps: list[dict[str, Any]] = []
     for entry in entries:
-        if "position" in entry:
-            entry = {k: v for k, v in entry.items() if k != "position"}
+        if "position" in entry or "eta" in entry:
+            entry = {k: v for k, v in entry.items() if k not in ("position", "eta")}
         if entry.get("phase") != "Pending" or not chosen:
             steps.append(entry)
         elif "indexes" in entry:
@@ -261,6 +260,11 @@ def with_queue_positions(
         else:
             steps.append(_placed(entry, chosen.get(_instance_id(entry))))
     out["steps"] = steps
+    etas = [e["eta"] for e in steps if "eta" in e]  # RFC 3339 in UTC: text order is time order
+    if etas:
+        out["eta"] = min(etas)
+    else:
+        out.pop("eta", None)
     return out
 
 
@@ -269,9 +273,7 @@ def _split_id(instance: str) -> tuple[str, int] | None:
     return (name, int(tail)) if name and tail.isdigit() else None
 
 
-def _chosen(
-    entries: Sequence[Mapping[str, Any]], positions: Mapping[str, tuple[int, str]]
-) -> dict[str, tuple[int, str]]:
+def _chosen(entries: Sequence[Mapping[str, Any]], positions: Mapping[str, tuple]) -> dict[str, tuple]:
     """The positions of the first QUEUE_POSITIONS_MAX instances that are Pending in ``entries``."""
     if not positions:
         return {}
@@ -289,20 +291,22 @@ def _chosen(
         split = _split_id(instance)
         return split is not None and _within(ranged.get(split[0], []), split[1])
 
-    hits = sorted((pos, instance) for instance, (pos, _) in positions.items() if pending(instance))
+    hits = sorted((info[0], instance) for instance, info in positions.items() if pending(instance))
     return {instance: positions[instance] for _, instance in hits[:QUEUE_POSITIONS_MAX]}
 
 
-def _placed(entry: dict[str, Any], hit: tuple[int, str] | None) -> dict[str, Any]:
+def _placed(entry: dict[str, Any], hit: tuple | None) -> dict[str, Any]:
     if hit is None:
         return entry
     entry = {**entry, "position": hit[0]}
     if hit[1]:
         entry["message"] = cap_message(hit[1])
+    if len(hit) > 2 and hit[2]:
+        entry["eta"] = hit[2]
     return entry
 
 
-def _split(entry: dict[str, Any], chosen: Mapping[str, tuple[int, str]]) -> list[dict[str, Any]]:
+def _split(entry: dict[str, Any], chosen: Mapping[str, tuple]) -> list[dict[str, Any]]:
     """A Pending range entry without its chosen instances, followed by their own entries."""
     name = entry["name"]
     spans = sorted(_parse_spans(entry["indexes"], 10**9))
