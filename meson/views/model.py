@@ -7,8 +7,10 @@ renderables, and ``-o json|yaml`` prints :func:`as_data` of the same rows.
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -288,6 +290,7 @@ def pending_rows(
                     priority=spec.get("priorityClassName") or "",
                     reason=entry.get("message") or "",
                     count=count,
+                    eta=_epoch(entry.get("eta")),
                 )
             )
     for job in streamjobs:
@@ -316,6 +319,16 @@ def pending_rows(
     return rows
 
 
+def _epoch(text: Any) -> float | None:
+    """An RFC 3339 UTC time from a status (``2026-11-28T14:05:00Z``) as epoch seconds; None if absent."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return None
+
+
 def workload_key(row: PendingRow) -> str | None:
     """The scheduling core's key of a pending row's workload (None for a compact range entry):
     ``ns/workflow/step`` or ``ns/workflow/step-INDEX``, ``ns/streamjob/SLOT``."""
@@ -334,7 +347,8 @@ def with_etas(rows: Iterable[PendingRow], eta: Any) -> list[PendingRow]:
     out = []
     for row in rows:
         key = workload_key(row)
-        out.append(dataclasses.replace(row, eta=eta(key)) if key is not None else row)
+        predicted = eta(key) if key is not None else None
+        out.append(dataclasses.replace(row, eta=predicted) if predicted is not None else row)
     return out
 
 

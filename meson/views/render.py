@@ -4,6 +4,7 @@ renderable prints in colour on a terminal and as plain characters in a log."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from rich.console import Group
@@ -139,14 +140,18 @@ def pending_table(
     title: str | None = "Pending",
     limit: int | None = None,
     per_queue: int | None = None,
+    now: float | None = None,
 ) -> Table | Group:
-    """Waiting workloads in admission order per queue: position, what, priority and why. ``per_queue``
-    shows only the first rows of each queue (and how many more wait there); ``limit`` caps the rows."""
+    """Waiting workloads in admission order per queue: position, what, priority, predicted start (ETA,
+    from now) and why. ``per_queue`` shows only the first rows of each queue (and how many more wait
+    there); ``limit`` caps the rows."""
+    now = time.time() if now is None else now
     table = Table(title=title, title_justify="left")
     table.add_column("QUEUE", no_wrap=True)
     table.add_column("POS", justify="right")
     table.add_column("WORKLOAD", no_wrap=True)
     table.add_column("PRIORITY")
+    table.add_column("ETA", justify="right", no_wrap=True)
     table.add_column("REASON", overflow="fold")
     by_queue: dict[str, list[PendingRow]] = {}
     for r in rows:
@@ -160,7 +165,7 @@ def pending_table(
                 more = sum(w.count for w in waiting[i:])
                 hidden += more
                 if per_queue is not None and (limit is None or shown < limit):
-                    table.add_row("", "", Text(f"... and {more} more in {queue}", "dim"), "", "")
+                    table.add_row("", "", Text(f"... and {more} more in {queue}", "dim"), "", "", "")
                 break
             what = f"{r.namespace}/{r.name} {r.workload}" + (f" (x{r.count})" if r.count > 1 else "")
             table.add_row(
@@ -168,6 +173,7 @@ def pending_table(
                 "-" if r.position is None else str(r.position),
                 Text(what) if r.kind == "Workflow" else Text(what, "cyan"),
                 Text(r.priority, "bold magenta" if "urgent" in r.priority or "high" in r.priority else ""),
+                "-" if r.eta is None else ("now" if r.eta <= now else f"in {duration(r.eta - now)}"),
                 r.reason,
             )
             first = False

@@ -171,6 +171,22 @@ def test_pending_table_text():
     assert "ns/backfill b[3]" in per_queue
 
 
+def test_pending_shows_the_predicted_start_from_the_status():
+    hotfix = workflow(
+        "hotfix",
+        "team-a",
+        [{"name": "rebuild", "phase": "Pending", "position": 1, "eta": "2026-11-28T14:05:00Z"}],
+    )
+    rows = views.pending_rows([hotfix])
+    assert rows[0].eta == 1795874700  # 2026-11-28T14:05:00Z
+    out = text(views.pending_table(rows, now=1795874700 - 185))
+    assert "ETA" in out and "in 3m05s" in out
+    assert "now" in text(views.pending_table(rows, now=1795874700 + 5))  # the prediction has come
+    # The operator's own prediction (the dashboard) wins; without one the status's is kept.
+    assert views.with_etas(rows, lambda key: 1795874760)[0].eta == 1795874760
+    assert views.with_etas(rows, lambda key: None)[0].eta == 1795874700
+
+
 def test_workflow_and_stream_rows():
     rows = {r.name: r for r in views.workflow_rows(WORKFLOWS)}
     assert rows["reports"].preempted == 1 and rows["reports"].progress == "1/4"
