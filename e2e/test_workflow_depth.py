@@ -230,3 +230,51 @@ def test_a_workflow_made_from_a_workflow_template_runs_with_its_own_parameter_va
     assert sorted(pods) == ["extract", "load"]
     assert args(pods["extract"]) == ["fri", "full"]
     assert pods["extract"].metadata.labels["meson.dev/queue"] == q  # admitted through the template's queue
+
+
+def test_three_workflows_sharing_a_mutex_never_overlap_and_run_in_priority_order(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    core: client.CoreV1Api,
+    custom,
+    namespace: str,
+    queues,
+    priority_classes: tuple[str, str],
+) -> None:
+    q = f"sem-{uid()}"
+    queues.append(q)
+    apply(cluster, queue(q, cpu=8))
+    low, high = priority_classes
+    sem = {"semaphore": {"name": "warehouse", "limit": 1}}
+
+    def guarded(name: str, priority: str | None, duration: str = "300ms") -> dict:
+        spec = {"synchronization": sem, **({"priorityClassName": priority} if priority else {})}
+        return workflow(
+            name, q, [step("a", duration=duration), step("b", deps=["a"], duration=duration)], **spec
+        )
+
+    # A first holder, so the three below are all waiting when the mutex frees.
+    apply(cluster, guarded("blocker", None, duration="4s"), namespace=namespace)
+    wait_for(lambda: workflow_pods(core, namespace, "blocker"), 60, "the blocker to start")
+    names = ["none", "low", "high"]
+    apply(cluster, guarded("none", None), guarded("low", low), guarded("high", high), namespace=namespace)
+
+    def overlap() -> str | None:
+        pods = core.list_namespaced_pod(namespace).items
+        live = {
+            p.metadata.labels.get("meson.dev/workflow")
+            for p in pods
+            if p.status.phase in ("Pending", "Running")
+        }
+        return f"{sorted(live)} hold the mutex at once" if len(live) > 1 else None
+
+    with Sampler(overlap) as sampler:
+        for name in ["blocker", *names]:
+            done = wait_workflow(custom, namespace, name, ("Succeeded", "Failed"), timeout=120)
+            assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert sampler.samples > 5 and not sampler.violations, sampler.violations
+    first_pod = {
+        name: min(p.metadata.creation_timestamp for p in workflow_pods(core, namespace, name))
+        for name in names
+    }
+    assert sorted(names, key=first_pod.__getitem__) == ["high", "low", "none"]

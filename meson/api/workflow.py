@@ -50,10 +50,12 @@ __all__ = [
     "Parameter",
     "RestartRecord",
     "RetryPolicy",
+    "Semaphore",
     "Step",
     "StepCounts",
     "StepPreemption",
     "StepStatus",
+    "Synchronization",
     "Workflow",
     "WorkflowSpec",
     "WorkflowStatus",
@@ -268,6 +270,28 @@ class ExitStep(ApiModel):
     timeout_seconds: int | None = Field(default=None, ge=1, description="Deadline for one attempt.")
 
 
+class Semaphore(ApiModel):
+    """A named counting semaphore of the namespace: at most ``limit`` workflows holding it run at once."""
+
+    name: str = Field(max_length=63, pattern=DNS_LABEL, description="Name of the semaphore (per namespace).")
+    limit: int = Field(
+        default=1,
+        ge=1,
+        le=10000,
+        description="Workflows that may hold it at once (1: a mutex). Workflows naming the same semaphore "
+        "with different limits get the smallest.",
+    )
+
+
+class Synchronization(ApiModel):
+    """Mutual exclusion across workflows."""
+
+    semaphore: Semaphore = Field(
+        description="Held from the workflow's first admitted step until it finishes; waiting workflows start "
+        "in priority order (then oldest first)."
+    )
+
+
 class WorkflowTemplateRef(ApiModel):
     """A WorkflowTemplate of the workflow's namespace, or a ClusterWorkflowTemplate."""
 
@@ -323,6 +347,11 @@ class WorkflowSpec(ApiModel):
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["name"],
         },
+    )
+    synchronization: Synchronization | None = Field(
+        default=None,
+        description="A semaphore (or mutex: limit 1) the workflow holds while it runs; its steps wait, with "
+        "the reason in their message, until it is its turn.",
     )
     workflow_template_ref: WorkflowTemplateRef | None = Field(
         default=None,

@@ -56,6 +56,7 @@ from meson.controllers.memo import memo_lookup
 from meson.controllers.queues import Queues
 from meson.controllers.store import Key, Store, resource_version
 from meson.controllers.streamjobs import StreamJobs
+from meson.controllers.sync import Semaphores
 from meson.controllers.templates import Templates
 from meson.controllers.writer import Writer, merge_patch
 from meson.core import AdmittedWorkload, Resources, Scheduler, Snapshot, Workload
@@ -189,6 +190,7 @@ class SchedulingLoop:
     policies: Policies = field(init=False)
     streams: StreamJobs = field(init=False)
     templates: Templates = field(default_factory=Templates)  # WorkflowTemplates, fed by handlers (#14)
+    semaphores: Semaphores = field(default_factory=Semaphores)  # spec.synchronization (#14)
     inflight: Inflight = field(init=False)
     _reserved: dict[str, _Reservation] = field(default_factory=dict)
     _planned: dict[Key, _Planned] = field(default_factory=dict)
@@ -265,6 +267,10 @@ class SchedulingLoop:
                 self._mismatch("node usage kept pod by pod differs from a sum over every pod")
         queues, unreadable = self.queues.configs()
         inputs = _Inputs()
+        store = self.store
+        self.semaphores.refresh(
+            store.workflows, lambda k: bool(store.workflow_pods.get(k)), self._reserved, store.priority_of
+        )
         for key, wf in list(self.store.workflows.items()):
             if not self._reuse(key, wf, now, inputs):
                 self.faults.guard("Workflow", key, "plan", self._plan, key, wf, now, inputs)
@@ -359,7 +365,11 @@ class SchedulingLoop:
     def _offer_planned(self, key: Key, planned: _Planned, now: float, inputs: _Inputs) -> None:
         p = planned.plan
         inputs.plans[key] = p
-        self.offer(WORKFLOW, key, p.pending, planned.admitted, planned.placement, p.wake_at, now, inputs)
+        placement = planned.placement
+        waiting = self.semaphores.hold(key)  # each cycle: a plan may be reused after the holder finished
+        if waiting and not placement[2]:
+            placement = (placement[0], placement[1], waiting)
+        self.offer(WORKFLOW, key, p.pending, planned.admitted, placement, p.wake_at, now, inputs)
 
     def _inputs_of(self, key: Key, wf: dict) -> tuple:
         """What a workflow's plan is made of, besides the clock (objects compared by identity)."""
