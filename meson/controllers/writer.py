@@ -38,9 +38,13 @@ class Writer:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meson-write")
         self._pods = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meson-pods")
         self._events = ThreadPoolExecutor(max_workers=2, thread_name_prefix="meson-events")
+        # Checks (pod-template dry runs) gate a new workflow's first offer: never queued behind writes.
+        self._checks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="meson-checks")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._namespace_creates = max(1, workers // 2)
+        # One namespace's slow creates or status writes may hold at most this share of their pool.
+        self._namespace_share = max(1, workers // 2)
         self._creating: dict[str, asyncio.Semaphore] = {}
+        self._patching: dict[str | None, asyncio.Semaphore] = {}
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -51,6 +55,7 @@ class Writer:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._pods.shutdown(wait=False, cancel_futures=True)
         self._events.shutdown(wait=False, cancel_futures=True)
+        self._checks.shutdown(wait=False, cancel_futures=True)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(*args))
@@ -59,8 +64,8 @@ class Writer:
         return await asyncio.get_running_loop().run_in_executor(self._pods, lambda: fn(*args))
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Fire and forget on the write pool (a background check, for instance)."""
-        self._pool.submit(fn, *args)
+        """Fire and forget a background check on its own pool."""
+        self._checks.submit(fn, *args)
 
     def in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         """Writers run in worker threads; the view belongs to the event loop's thread."""
@@ -73,7 +78,7 @@ class Writer:
         meta = owner["metadata"]
         namespace = meta["namespace"]
         ref = owner_reference(kind, owner)
-        slots = self._creating.setdefault(namespace, asyncio.Semaphore(self._namespace_creates))
+        slots = self._creating.setdefault(namespace, asyncio.Semaphore(self._namespace_share))
 
         async def create(pod: dict) -> str | None:
             body = {**pod, "metadata": {**pod["metadata"], "namespace": namespace, "ownerReferences": [ref]}}
@@ -142,7 +147,9 @@ class Writer:
 
     async def patch_status(self, plural: str, namespace: str | None, name: str, body: dict) -> int | None:
         """The object's resourceVersion after the write, or None if it is gone."""
-        return await self.run(kube.patch_status, self.clients, plural, namespace, name, body)
+        slots = self._patching.setdefault(namespace, asyncio.Semaphore(self._namespace_share))
+        async with slots:
+            return await self.run(kube.patch_status, self.clients, plural, namespace, name, body)
 
     async def create_revision(self, namespace: str, body: dict) -> dict | None:
         """A StreamJob's ControllerRevision (None: it existed already)."""

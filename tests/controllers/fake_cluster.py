@@ -573,7 +573,13 @@ class Operator:
         self.loop = SchedulingLoop(store=self.store, clients=self.session.clients, clock=self.cluster.clock)
         self.loop.verify_incremental = True  # every reused plan is checked against a plan from scratch
         writer = self.loop.writer
-        for name, workers in (("_pool", 16), ("_pods", 16), ("_events", 2)):  # the same pools, but observable
+        pools = (
+            ("_pool", 16),
+            ("_pods", 16),
+            ("_events", 2),
+            ("_checks", 4),
+        )  # the same pools, but observable
+        for name, workers in pools:
             getattr(writer, name).shutdown()
             setattr(writer, name, _TrackedPool(workers))
 
@@ -593,7 +599,8 @@ class Operator:
     async def settle(self) -> None:
         """Wait for the cycle's background writes (a test looks at the world after them)."""
         await self.loop.inflight.drain()
-        pools = (self.loop.writer._pool, self.loop.writer._pods, self.loop.writer._events)
+        w = self.loop.writer
+        pools = (w._pool, w._pods, w._events, w._checks)
         while any(p.busy for p in pools):  # type: ignore[attr-defined]
             await asyncio.sleep(0.001)
         for _ in range(3):  # callbacks handed to the event loop with call_soon_threadsafe
@@ -606,6 +613,7 @@ class Operator:
         self.loop.writer._pool.shutdown(wait=False)
         self.loop.writer._pods.shutdown(wait=False)
         self.loop.writer._events.shutdown(wait=False)
+        self.loop.writer._checks.shutdown(wait=False)
 
 
 async def run(

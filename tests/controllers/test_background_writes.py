@@ -88,3 +88,34 @@ async def test_a_pod_whose_deletion_the_watch_missed_is_forgotten_when_deleting_
         "workflows", "default", "w", {"spec": {"shutdown": "Terminate"}, "metadata": {"generation": 2}}
     )
     await run(cluster, op, lambda: phase(cluster, "w") == "Failed", max_cycles=10)
+
+
+@sync
+async def test_a_namespace_whose_status_writes_hang_does_not_delay_admission_elsewhere() -> None:
+    cluster = FakeCluster()
+    cluster.add("namespaces", None, {"metadata": {"name": "slow"}})
+    cluster.apply(queue("slow-q", cpu=100))
+    cluster.apply(queue("fast-q", cpu=100))
+    # More hanging status writes than the operator has write workers.
+    for i in range(24):
+        cluster.apply(workflow(f"s{i}", "slow-q", chain("a")), namespace="slow")
+    gate = cluster.slow("patch_status", "workflows", namespace="slow")
+    op = Operator(cluster)
+    try:
+        for _ in range(3):
+            await cycle_without_waiting(cluster, op)
+        # A new workflow elsewhere: its pod-template check and its own status writes queue behind nothing
+        # of the slow namespace, so it is admitted, runs and is recorded while those writes still hang.
+        cluster.apply(workflow("fast", "fast-q", chain("a", "b")))
+        for _ in range(15):
+            await cycle_without_waiting(cluster, op)
+            if phase(cluster, "fast") == "Succeeded":
+                break
+        assert phase(cluster, "fast") == "Succeeded"
+        assert phase(cluster, "s0", "slow") is None  # never written while the gate is closed
+    finally:
+        gate.set()
+    await op.settle()
+    names = [f"s{i}" for i in range(24)]
+    await run(cluster, op, lambda: all(phase(cluster, n, "slow") == "Succeeded" for n in names))
+    assert not [pod for pod, n in Counter(cluster.created_pods).items() if n > 1]
