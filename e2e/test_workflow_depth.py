@@ -278,3 +278,59 @@ def test_three_workflows_sharing_a_mutex_never_overlap_and_run_in_priority_order
         for name in names
     }
     assert sorted(names, key=first_pod.__getitem__) == ["high", "low", "none"]
+
+
+def test_a_sequential_cron_queues_its_runs_one_at_a_time(
+    cluster: Cluster, operator: OperatorProcess, core: client.CoreV1Api, custom, namespace: str, queues
+) -> None:
+    q = f"seq-{uid()}"
+    queues.append(q)
+    apply(cluster, queue(q, cpu=8))
+    template = workflow("unused", q, [step("day", duration="1s")])["spec"]
+    cron = {
+        "apiVersion": "meson.dev/v1alpha1",
+        "kind": "CronWorkflow",
+        "metadata": {"name": "seq"},
+        "spec": {
+            "schedule": "0 0 * * *",
+            "runStrategy": {"type": "Sequential"},
+            "workflowTemplate": {"spec": template},
+        },
+    }
+    apply(cluster, cron, namespace=namespace)
+    last = datetime.now(UTC).date() - timedelta(days=1)
+    first = last - timedelta(days=2)
+
+    def overlap() -> str | None:
+        live = [
+            p for p in core.list_namespaced_pod(namespace).items if p.status.phase in ("Pending", "Running")
+        ]
+        return f"{len(live)} runs at once" if len(live) > 1 else None
+
+    with Sampler(overlap) as sampler:
+        # Three backfill runs may be unfinished at once; the run strategy still runs them one by one.
+        meson_cli(
+            cluster,
+            "cron",
+            "backfill",
+            "seq",
+            "--from",
+            str(first),
+            "--to",
+            str(last),
+            "--parallel",
+            "3",
+            "-n",
+            namespace,
+        )
+
+        def all_done() -> bool:
+            listed = custom.list_namespaced_custom_object("meson.dev", "v1alpha1", namespace, "workflows")[
+                "items"
+            ]
+            return len(listed) == 3 and all(
+                (w.get("status") or {}).get("phase") == "Succeeded" for w in listed
+            )
+
+        wait_for(all_done, 120, "the three runs to succeed")
+    assert sampler.samples > 5 and not sampler.violations, sampler.violations

@@ -17,6 +17,7 @@ __all__ = [
     "CronWorkflow",
     "CronWorkflowSpec",
     "CronWorkflowStatus",
+    "RunStrategy",
     "WorkflowTemplate",
 ]
 
@@ -67,6 +68,18 @@ class BackfillStatus(ApiModel):
     completed_at: str | None = Field(default=None, description="When every run of the range was created.")
 
 
+class RunStrategy(ApiModel):
+    """How runs of a CronWorkflow follow each other (Maestro's run strategies; first-only and last-only are
+    concurrencyPolicy Forbid and Replace)."""
+
+    type: Literal["Sequential", "StrictSequential", "Parallel"] = Field(
+        description="Sequential: one run at a time, the others queued in order; StrictSequential: the same, "
+        "and no new run after a run failed (until a run succeeds again, e.g. the failed one restarted); "
+        "Parallel: at most limit runs at a time, the others queued in order."
+    )
+    limit: int = Field(default=1, ge=1, le=1000, description="Runs at a time with Parallel.")
+
+
 class CronWorkflowSpec(ApiModel):
     """When to start workflows, from which template, and how runs may overlap."""
 
@@ -102,6 +115,11 @@ class CronWorkflowSpec(ApiModel):
     workflow_template: WorkflowTemplate = Field(
         description="The Workflow each run creates; a parameter named scheduledTime gets the run's scheduled "
         "time (RFC 3339)."
+    )
+    run_strategy: RunStrategy | None = Field(
+        default=None,
+        description="Queue runs instead of overlapping them: each run holds the semaphore cron-NAME "
+        "(limit 1, or limit with Parallel), so runs start in order. Needs concurrencyPolicy Allow.",
     )
     backfill: Backfill | None = Field(
         default=None,

@@ -523,6 +523,16 @@ def validate_cronworkflow(obj: Mapping[str, Any]) -> list[str]:
         problems += _metadata_problems(
             spec.workflow_template.metadata.model_dump(), "spec.workflowTemplate.metadata"
         )
+    if spec.run_strategy is not None and spec.concurrency_policy != "Allow":
+        problems.append(
+            f"spec.runStrategy: needs concurrencyPolicy Allow (runs queue instead of overlapping), "
+            f"not {spec.concurrency_policy}"
+        )
+    if spec.run_strategy is not None and spec.workflow_template.spec.synchronization is not None:
+        problems.append(
+            "spec.runStrategy: the runs hold the semaphore cron-NAME; the template cannot set "
+            "synchronization too"
+        )
     if spec.backfill is not None and not problems:
         problems += backfill_problems(spec.schedule, tz, spec.backfill.from_time, spec.backfill.to_time)[1]
     return problems + validate_workflow_spec(spec.workflow_template.spec, "spec.workflowTemplate.spec")

@@ -181,6 +181,12 @@ def _decide_run(
         )
         return active
     names = ", ".join(c.name for c in active)
+    strict = spec.run_strategy is not None and spec.run_strategy.type == "StrictSequential"
+    done = sorted((c for c in children if _is_finished(c)), key=lambda c: (c.scheduled, c.name))
+    if strict and done and done[-1].phase == "Failed":
+        message = f"run of {when} not started: run {done[-1].name} failed (runStrategy StrictSequential)"
+        result.events.append(WorkflowEvent("Warning", "SkippedRun", message))
+        return active
     if spec.concurrency_policy == "Forbid" and active:
         message = f"run of {when} skipped: {names} still active (concurrencyPolicy Forbid)"
         result.events.append(WorkflowEvent("Normal", "SkippedRun", message))
@@ -325,6 +331,10 @@ def _manifest(cron: Mapping[str, Any], name: str, scheduled: float, backfill: bo
     for parameter in spec.get("parameters") or []:
         if parameter.get("name") == SCHEDULED_TIME_PARAMETER:
             parameter["value"] = rfc3339(scheduled)
+    strategy = (cron.get("spec") or {}).get("runStrategy")
+    if strategy:  # runs queue behind each other on the cron's own semaphore
+        limit = int(strategy.get("limit", 1)) if strategy.get("type") == "Parallel" else 1
+        spec["synchronization"] = {"semaphore": {"name": f"cron-{name}", "limit": limit}}
     return {
         "apiVersion": API_VERSION,
         "kind": "Workflow",
