@@ -47,13 +47,16 @@ class Semaphores:
     ) -> None:
         """Work out this cycle's holders and waiters of every semaphore (``reserved``: request keys
         ``ns/workflow/instance`` admitted whose pods are not seen yet)."""
-        admitted = {tuple(k.split("/", 2)[:2]) for k in reserved}
         groups: dict[tuple[str, str], list[tuple[Key, Mapping[str, Any], int]]] = defaultdict(list)
         for key, wf in workflows.items():
+            spec = wf.get("spec")
+            if not spec or "synchronization" not in spec:  # the common case, every cycle: kept cheap
+                continue
             sem = _semaphore(wf)
             if sem is None or (wf.get("status") or {}).get("phase") in _FINISHED:
                 continue
             groups[(key[0], sem[0])].append((key, wf, sem[1]))
+        admitted = {tuple(k.split("/", 2)[:2]) for k in reserved} if groups else set()
         holds: dict[Key, str] = {}
         for (_, name), members in groups.items():
             limit = min(m[2] for m in members)
