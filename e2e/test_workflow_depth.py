@@ -29,6 +29,14 @@ from e2e.test_workflows import Sampler
 RESULT = "sim.meson.dev/termination-message"
 
 
+def own_queue(cluster: Cluster, queues: list[str], prefix: str) -> str:
+    """A fresh queue of 8 CPUs for one test (deleted after it by the queues fixture)."""
+    name = f"{prefix}-{uid()}"
+    queues.append(name)
+    apply(cluster, queue(name, cpu=8))
+    return name
+
+
 def args(pod: client.V1Pod) -> list[str]:
     return pod.spec.containers[0].args or []
 
@@ -36,8 +44,7 @@ def args(pod: client.V1Pod) -> list[str]:
 def test_a_step_fans_out_over_a_list_its_upstream_step_emitted_and_a_condition_reads_it(
     cluster: Cluster, operator: OperatorProcess, core: client.CoreV1Api, custom, namespace: str, queues
 ) -> None:
-    q = f"outputs-{uid()}"
-    queues.append(q)
+    q = own_queue(cluster, queues, "outputs")
     emitted = {"partitions": ["a", "b", "c"], "rows": 3}
     load = step("load", deps=["list"], foreach={"fromOutput": "steps.list.outputs.json.partitions"})
     load["template"]["spec"]["containers"][0]["args"] = ["{{ item }}", "{{ steps.list.outputs.json.rows }}"]
@@ -47,7 +54,6 @@ def test_a_step_fans_out_over_a_list_its_upstream_step_emitted_and_a_condition_r
         step("when-big", deps=["list"], when="steps.list.outputs.json.rows > 100"),
         step("when-some", deps=["list"], when="size(steps.list.outputs.json.partitions) == 3"),
     ]
-    apply(cluster, queue(q, cpu=8))
     apply(cluster, workflow("outputs", q, steps), namespace=namespace)
     done = wait_workflow(custom, namespace, "outputs", ("Succeeded", "Failed"), timeout=120)
     assert done["status"]["phase"] == "Succeeded", done["status"]
@@ -65,8 +71,7 @@ def test_a_step_fans_out_over_a_list_its_upstream_step_emitted_and_a_condition_r
 def test_restart_from_a_middle_step_with_a_new_parameter_reruns_only_it_and_downstream(
     cluster: Cluster, operator: OperatorProcess, core: client.CoreV1Api, custom, namespace: str, queues
 ) -> None:
-    q = f"restart-{uid()}"
-    queues.append(q)
+    q = own_queue(cluster, queues, "restart")
     steps = [step("extract", annotations={RESULT: '{"rows": 5}'})]
     for name, deps in (("transform", ["extract"]), ("load", ["transform"])):
         s = step(name, deps=deps)
@@ -75,7 +80,6 @@ def test_restart_from_a_middle_step_with_a_new_parameter_reruns_only_it_and_down
             "{{ steps.extract.outputs.json.rows }}",
         ]
         steps.append(s)
-    apply(cluster, queue(q, cpu=8))
     apply(
         cluster,
         workflow("rerun", q, steps, parameters=[{"name": "day", "default": "mon"}]),
@@ -110,9 +114,7 @@ def test_restart_from_a_middle_step_with_a_new_parameter_reruns_only_it_and_down
 def test_a_memoized_step_is_cached_on_the_second_run_and_its_output_reused_downstream(
     cluster: Cluster, operator: OperatorProcess, core: client.CoreV1Api, custom, namespace: str, queues
 ) -> None:
-    q = f"memo-{uid()}"
-    queues.append(q)
-    apply(cluster, queue(q, cpu=8))
+    q = own_queue(cluster, queues, "memo")
 
     def memo_run(name: str, rows: int) -> dict:
         extract = step(
@@ -143,9 +145,7 @@ def test_a_memoized_step_is_cached_on_the_second_run_and_its_output_reused_downs
 def test_backfill_of_ten_daily_runs_three_at_a_time_and_a_second_backfill_creates_none(
     cluster: Cluster, operator: OperatorProcess, custom, namespace: str, queues
 ) -> None:
-    q = f"backfill-{uid()}"
-    queues.append(q)
-    apply(cluster, queue(q, cpu=8))
+    q = own_queue(cluster, queues, "backfill")
     template = workflow("unused", q, [step("day", duration="1s")])["spec"]
     template["parameters"] = [{"name": "scheduledTime", "default": ""}]
     cron = {
@@ -203,9 +203,7 @@ def test_a_workflow_made_from_a_workflow_template_runs_with_its_own_parameter_va
         "wait", "--for=condition=Established", "--timeout=60s",
         "crd/workflowtemplates.meson.dev", "crd/clusterworkflowtemplates.meson.dev",
     )  # fmt: skip
-    q = f"tmpl-{uid()}"
-    queues.append(q)
-    apply(cluster, queue(q, cpu=8))
+    q = own_queue(cluster, queues, "tmpl")
     first = step("extract")
     first["template"]["spec"]["containers"][0]["args"] = ["{{ params.day }}", "{{ params.mode }}"]
     spec = workflow("unused", q, [first, step("load", deps=["extract"])])["spec"]
@@ -241,9 +239,7 @@ def test_three_workflows_sharing_a_mutex_never_overlap_and_run_in_priority_order
     queues,
     priority_classes: tuple[str, str],
 ) -> None:
-    q = f"sem-{uid()}"
-    queues.append(q)
-    apply(cluster, queue(q, cpu=8))
+    q = own_queue(cluster, queues, "sem")
     low, high = priority_classes
     sem = {"semaphore": {"name": "warehouse", "limit": 1}}
 
@@ -290,9 +286,7 @@ def test_three_workflows_sharing_a_mutex_never_overlap_and_run_in_priority_order
 def test_a_sequential_cron_queues_its_runs_one_at_a_time(
     cluster: Cluster, operator: OperatorProcess, core: client.CoreV1Api, custom, namespace: str, queues
 ) -> None:
-    q = f"seq-{uid()}"
-    queues.append(q)
-    apply(cluster, queue(q, cpu=8))
+    q = own_queue(cluster, queues, "seq")
     template = workflow("unused", q, [step("day", duration="1s")])["spec"]
     cron = {
         "apiVersion": "meson.dev/v1alpha1",
