@@ -38,8 +38,9 @@ class Writer:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meson-write")
         self._pods = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meson-pods")
         self._events = ThreadPoolExecutor(max_workers=2, thread_name_prefix="meson-events")
-        # Checks (pod-template dry runs) gate a new workflow's first offer: never queued behind writes.
-        self._checks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="meson-checks")
+        # Checks (pod-template dry runs) gate a new workflow's first offer: never queued behind writes, and
+        # as many as the writes (4 made Kueue's trace, whose templates all differ, twice as slow).
+        self._checks = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meson-checks")
         self._loop: asyncio.AbstractEventLoop | None = None
         # One namespace's slow creates or status writes may hold at most this share of their pool.
         self._namespace_share = max(1, workers // 2)
