@@ -577,7 +577,7 @@ class Operator:
             ("_pool", 16),
             ("_pods", 16),
             ("_events", 2),
-            ("_checks", 4),
+            ("_checks", 16),
         )  # the same pools, but observable
         for name, workers in pools:
             getattr(writer, name).shutdown()
