@@ -243,7 +243,9 @@ def test_three_workflows_sharing_a_mutex_never_overlap_and_run_in_priority_order
     low, high = priority_classes
     sem = {"semaphore": {"name": "warehouse", "limit": 1}}
 
-    def guarded(name: str, priority: str | None, duration: str = "300ms") -> dict:
+    # Steps of 1 s: a workflow's first pod is then 2 s or more after the previous one's (creation
+    # timestamps have whole seconds), so the order below is unambiguous.
+    def guarded(name: str, priority: str | None, duration: str = "1s") -> dict:
         spec = {"synchronization": sem, **({"priorityClassName": priority} if priority else {})}
         return workflow(
             name, q, [step("a", duration=duration), step("b", deps=["a"], duration=duration)], **spec
