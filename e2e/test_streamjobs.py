@@ -144,6 +144,11 @@ def test_deploy_scale_suspend_resume_and_update(
             return f"{len(ready)} ready (< replicas - maxUnavailable)"
         return None
 
+    # The bound holds from a full start: "Running" may be reported while the last resumed pod is still
+    # becoming ready (under load this raced the sampler's first reading).
+    wait_for(
+        lambda: bounds() is None and len(live(job_pods(core, namespace, "enricher"))) == 3, 60, "3 ready"
+    )
     image = {"spec": {"template": json.loads(json.dumps(streamjob("x", q)["spec"]["template"]))}}
     image["spec"]["template"]["spec"]["containers"][0]["image"] = "busybox:2"
     with Sampler(bounds, interval=0.2) as sampler:
