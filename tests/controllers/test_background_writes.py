@@ -24,15 +24,21 @@ async def cycle_without_waiting(cluster: FakeCluster, op: Operator) -> None:
     cluster.clock.advance(1)
 
 
-@sync
-async def test_a_namespace_whose_pod_creates_hang_does_not_delay_admission_in_other_queues() -> None:
+def slow_namespace_world() -> FakeCluster:
+    """A namespace "slow" with more one-step workflows (24) than the operator has write workers, in its own
+    queue, and an empty queue fast-q for the other namespace."""
     cluster = FakeCluster()
     cluster.add("namespaces", None, {"metadata": {"name": "slow"}})
     cluster.apply(queue("slow-q", cpu=100))
     cluster.apply(queue("fast-q", cpu=100))
-    # More hanging creates than the operator has write workers: none may starve the other namespace.
     for i in range(24):
         cluster.apply(workflow(f"s{i}", "slow-q", chain("a")), namespace="slow")
+    return cluster
+
+
+@sync
+async def test_a_namespace_whose_pod_creates_hang_does_not_delay_admission_in_other_queues() -> None:
+    cluster = slow_namespace_world()  # none of its hanging creates may starve the other namespace
     cluster.apply(workflow("fast", "fast-q", chain("a", "b", "c")))
     gate = cluster.slow("create", "pods", namespace="slow")
     op = Operator(cluster)
@@ -92,13 +98,7 @@ async def test_a_pod_whose_deletion_the_watch_missed_is_forgotten_when_deleting_
 
 @sync
 async def test_a_namespace_whose_status_writes_hang_does_not_delay_admission_elsewhere() -> None:
-    cluster = FakeCluster()
-    cluster.add("namespaces", None, {"metadata": {"name": "slow"}})
-    cluster.apply(queue("slow-q", cpu=100))
-    cluster.apply(queue("fast-q", cpu=100))
-    # More hanging status writes than the operator has write workers.
-    for i in range(24):
-        cluster.apply(workflow(f"s{i}", "slow-q", chain("a")), namespace="slow")
+    cluster = slow_namespace_world()
     gate = cluster.slow("patch_status", "workflows", namespace="slow")
     op = Operator(cluster)
     try:
