@@ -66,6 +66,7 @@ from meson.workflow import (
     Plan,
     plan,
     refused_status,
+    rfc3339,
     verify_status,
     with_queue_positions,
 )
@@ -500,7 +501,7 @@ class SchedulingLoop:
         at = self.etas.at(request_key)
         if at is None or at <= now:
             return None
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(at / 60) * 60))
+        return rfc3339(math.ceil(at / 60) * 60)
 
     @staticmethod
     def _waiting_info(inputs: _Inputs, decisions, request_key: str) -> tuple[int, str] | None:

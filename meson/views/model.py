@@ -7,10 +7,8 @@ renderables, and ``-o json|yaml`` prints :func:`as_data` of the same rows.
 
 from __future__ import annotations
 
-import calendar
 import dataclasses
 import re
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -290,7 +288,7 @@ def pending_rows(
                     priority=spec.get("priorityClassName") or "",
                     reason=entry.get("message") or "",
                     count=count,
-                    eta=_epoch(entry.get("eta")),
+                    eta=_parse_time(entry.get("eta")),
                 )
             )
     for job in streamjobs:
@@ -317,16 +315,6 @@ def pending_rows(
     big = 1 << 62
     rows.sort(key=lambda r: (r.queue, r.position or big, r.namespace, r.name, r.workload))
     return rows
-
-
-def _epoch(text: Any) -> float | None:
-    """An RFC 3339 UTC time from a status (``2026-11-28T14:05:00Z``) as epoch seconds; None if absent."""
-    if not isinstance(text, str):
-        return None
-    try:
-        return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
-    except ValueError:
-        return None
 
 
 def workload_key(row: PendingRow) -> str | None:
