@@ -31,6 +31,10 @@ BUDGET_LIMIT = Gauge(
     "Resource-hours a queue's budget allows per window",
     ["queue", "resource"],
 )
+STATUS_WRITES_SUPERSEDED = Counter(
+    "meson_status_writes_superseded_total",
+    "Workflow status writes that waited for a worker and sent a newer plan's status instead",
+)
 STEP_OUTCOMES = Counter("meson_step_outcomes_total", "Workflow step transitions", ["reason"])
 RETRIES = Counter("meson_step_retries_total", "Step attempts retried", ["kind"])
 CYCLE_SECONDS = Histogram(

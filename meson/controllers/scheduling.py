@@ -204,6 +204,10 @@ class SchedulingLoop:
     _ready_since: dict[str, float] = field(default_factory=dict)
     _refused: dict[str, _Refusal] = field(default_factory=dict)
     _write_backoff: dict[Key, float] = field(default_factory=dict)
+    # Workflows whose status patch waits for a write worker, and the newer status planned meanwhile
+    # (sent instead when a worker is free: under load, one write instead of a queue of stale ones).
+    _queued: dict[Key, Plan | None] = field(default_factory=dict)
+    _newer: dict[Key, tuple[dict, dict, Plan]] = field(default_factory=dict)
     _stopping: bool = False
     _housekeeping_at: float = float("-inf")
 
@@ -721,10 +725,17 @@ class SchedulingLoop:
                 write = self._guarded(key, self.writer.delete_workflow, key)
                 writes.append(((WORKFLOW, key), write))
                 continue
-            if self.inflight.busy((WORKFLOW, key)) and not self.verify_incremental:
-                continue  # its last status is still being written; the write's end wakes the loop
             planned = self._planned.get(key)
             reused = planned is not None and planned.plan is p
+            busy = self.inflight.busy((WORKFLOW, key))
+            if busy and key in self._queued:
+                newer = self._newer.get(key)
+                if p is not (newer[2] if newer else self._queued[key]):  # the waiting write sends this plan
+                    waiting = self._positions(inputs, decisions, WORKFLOW, key, now)
+                    status = with_queue_positions(p.status, waiting)
+                    self._newer[key] = (wf, faults.without_condition(status, faults.RECONCILED), p)
+            if busy and not self.verify_incremental:
+                continue  # its last status is still being written; the write's end wakes the loop
             if (
                 reused
                 and planned.settled is not None
@@ -779,15 +790,33 @@ class SchedulingLoop:
     async def _patch_workflow_status(
         self, key: Key, wf: dict, status: dict, p: Plan | None, now: float
     ) -> None:
-        body = merge_patch(status, wf.get("status"))
+        sent = (wf, status, p)
+
+        def body() -> dict:
+            nonlocal sent
+            self._queued.pop(key, None)
+            newer = self._newer.pop(key, None)
+            # Planned while this write waited, from the same status: it says all this one says, and more
+            # (a plan's events are its transitions from that status).
+            if newer is not None and newer[0].get("status") == wf.get("status"):
+                sent = newer
+                metrics.STATUS_WRITES_SUPERSEDED.inc()
+            return merge_patch(sent[1], sent[0].get("status"))
+
+        self._queued[key] = p
         try:
             rv = await self.writer.patch_status("workflows", key[0], key[1], body)
         except kube.ApiException as exc:
+            wf = sent[0]
             self.faults.record("Workflow", key, "write", exc)
             if kube.too_large(exc):
                 self._write_backoff[key] = now + TOO_LARGE_BACKOFF
             await self._write_fallback_status(key, wf)
             return
+        finally:
+            self._queued.pop(key, None)
+            self._newer.pop(key, None)
+        wf, status, p = sent
         self.faults.clear("Workflow", key, "write")
         self._write_backoff.pop(key, None)
         if rv is None:

@@ -46,6 +46,9 @@ class Writer:
         self._namespace_share = max(1, workers // 2)
         self._creating: dict[str, asyncio.Semaphore] = {}
         self._patching: dict[str | None, asyncio.Semaphore] = {}
+        # Status patches wait for a worker here, not in the pool's queue, so that the body is made only
+        # when it is sent (see patch_status).
+        self._status_slots = asyncio.Semaphore(workers)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -146,11 +149,16 @@ class Writer:
             key[1],
         )
 
-    async def patch_status(self, plural: str, namespace: str | None, name: str, body: dict) -> int | None:
-        """The object's resourceVersion after the write, or None if it is gone."""
+    async def patch_status(
+        self, plural: str, namespace: str | None, name: str, body: dict | Callable[[], dict]
+    ) -> int | None:
+        """The object's resourceVersion after the write, or None if it is gone. ``body`` may be a function,
+        called on the loop's thread once a worker is free: a write that waited in line behind others then
+        sends the newest status instead of the one current when it was queued."""
         slots = self._patching.setdefault(namespace, asyncio.Semaphore(self._namespace_share))
-        async with slots:
-            return await self.run(kube.patch_status, self.clients, plural, namespace, name, body)
+        async with slots, self._status_slots:
+            sent = body() if callable(body) else body
+            return await self.run(kube.patch_status, self.clients, plural, namespace, name, sent)
 
     async def create_revision(self, namespace: str, body: dict) -> dict | None:
         """A StreamJob's ControllerRevision (None: it existed already)."""

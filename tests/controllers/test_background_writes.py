@@ -119,3 +119,32 @@ async def test_a_namespace_whose_status_writes_hang_does_not_delay_admission_els
     names = [f"s{i}" for i in range(24)]
     await run(cluster, op, lambda: all(phase(cluster, n, "slow") == "Succeeded" for n in names))
     assert not [pod for pod, n in Counter(cluster.created_pods).items() if n > 1]
+
+
+@sync
+async def test_a_status_write_that_waited_for_a_worker_sends_the_newest_status() -> None:
+    # 24 workflows in one namespace, whose status writes hang: 8 (the namespace's share of the write
+    # workers) are on the wire, 16 wait for a worker while their pods are admitted, run and end.
+    cluster = slow_namespace_world()
+    names = [f"s{i}" for i in range(24)]
+    gate = cluster.slow("patch_status", "workflows", namespace="slow")
+    op = Operator(cluster)
+    try:
+        for _ in range(8):
+            await cycle_without_waiting(cluster, op)
+        assert all(p["status"]["phase"] == "Succeeded" for p in cluster.pods()), "the pods ran meanwhile"
+        assert len(cluster.pods()) == 24
+    finally:
+        gate.set()
+    await op.settle()
+    await run(cluster, op, lambda: all(phase(cluster, n, "slow") == "Succeeded" for n in names))
+    # The 8 on the wire sent their first status and then the final one; each of the 16 that waited sent
+    # only the newest (one write instead of two), and no transition's Event was lost with the write skipped.
+    assert cluster.requests[("patch_status", "workflows")] == 8 * 2 + 16
+    reasons = Counter(
+        (e["involvedObject"]["name"], e["reason"])
+        for e in cluster.events
+        if e["involvedObject"]["kind"] == "Workflow"
+    )
+    for n in names:
+        assert reasons[(n, "StepSucceeded")] == 1 and reasons[(n, "WorkflowSucceeded")] == 1, n
