@@ -60,6 +60,14 @@ def _metric(text: str, name: str) -> float:
     )
 
 
+def _calls(text: str) -> dict[str, float]:
+    """meson_api_requests_total by client method."""
+    return {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r'^meson_api_requests_total\{call="([^"]*)"\} ([0-9.e+-]+)$', text, re.M)
+    }
+
+
 class OperatorCost:
     """The operator as a subprocess, with its CPU time and peak RSS sampled by psutil every 0.25 s."""
 
@@ -124,6 +132,8 @@ class OperatorCost:
         }
         t = self.proc.cpu_times()
         cycles = int(d["meson_scheduling_cycle_seconds_count"])
+        calls = _calls(m)
+        calls = {c: n - _calls(self._m0).get(c, 0) for c, n in calls.items()}
         return {
             "operator_cpu_s": round(t.user + t.system, 2),
             "operator_peak_rss_mb": round(self.peak_rss / 2**20, 1),
@@ -132,6 +142,11 @@ class OperatorCost:
             if cycles
             else None,
             "operator_api_errors": int(d["meson_api_errors_total"]),
+            "operator_api_calls": {c: int(n) for c, n in sorted(calls.items()) if n},
+            "status_writes_superseded": int(
+                _metric(m, "meson_status_writes_superseded_total")
+                - _metric(self._m0, "meson_status_writes_superseded_total")
+            ),
         }
 
     def __exit__(self, *exc: object) -> None:

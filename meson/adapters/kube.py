@@ -121,6 +121,7 @@ def _sleep(seconds: float) -> None:
 
 def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call an API method, retrying transient failures with backoff."""
+    metrics.API_REQUESTS.labels(call=getattr(fn, "__name__", "other")).inc()
     retrying = Retrying(
         retry=retry_if_exception(_retriable),
         wait=_wait,

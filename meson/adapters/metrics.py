@@ -42,6 +42,11 @@ CYCLE_SECONDS = Histogram(
     "Duration of one scheduling cycle (plan, admit, write)",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+API_REQUESTS = Counter(
+    "meson_api_requests_total",
+    "API calls made by the operator's writes and reads, by client method",
+    ["call"],
+)
 API_ERRORS = Counter(
     "meson_api_errors_total", "Failed API calls (retried or not), by HTTP status", ["status"]
 )
