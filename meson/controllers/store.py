@@ -190,9 +190,9 @@ class Store:
         job_name = (meta.get("labels") or {}).get(LABEL_STREAMJOB)
         if job_name:
             self._on_replica(event, obj, (meta["namespace"], job_name))
-        if wf_key is not None:
-            self.pod_versions[wf_key] += 1
         if event == "DELETED":
+            if wf_key is not None:
+                self.pod_versions[wf_key] += 1
             old = self.pods.pop(key, None)
             self._count(old, -1)
             if wf_key is not None:
@@ -219,11 +219,15 @@ class Store:
         self._count(old, -1)
         self.pods[key] = record
         self._count(record, 1)
-        if wf_key is not None or job_name:
-            if wf_key is not None:
-                self.workflow_pods[wf_key].add(meta["name"])
-            self.wake.set()
-        elif old is None or old.terminal != record.terminal or old.node != record.node:
+        moved = old is None or old.terminal != record.terminal or old.node != record.node
+        if wf_key is not None:
+            self.workflow_pods[wf_key].add(meta["name"])
+            # Most pod events change nothing the engine sees (conditions, our own create's echo): its
+            # workflow's plan is reused.
+            if old is None or old.observation != record.observation:
+                self.pod_versions[wf_key] += 1
+                moved = True
+        if moved or job_name:
             self.wake.set()
 
     def vanished(self, namespace: str, name: str, by_meson: bool) -> None:

@@ -35,6 +35,18 @@ async def test_a_cycle_replans_only_the_workflows_whose_pods_changed() -> None:
     await op.cycle()
     assert op.loop.replans == before, "nothing changed, yet workflows were planned again"
 
+    # A pod event that changes nothing the engine sees (a condition, an annotation) replans nothing.
+    pod = cluster.pods(workflow="long-0")[0]["metadata"]["name"]
+    conditions = [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}]
+    cluster._patch(
+        "pods",
+        "default",
+        pod,
+        {"metadata": {"annotations": {"x": "y"}}, "status": {"conditions": conditions}},
+    )
+    await op.cycle()
+    assert op.loop.replans == before, "a pod event that changes no observation replanned its workflow"
+
     cluster.clock.advance(5)
     cluster.run_pods()  # only "short"'s step ends
     before = op.loop.replans
