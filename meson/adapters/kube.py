@@ -158,9 +158,11 @@ def delete(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
         raise
 
 
-def patch_status(clients: Clients, plural: str, namespace: str | None, name: str, status: dict) -> int | None:
-    """Merge-patch the status subresource of a Meson object. Returns the object's resourceVersion after
-    the write (0 if the server did not say), or None when the object is gone."""
+def patch_status(
+    clients: Clients, plural: str, namespace: str | None, name: str, status: dict
+) -> dict | None:
+    """Merge-patch the status subresource of a Meson object. Returns the object as written (``{}`` if the
+    server did not say), or None when the object is gone."""
     body = {"status": status}
     try:
         if namespace is None:
@@ -174,7 +176,4 @@ def patch_status(clients: Clients, plural: str, namespace: str | None, name: str
         if e.status == 404:
             return None
         raise
-    try:
-        return int(((out or {}).get("metadata") or {}).get("resourceVersion") or 0)
-    except (AttributeError, ValueError):
-        return 0
+    return out if isinstance(out, dict) else {}

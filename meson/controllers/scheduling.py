@@ -805,7 +805,7 @@ class SchedulingLoop:
 
         self._queued[key] = p
         try:
-            rv = await self.writer.patch_status("workflows", key[0], key[1], body)
+            written = await self.writer.patch_status("workflows", key[0], key[1], body)
         except kube.ApiException as exc:
             wf = sent[0]
             self.faults.record("Workflow", key, "write", exc)
@@ -819,16 +819,20 @@ class SchedulingLoop:
         wf, status, p = sent
         self.faults.clear("Workflow", key, "write")
         self._write_backoff.pop(key, None)
-        if rv is None:
+        if written is None:
             return  # the workflow is gone
         if p is not None:
             self._count_outcomes(p)
             self.writer.workflow_events(wf, list(p.events))
+        rv = resource_version(written)
         self._own[key] = _OwnStatus(wf["metadata"].get("uid", ""), status, rv)
         current = self.store.workflows.get(key)
-        if current is not None:
-            # Our own write, at once (resourceVersion unchanged: the watch event will supersede it).
-            self.store.workflows[key] = {**current, "status": status}
+        if current is not None and rv and resource_version(current) <= rv:
+            # Our own write, at once, as the server has it: its watch event (the same resourceVersion)
+            # then changes nothing, and the plan made from it is reused.
+            self.store.workflows[key] = written
+        elif current is not None and not rv:
+            self.store.workflows[key] = {**current, "status": status}  # the watch event will supersede it
 
     async def _write_fallback_status(self, key: Key, wf: dict) -> None:
         """A status the API server refused (too large, say): say so on the object with a small write."""
@@ -840,9 +844,10 @@ class SchedulingLoop:
         if status == old:
             return
         with contextlib.suppress(kube.ApiException):
-            rv = await self.writer.patch_status(
+            written = await self.writer.patch_status(
                 "workflows", key[0], key[1], {"conditions": status["conditions"]}
             )
+            rv = resource_version(written or {})
             own = self._own.get(key)
             if rv and own is not None:
                 # Our own write: the next cycle must not take it for someone else's edit.

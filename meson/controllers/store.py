@@ -78,7 +78,10 @@ class Store:
 
     # --- Meson objects -------------------------------------------------------------------------
     def put(self, table: dict, key: Any, obj: dict) -> None:
-        if _newer(table.get(key), obj):
+        old = table.get(key)
+        if old is not None and resource_version(obj) and resource_version(obj) == resource_version(old):
+            return  # the same version (the echo of our own write, already in the view): nothing moved
+        if _newer(old, obj):
             table[key] = obj
             self.wake.set()
 

@@ -151,10 +151,10 @@ class Writer:
 
     async def patch_status(
         self, plural: str, namespace: str | None, name: str, body: dict | Callable[[], dict]
-    ) -> int | None:
-        """The object's resourceVersion after the write, or None if it is gone. ``body`` may be a function,
-        called on the loop's thread once a worker is free: a write that waited in line behind others then
-        sends the newest status instead of the one current when it was queued."""
+    ) -> dict | None:
+        """The object as written (``{}`` if the server did not say), or None if it is gone. ``body`` may be
+        a function, called on the loop's thread once a worker is free: a write that waited in line behind
+        others then sends the newest status instead of the one current when it was queued."""
         slots = self._patching.setdefault(namespace, asyncio.Semaphore(self._namespace_share))
         async with slots, self._status_slots:
             sent = body() if callable(body) else body
