@@ -721,7 +721,14 @@ def validate_template(kind: str, obj: Mapping[str, Any]) -> list[str]:
     assert isinstance(model, WorkflowTemplate | ClusterWorkflowTemplate)
     if model.spec.workflow_template_ref is not None:
         return ["spec.workflowTemplateRef: a template cannot be made from another template"]
-    return validate_workflow_spec(model.spec)
+    problems = validate_workflow_spec(model.spec)
+    # A template that runs itself is refused here; longer cycles need the other templates (the webhook).
+    cluster = kind == "ClusterWorkflowTemplate"
+    namespace = None if cluster else str((obj.get("metadata") or {}).get("namespace") or "default")
+    key = template_key(namespace, model.metadata.name or "", cluster)
+    refs = sub_workflow_refs(model.spec, namespace)
+    cycle = sub_workflow_cycle(key, [r for r in refs if r == key], {}) if key in refs else None
+    return problems + ([cycle] if cycle else [])
 
 
 def invalid_condition(messages: list[str], *, generation: int | None = None) -> dict[str, Any]:
