@@ -240,3 +240,29 @@ def _labels(child: ChildObservation) -> dict[str, str]:
         "meson.dev/run": str(child.run),
         "meson.dev/attempt": str(child.attempt),
     }
+
+
+def test_a_foreach_sub_workflow_step_makes_one_child_per_item_within_its_concurrency():
+    wf = workflow(
+        [
+            sub(
+                "load",
+                foreach={"items": ["eu", "us", "apac"], "maxConcurrency": 2},
+                ref={"parameters": [{"name": "partition", "value": "{{ item }}"}]},
+            )
+        ]
+    )
+    parent = Parent(wf)
+    made = parent.cycle().create_workflows
+    assert [(m["metadata"]["name"], m["spec"]["parameters"]) for m in made] == [
+        ("wf-load-0-r1", [{"name": "partition", "value": "eu"}]),
+        ("wf-load-1-r1", [{"name": "partition", "value": "us"}]),
+    ]
+    first = parent.create(made[0], phase="Running")
+    parent.create(made[1], phase="Running")
+    parent.cycle()
+    parent.finish(first, "Succeeded")
+    parent.cycle()
+    (third,) = parent.cycle().create_workflows
+    assert third["metadata"]["name"] == "wf-load-2-r1"
+    assert third["metadata"]["labels"]["meson.dev/instance"] == "load-2"
