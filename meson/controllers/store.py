@@ -97,7 +97,10 @@ class Store:
             self.pod_versions[parent_key] += 1
             if event == "DELETED":
                 self.children[parent_key].discard(key[1])
-                self.child_tombstones[parent_key][key[1]] = obj
+                if not self.children[parent_key]:
+                    del self.children[parent_key]
+                if parent_key in self.workflows:  # a parent being deleted takes its children along
+                    self.child_tombstones[parent_key][key[1]] = obj
             else:
                 self.children[parent_key].add(key[1])
         if event == "DELETED":
