@@ -352,6 +352,23 @@ def test_operator_runs_a_workflow_with_only_the_chart_permissions(
                 "namespaces": {"names": [ns]},
             },
         },
+        # A sub-workflow two levels down: the webhook lists the templates (cycle check), the operator
+        # creates the child Workflows and makes each from its template (a patch of its spec).
+        {
+            "apiVersion": "meson.dev/v1alpha1",
+            "kind": "WorkflowTemplate",
+            "metadata": {"name": "helm-rbac-inner", "namespace": ns},
+            "spec": {"queue": queue, "steps": [{"name": "leaf", "template": step_pod}]},
+        },
+        {
+            "apiVersion": "meson.dev/v1alpha1",
+            "kind": "WorkflowTemplate",
+            "metadata": {"name": "helm-rbac-outer", "namespace": ns},
+            "spec": {
+                "queue": queue,
+                "steps": [{"name": "inner", "workflowTemplateRef": {"name": "helm-rbac-inner"}}],
+            },
+        },
         {
             "apiVersion": "meson.dev/v1alpha1",
             "kind": "Workflow",
@@ -361,6 +378,11 @@ def test_operator_runs_a_workflow_with_only_the_chart_permissions(
                 "steps": [
                     {"name": "first", "template": step_pod},
                     {"name": "second", "dependencies": ["first"], "template": step_pod},
+                    {
+                        "name": "sub",
+                        "dependencies": ["first"],
+                        "workflowTemplateRef": {"name": "helm-rbac-outer"},
+                    },
                 ],
             },
         },
@@ -422,7 +444,7 @@ def test_operator_runs_a_workflow_with_only_the_chart_permissions(
                 for p in yaml.safe_load(pods)["items"]
                 if not p["metadata"]["name"].startswith(release.name)
             ]
-            assert phases.count("Succeeded") >= 2, phases
+            assert phases.count("Succeeded") >= 3, phases  # first, second and the sub-sub-workflow's leaf
 
             # queues/status: the loop wrote the queue's counters through the status subresource.
             def queue_status() -> dict | None:

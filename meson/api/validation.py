@@ -45,6 +45,8 @@ __all__ = [
     "invalid_condition",
     "parse",
     "sample_pods",
+    "sub_workflow_cycle",
+    "sub_workflow_refs",
     "unknown_fields",
     "validate",
     "validate_condition",
@@ -258,6 +260,8 @@ def _validate_step_template(
     has_item: bool,
     upstream: dict[str, bool] | None = None,
 ) -> list[str]:
+    if step.template is None:
+        return []
     return unknown_references(
         step.template.model_dump(by_alias=True),
         params=params,
@@ -365,6 +369,7 @@ def validate_workflow_spec(spec: WorkflowSpec, path: str = "spec") -> list[str]:
                 f"{where}.retryPolicy.retryOn: Timeout is listed but the step has no timeoutSeconds"
             )
         problems += _validate_step_template(step, f"{where}.template", set(params), has_item, with_outputs)
+        problems += _sub_workflow_problems(step, where, set(params), has_item, with_outputs)
     if spec.on_exit is not None:
         problems += _validate_step_template(spec.on_exit, f"{path}.onExit.template", set(params), False)
     total = sum(_instances(step, params) for step in spec.steps)
@@ -373,6 +378,90 @@ def validate_workflow_spec(spec: WorkflowSpec, path: str = "spec") -> list[str]:
             f"{path}.steps: {total} step instances, more than {MAX_WORKFLOW_INSTANCES} per workflow"
         )
     return problems
+
+
+def _sub_workflow_problems(
+    step: Step, where: str, params: set[str], has_item: bool, upstream: dict[str, bool]
+) -> list[str]:
+    """A step is a pod template or a sub-workflow, and a sub-workflow takes only the fields that mean
+    something for a child Workflow (it has no pod of its own: no gang, no timeout, no memoization)."""
+    if (step.template is None) == (step.workflow_template_ref is None):
+        return [f"{where}: exactly one of template and workflowTemplateRef must be set"]
+    ref = step.workflow_template_ref
+    if ref is None:
+        return []
+    problems = [
+        f"{where}.{field}: not supported for a sub-workflow step (workflowTemplateRef)"
+        for field, unsupported in (
+            ("parallelism", step.parallelism != 1),
+            ("timeoutSeconds", step.timeout_seconds is not None),
+            ("memoize", step.memoize is not None),
+            ("preemption", step.preemption is not None),
+        )
+        if unsupported
+    ]
+    names: set[str] = set()
+    for index, arg in enumerate(ref.parameters or []):
+        if arg.name in names:
+            problems.append(
+                f"{where}.workflowTemplateRef.parameters[{index}].name: duplicate parameter {arg.name!r}"
+            )
+        names.add(arg.name)
+        problems += unknown_references(
+            arg.value,
+            params=params,
+            has_item=has_item,
+            path=f"{where}.workflowTemplateRef.parameters[{index}].value",
+            upstream=upstream,
+        )
+    return problems
+
+
+#: A template as sub-workflow references name it: (namespace, name); namespace "" for a cluster template.
+TemplateKey = tuple[str, str]
+
+
+def template_key(namespace: str | None, name: str, cluster_scope: bool) -> TemplateKey:
+    return ("" if cluster_scope else namespace or "default", name)
+
+
+def sub_workflow_refs(spec: WorkflowSpec, namespace: str | None) -> list[TemplateKey]:
+    """The templates the steps of ``spec`` run as sub-workflows. A ClusterWorkflowTemplate's reference to a
+    namespaced template (namespace None) is resolved only when it runs: it is left out."""
+    refs: list[TemplateKey] = []
+    for step in spec.steps:
+        ref = step.workflow_template_ref
+        if ref is not None and (ref.cluster_scope or namespace is not None):
+            refs.append(template_key(namespace, ref.name, ref.cluster_scope))
+    return refs
+
+
+def sub_workflow_cycle(
+    key: TemplateKey, refs: list[TemplateKey], existing: Mapping[TemplateKey, list[TemplateKey]]
+) -> str | None:
+    """The message for a template (``key``, whose steps run ``refs``) that would run itself through its
+    sub-workflows, given the sub-workflow references of the ``existing`` templates; None when it does not."""
+    graph = {**existing, key: refs}
+    path: list[TemplateKey] = [key]
+    seen: set[TemplateKey] = set()
+
+    def back_to_key(node: TemplateKey) -> bool:  # depth-first: is there a path from node back to key?
+        for nxt in graph.get(node, []):
+            if nxt == key:
+                path.append(nxt)
+                return True
+            if nxt not in seen:
+                seen.add(nxt)
+                path.append(nxt)
+                if back_to_key(nxt):
+                    return True
+                path.pop()
+        return False
+
+    if not back_to_key(key):
+        return None
+    text = " -> ".join(name if ns else f"ClusterWorkflowTemplate {name}" for ns, name in path)
+    return f"spec.steps: sub-workflow cycle: {text} (a template may not run itself through its sub-workflows)"
 
 
 def _instances(step: Step, params: Mapping[str, Any]) -> int:
@@ -632,7 +721,14 @@ def validate_template(kind: str, obj: Mapping[str, Any]) -> list[str]:
     assert isinstance(model, WorkflowTemplate | ClusterWorkflowTemplate)
     if model.spec.workflow_template_ref is not None:
         return ["spec.workflowTemplateRef: a template cannot be made from another template"]
-    return validate_workflow_spec(model.spec)
+    problems = validate_workflow_spec(model.spec)
+    # A template that runs itself is refused here; longer cycles need the other templates (the webhook).
+    cluster = kind == "ClusterWorkflowTemplate"
+    namespace = None if cluster else str((obj.get("metadata") or {}).get("namespace") or "default")
+    key = template_key(namespace, model.metadata.name or "", cluster)
+    refs = sub_workflow_refs(model.spec, namespace)
+    cycle = sub_workflow_cycle(key, [r for r in refs if r == key], {}) if key in refs else None
+    return problems + ([cycle] if cycle else [])
 
 
 def invalid_condition(messages: list[str], *, generation: int | None = None) -> dict[str, Any]:
@@ -674,6 +770,8 @@ def _workflow_pods(
     if spec.on_exit is not None:
         steps.append((f"{path}.onExit", spec.on_exit))
     for where, step in steps:
+        if step.template is None:  # a sub-workflow: its pods are its template's, checked with it
+            continue
         item: Any = None
         foreach = getattr(step, "foreach", None)
         if foreach is not None:

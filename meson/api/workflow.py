@@ -41,6 +41,7 @@ __all__ = [
     "MAX_FOREACH_ITEMS",
     "MAX_PARAMETERS",
     "MAX_STEPS",
+    "MAX_SUBWORKFLOW_DEPTH",
     "MAX_WORKFLOW_INSTANCES",
     "Backoff",
     "ExitStep",
@@ -55,6 +56,8 @@ __all__ = [
     "StepCounts",
     "StepPreemption",
     "StepStatus",
+    "StepWorkflowRef",
+    "SubWorkflowArgument",
     "Synchronization",
     "Workflow",
     "WorkflowSpec",
@@ -75,6 +78,9 @@ OUTPUT_REFERENCE = r"^steps\.[a-z0-9]([-a-z0-9]*[a-z0-9])?\.outputs\.(result|jso
 #: Step instances of one workflow (foreach elements of all steps, plus the other steps): keeps the status,
 #: which records every instance, within its budget (see meson.workflow.status).
 MAX_WORKFLOW_INSTANCES = 50000
+#: Nesting of sub-workflows: a Workflow made by a step of a Workflow at this depth (the top one is at 0) is
+#: not created and the step fails. Catches a cycle of templates the webhook did not see (webhook off).
+MAX_SUBWORKFLOW_DEPTH = 5
 
 FailureMode = Literal["StopScheduling", "FailFast", "Continue"]
 RetryOn = Literal["FailedExit", "NodeLost", "Evicted", "Timeout"]
@@ -200,21 +206,69 @@ class MemoRecord(ApiModel):
     at: str = Field(description="When the run whose result this is ended (RFC 3339).")
 
 
+class SubWorkflowArgument(ApiModel):
+    """A parameter value handed to a sub-workflow."""
+
+    name: str = Field(max_length=63, pattern=IDENTIFIER, description="Name of the template's parameter.")
+    value: Any = Field(
+        description="The value (any JSON value); strings may hold placeholders as in a step's template, "
+        "e.g. '{{ params.day }}' or '{{ steps.list.outputs.json.rows }}'.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class StepWorkflowRef(ApiModel):
+    """A step that runs a WorkflowTemplate (or ClusterWorkflowTemplate) as a child Workflow."""
+
+    name: str = Field(
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="Name of the template.",
+    )
+    cluster_scope: bool = Field(
+        default=False,
+        description="true: a ClusterWorkflowTemplate; false: a WorkflowTemplate of this namespace.",
+    )
+    parameters: list[SubWorkflowArgument] | None = Field(
+        default=None,
+        description="Values of the template's parameters for the child (the others keep their defaults).",
+        json_schema_extra={
+            "maxItems": MAX_PARAMETERS,
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+
+
 class Step(ApiModel):
-    """One node of the DAG: a pod template run once, as a gang (parallelism), or fanned out (foreach)."""
+    """One node of the DAG: a pod template run once, as a gang (parallelism), or fanned out (foreach); or a
+    WorkflowTemplate run as a child Workflow (a sub-workflow: workflowTemplateRef instead of template)."""
 
     __x_validations__ = [
         x_validation(
             "!has(self.dependencies) || !(self.name in self.dependencies)",
             "a step cannot depend on itself",
             field_path=".dependencies",
-        )
+        ),
+        x_validation(
+            "has(self.template) != has(self.workflowTemplateRef)",
+            "exactly one of template and workflowTemplateRef must be set",
+        ),
     ]
 
     name: str = Field(
         max_length=40, pattern=DNS_LABEL, description="Name of the step, unique in the workflow."
     )
-    template: PodTemplate = Field(description="The pod to run: a Kubernetes pod template.")
+    template: PodTemplate | None = Field(
+        default=None, description="The pod to run: a Kubernetes pod template (or set workflowTemplateRef)."
+    )
+    workflow_template_ref: StepWorkflowRef | None = Field(
+        default=None,
+        description="Run this WorkflowTemplate as a child Workflow (a sub-workflow) instead of a pod: its "
+        "steps are admitted through its own queue; the step succeeds when the child succeeds (its result: "
+        "the child's outputs as a JSON object) and fails, then is retried as any step, when the child "
+        "fails. The child is owned by this workflow and named {workflow}-{step}-r{run}.",
+    )
     dependencies: list[Annotated[str, StringConstraints(max_length=40)]] | None = Field(
         default=None,
         description="Names of the steps that must succeed before this one starts.",

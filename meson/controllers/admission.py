@@ -50,7 +50,15 @@ import kopf
 from meson.adapters import dryrun, kube
 from meson.adapters.dryrun import PodDryRun, _api_message  # noqa: F401 - re-exported
 from meson.api.common import GROUP, VERSION
-from meson.api.validation import validate
+from meson.api.validation import (
+    TemplateKey,
+    parse,
+    sub_workflow_cycle,
+    sub_workflow_refs,
+    template_key,
+    validate,
+)
+from meson.api.workflowtemplate import ClusterWorkflowTemplate, WorkflowTemplate
 from meson.controllers import webhook_certs
 from meson.controllers.templates import template_problem
 from meson.workflow.templates import unresolved_ref
@@ -124,6 +132,44 @@ def template_exists(namespace: str, ref: Mapping[str, Any], memo: Any = None) ->
     return True
 
 
+def template_refs(memo: Any = None) -> dict[TemplateKey, list[TemplateKey]]:
+    """Every existing template and the templates its steps run as sub-workflows (for cycle checks)."""
+    custom = _clients(memo).custom
+    refs: dict[TemplateKey, list[TemplateKey]] = {}
+    for plural, kind in (
+        ("workflowtemplates", "WorkflowTemplate"),
+        ("clusterworkflowtemplates", "ClusterWorkflowTemplate"),
+    ):
+        found = kube.call(custom.list_cluster_custom_object, GROUP, VERSION, plural)
+        for item in found.get("items", []):
+            model, _ = parse(kind, item)
+            if isinstance(model, WorkflowTemplate | ClusterWorkflowTemplate):
+                ns = item["metadata"].get("namespace") if kind == "WorkflowTemplate" else None
+                key = template_key(ns, item["metadata"]["name"], kind == "ClusterWorkflowTemplate")
+                refs[key] = sub_workflow_refs(model.spec, ns)
+    return refs
+
+
+def cycle_problem(
+    kind: str,
+    body: Mapping[str, Any],
+    namespace: str | None,
+    existing: Mapping[TemplateKey, list[TemplateKey]] | None = None,
+    memo: Any = None,
+) -> str | None:
+    """Why a template would run itself through its sub-workflows (None: it would not, or it runs none)."""
+    model, _ = parse(kind, body)
+    if not isinstance(model, WorkflowTemplate | ClusterWorkflowTemplate):
+        return None
+    cluster = kind == "ClusterWorkflowTemplate"
+    ns = None if cluster else namespace or (body.get("metadata") or {}).get("namespace") or "default"
+    refs = sub_workflow_refs(model.spec, ns)
+    if not refs:
+        return None
+    key = template_key(ns, str((body.get("metadata") or {}).get("name") or ""), cluster)
+    return sub_workflow_cycle(key, refs, template_refs(memo) if existing is None else existing)
+
+
 def review(
     kind: str,
     body: Mapping[str, Any],
@@ -132,11 +178,13 @@ def review(
     dry_run: PodDryRun | None = None,
     parents: Mapping[str, str | None] | None = None,
     check_pods: bool = True,
+    templates: Mapping[TemplateKey, list[TemplateKey]] | None = None,
     memo: Any = None,
 ) -> list[str]:
     """Every problem of ``body``: pure checks, then (when those pass) the pod dry runs.
 
-    ``parents`` (queue → parent) is looked up in the cluster for a Queue when not given.
+    ``parents`` (queue → parent) is looked up in the cluster for a Queue when not given, and so are
+    ``templates`` (template → the templates its sub-workflow steps run) for a template that runs some.
     """
     if kind == "Queue" and parents is None:
         parents = queue_parents(exclude=(body.get("metadata") or {}).get("name"), memo=memo)
@@ -146,6 +194,9 @@ def review(
         ns = namespace or (body.get("metadata") or {}).get("namespace") or "default"
         problem = template_problem(ref, ns, template_exists(ns, ref, memo))
         problems += [problem] if problem else []
+    if not problems and kind in ("WorkflowTemplate", "ClusterWorkflowTemplate"):
+        cycle = cycle_problem(kind, body, namespace, templates, memo)
+        problems += [cycle] if cycle else []
     if not problems and check_pods and kind != "Queue":
         ns = namespace or (body.get("metadata") or {}).get("namespace")
         problems += dry_run_pods(kind, body, ns, dry_run or (lambda n, p: kubernetes_pod_dry_run(n, p, memo)))

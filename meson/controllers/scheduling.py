@@ -56,6 +56,7 @@ from meson.controllers.memo import memo_lookup
 from meson.controllers.queues import Queues
 from meson.controllers.store import Key, Store, resource_version
 from meson.controllers.streamjobs import StreamJobs
+from meson.controllers.subworkflows import SubWorkflows
 from meson.controllers.sync import Semaphores
 from meson.controllers.templates import Templates
 from meson.controllers.writer import Writer, merge_patch
@@ -190,6 +191,7 @@ class SchedulingLoop:
     queues: Queues = field(init=False)
     policies: Policies = field(init=False)
     streams: StreamJobs = field(init=False)
+    subworkflows: SubWorkflows = field(init=False)  # child Workflows of sub-workflow steps (#14)
     templates: Templates = field(default_factory=Templates)  # WorkflowTemplates, fed by handlers (#14)
     semaphores: Semaphores = field(default_factory=Semaphores)  # spec.synchronization (#14)
     inflight: Inflight = field(init=False)
@@ -220,6 +222,7 @@ class SchedulingLoop:
         self.queues = Queues(self.store, self.writer, self.checks, self.faults, self.scheduler)
         self.policies = Policies(self.store)  # runtime estimates and minimum runtimes (issue 13)
         self.streams = StreamJobs(self)
+        self.subworkflows = SubWorkflows(self.store, self.writer, self.inflight.busy)
         # Predicted start times (issue 15): each cycle's snapshot, predicted again every 30 s.
         tuning = (self.scheduler.reserve_after, self.scheduler.preempt_after)
         self.etas = EtaBoard(lambda: Scheduler(*tuning), on_refresh=metrics.observe_etas)
@@ -402,8 +405,10 @@ class SchedulingLoop:
 
     def _plan_from_scratch(self, key: Key, wf: dict, now: float) -> _Planned:
         observations = self.store.observations(key)
-        view, nodes = self._engine_view(key, wf, observations), set(self.store.nodes)
-        p = plan(view, observations, now, nodes=nodes, memo=memo_lookup(self.store.workflows, key[0]))
+        children = self.store.child_observations(key)
+        view, nodes = self._engine_view(key, wf, observations, children), set(self.store.nodes)
+        memo = memo_lookup(self.store.workflows, key[0])
+        p = plan(view, observations, now, nodes=nodes, memo=memo, children=children)
         self.policies.learn(key, wf, observations)
         spec = wf.get("spec") or {}
         queue_name = spec.get("queue", "default")
@@ -559,14 +564,14 @@ class SchedulingLoop:
         # No countdown: the message (so the status) stays the same from one retry to the next.
         return f"pod creation refused by the API server: {refusal.message} (retried with backoff)"
 
-    def _engine_view(self, key: Key, wf: dict, observations: list) -> dict:
+    def _engine_view(self, key: Key, wf: dict, observations: list, children: list) -> dict:
         """The workflow with the status the engine should trust: the one this operator last wrote, or
         after a restart the observed one checked against the pods."""
         uid = wf["metadata"].get("uid", "")
         own = self._own.get(key)
         observed = wf.get("status") or {}
         if own is None or own.uid != uid:
-            status, corrections = verify_status(wf, observations)
+            status, corrections = verify_status(wf, observations, children)
             own = self._own[key] = _OwnStatus(uid, status, -1 if corrections else resource_version(wf))
             if corrections:
                 self._status_corrected(wf, "; ".join(corrections))
@@ -725,6 +730,8 @@ class SchedulingLoop:
                 write = self._guarded(key, self.writer.delete_workflow, key)
                 writes.append(((WORKFLOW, key), write))
                 continue
+            if p.create_workflows or p.shutdown_workflows:
+                writes += self.subworkflows.writes(key, p, now, inputs.wakes)
             planned = self._planned.get(key)
             reused = planned is not None and planned.plan is p
             busy = self.inflight.busy((WORKFLOW, key))
@@ -747,6 +754,8 @@ class SchedulingLoop:
                 inputs.wakes.append(planned.positions_at + POSITIONS_REFRESH)
                 continue
             waiting = self._positions(inputs, decisions, WORKFLOW, key, now)
+            if p.create_workflows:
+                waiting.update(self.subworkflows.held(key, p))
             settled = reused and planned.settled == waiting
             if settled and not self.verify_incremental:
                 planned.positions_at = now
@@ -898,6 +907,7 @@ class SchedulingLoop:
             del self._ready_since[key]
         for key in [k for k in self._refused if k not in requests]:
             del self._refused[key]
+        self.subworkflows.forget()
         self.checks.forget({
             SpecChecks.key(kind, obj)
             for kind, table in (

@@ -19,7 +19,7 @@ from typing import Any
 
 from meson.controllers import translate
 from meson.stream import LABEL_REVISION, LABEL_STREAMJOB, ReplicaPod
-from meson.workflow import LABEL_WORKFLOW, PodObservation
+from meson.workflow import LABEL_PARENT, LABEL_WORKFLOW, ChildObservation, PodObservation
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -67,6 +67,9 @@ class Store:
     # Our pods per workflow, and the last sight of those deleted before they finished.
     workflow_pods: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
     tombstones: dict[Key, dict[str, PodObservation]] = field(default_factory=lambda: defaultdict(dict))
+    # Child Workflows of sub-workflow steps per parent (by name), and the last sight of those deleted.
+    children: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
+    child_tombstones: dict[Key, dict[str, dict]] = field(default_factory=lambda: defaultdict(dict))
     # Nodes seen deleted: their pods are lost even before the pod garbage collector removes them.
     deleted_nodes: set[str] = field(default_factory=set)
     _replica_rv: dict[Key, int] = field(default_factory=dict)  # by (namespace, pod name)
@@ -91,10 +94,25 @@ class Store:
 
     def on_workflow(self, event: str, obj: dict) -> None:
         key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        parent = (obj["metadata"].get("labels") or {}).get(LABEL_PARENT)
+        if parent:  # a sub-workflow: its parent is planned again, as for an event of one of its pods
+            parent_key = (key[0], parent)
+            self.pod_versions[parent_key] += 1
+            self.wake.set()  # even for the echo of our own write to the child, which put() skips
+            if event == "DELETED":
+                self.children[parent_key].discard(key[1])
+                if not self.children[parent_key]:
+                    del self.children[parent_key]
+                if parent_key in self.workflows:  # a parent being deleted takes its children along
+                    self.child_tombstones[parent_key][key[1]] = obj
+            else:
+                self.children[parent_key].add(key[1])
         if event == "DELETED":
             self.drop(self.workflows, key)
             self.tombstones.pop(key, None)
             self.pod_versions.pop(key, None)
+            self.children.pop(key, None)
+            self.child_tombstones.pop(key, None)
         else:
             self.put(self.workflows, key, obj)
 
@@ -288,6 +306,28 @@ class Store:
             if n not in self.workflow_pods[wf_key]
         ]
         return [o for o in live if o is not None] + gone
+
+    def child_observations(self, parent: Key) -> list[ChildObservation]:
+        """The child Workflows of ``parent`` (owned by it: by uid, so a namesake's children or a Workflow
+        that only carries the label are not), live ones and the last sight of the deleted ones."""
+        wf = self.workflows.get(parent)
+        uid = (wf or {}).get("metadata", {}).get("uid")
+        if not uid:
+            return []
+        ns = parent[0]
+        live = [
+            self.workflows[(ns, n)]
+            for n in sorted(self.children.get(parent, ()))
+            if (ns, n) in self.workflows
+        ]
+        names = {obj["metadata"]["name"] for obj in live}
+        gone = [o for n, o in sorted(self.child_tombstones.get(parent, {}).items()) if n not in names]
+        out = []
+        for obj, deleted in [*((o, False) for o in live), *((o, True) for o in gone)]:
+            child = translate.child_observation(obj, uid, gone=deleted)
+            if child is not None:
+                out.append(child)
+        return out
 
     def _count(self, rec: PodRecord | None, sign: int) -> None:
         """Add (sign 1) or remove (-1) a pod's requests to its node's usage: only bound, unfinished pods."""

@@ -13,7 +13,14 @@ from meson.api.quantity import canonical
 from meson.core import NodeCapacity, QueueConfig, Resources
 from meson.core.budget import Budget, from_hours
 from meson.stream import LABEL_REVISION, LABEL_SLOT, ReplicaPod
-from meson.workflow import LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_RUN, PodObservation, parse_time
+from meson.workflow import (
+    LABEL_ATTEMPT,
+    LABEL_INSTANCE,
+    LABEL_RUN,
+    ChildObservation,
+    PodObservation,
+    parse_time,
+)
 
 TERMINAL = ("Succeeded", "Failed")
 PREEMPTED_ANNOTATION = "meson.dev/preempted"
@@ -125,6 +132,40 @@ def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> 
         if op == "DoesNotExist" and key in labels:
             return False
     return True
+
+
+def child_observation(
+    wf: Mapping[str, Any], parent_uid: str, *, gone: bool = False
+) -> ChildObservation | None:
+    """What the workflow engine needs to know of a child Workflow of a sub-workflow step (None: not a
+    child of the parent whose uid this is, or without the labels that place it)."""
+    meta = wf["metadata"]
+    if not any(
+        ref.get("uid") == parent_uid and ref.get("controller") for ref in meta.get("ownerReferences") or []
+    ):
+        return None
+    labels = meta.get("labels") or {}
+    run, attempt = str(labels.get(LABEL_RUN) or ""), str(labels.get(LABEL_ATTEMPT) or "")
+    if not labels.get(LABEL_INSTANCE) or not run.isdigit() or not attempt.isdigit():
+        return None
+    status = wf.get("status") or {}
+    outputs = status.get("outputs")
+    return ChildObservation(
+        name=meta["name"],
+        instance=labels[LABEL_INSTANCE],
+        run=int(run),
+        attempt=int(attempt),
+        phase=status.get("phase"),
+        message=status.get("message"),
+        created=epoch(meta.get("creationTimestamp")) or 0.0,
+        finished=epoch(status.get("finishedAt")),
+        outputs={k: v for k, v in outputs.items() if isinstance(v, str)}
+        if isinstance(outputs, dict)
+        else None,
+        shutdown=(wf.get("spec") or {}).get("shutdown"),
+        gone=gone,
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
 
 
 def pod_observation(

@@ -5,6 +5,8 @@ CronWorkflow. See :mod:`meson.workflow.engine` for the semantics, :mod:`meson.wo
 wire form of the status and :func:`verify_status` for checking a status the runtime did not write itself.
 """
 
+from meson.workflow.children import LABEL_DEPTH, LABEL_PARENT
+from meson.workflow.children import child_name as subworkflow_name
 from meson.workflow.cron import (
     LABEL_CRONWORKFLOW,
     SCHEDULED_TIME_ANNOTATION,
@@ -28,6 +30,7 @@ from meson.workflow.pods import (
 from meson.workflow.status import STATUS_BUDGET_BYTES, instance_entries, with_queue_positions
 from meson.workflow.types import (
     LIVE_POD_PHASES,
+    ChildObservation,
     FailureKind,
     InstanceRequest,
     Plan,
@@ -39,7 +42,9 @@ from meson.workflow.verify import verify_status
 __all__ = [
     "LABEL_ATTEMPT",
     "LABEL_CRONWORKFLOW",
+    "LABEL_DEPTH",
     "LABEL_INSTANCE",
+    "LABEL_PARENT",
     "LABEL_QUEUE",
     "LABEL_RUN",
     "LABEL_STEP",
@@ -47,6 +52,7 @@ __all__ = [
     "LIVE_POD_PHASES",
     "SCHEDULED_TIME_ANNOTATION",
     "STATUS_BUDGET_BYTES",
+    "ChildObservation",
     "ChildWorkflow",
     "CronPlan",
     "CronRun",
@@ -64,6 +70,7 @@ __all__ = [
     "pod_request",
     "refused_status",
     "rfc3339",
+    "subworkflow_name",
     "verify_status",
     "with_queue_positions",
 ]

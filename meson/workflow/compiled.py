@@ -25,6 +25,7 @@ from meson.api.workflow import (
     Workflow,
     WorkflowSpec,
 )
+from meson.workflow.children import depth_of
 
 TERMINAL = frozenset({"Succeeded", "Failed", "Skipped", "Omitted", "Cached"})
 _PHASES = TERMINAL | {"Waiting", "Pending", "Running", "Retrying"}
@@ -75,6 +76,8 @@ class _StepInfo:
     from_output: str | None = None  # foreach over an upstream step's output (items None until it is known)
     reads_outputs: bool = False  # the template has {{ steps.NAME.outputs... }} placeholders
     memoize: tuple[str, int] | None = None  # (key template, maxAgeSeconds)
+    # A sub-workflow step: its workflowTemplateRef (wire form; parameters hold placeholders), else None.
+    sub: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -85,6 +88,7 @@ class _Compiled:
     generation: int | None
     spec: WorkflowSpec | None
     problems: list[str]
+    depth: int = 0  # sub-workflow depth (label meson.dev/depth)
     params: dict[str, Any] = field(default_factory=dict)
     steps: list[_StepInfo] = field(default_factory=list)  # topological order, exit step last
     by_name: dict[str, _StepInfo] = field(default_factory=dict)
@@ -149,7 +153,9 @@ def _build(
     problems = validate_workflow_spec(spec)
     if not spec.steps and not problems:  # the controller makes it from its template before planning it
         problems = ["spec.workflowTemplateRef: not made from its template yet"]
-    compiled = _Compiled(name, namespace, uid, generation, spec, problems)
+    compiled = _Compiled(
+        name, namespace, uid, generation, spec, problems, depth_of(workflow.get("metadata") or {})
+    )
     if problems:
         return compiled
     params = spec.parameter_values()
@@ -183,13 +189,20 @@ def _build(
             when=step.when,
             retry=step.retry_policy or _NO_RETRY,
             timeout=step.timeout_seconds,
-            template=step.template.model_dump(by_alias=True, exclude_none=True),
+            template=step.template.model_dump(by_alias=True, exclude_none=True) if step.template else {},
             exit=False,
             ordinal=ordinal,
             from_output=step.foreach.from_output if step.foreach is not None else None,
             memoize=(step.memoize.key, step.memoize.max_age_seconds) if step.memoize else None,
+            sub=(
+                step.workflow_template_ref.model_dump(by_alias=True, exclude_none=True)
+                if step.workflow_template_ref
+                else None
+            ),
         )
-        info.reads_outputs = any(ref.startswith("steps.") for _, ref in placeholders(info.template))
+        info.reads_outputs = any(
+            ref.startswith("steps.") for _, ref in placeholders([info.template, info.sub])
+        )
         compiled.dynamic |= info.from_output is not None
         compiled.steps.append(info)
         compiled.instance_ids[step_name] = (step_name, None)

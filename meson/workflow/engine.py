@@ -68,6 +68,7 @@ from meson.api.workflow import (
     WorkflowSpec,
 )
 from meson.workflow.advancing import Advancing
+from meson.workflow.children import as_pod
 from meson.workflow.compiled import (
     TERMINAL,
     _compile,
@@ -98,6 +99,7 @@ from meson.workflow.status import (
 )
 from meson.workflow.types import (
     LIVE_POD_PHASES,
+    ChildObservation,
     FailureKind,
     MemoLookup,
     Plan,
@@ -122,6 +124,7 @@ class _Cycle(Observing, Advancing, Requesting, Reporting):
         now: float,
         nodes: Collection[str] | None,
         memo: MemoLookup | None = None,
+        children: Sequence[ChildObservation] = (),
     ) -> None:
         self.compiled = compiled
         assert compiled.spec is not None
@@ -137,7 +140,11 @@ class _Cycle(Observing, Advancing, Requesting, Reporting):
         self.create: list[dict[str, Any]] = []
         self.wake: list[float] = []
         self.pods_by_instance: dict[str, list[PodObservation]] = {}
-        for pod in pods:
+        # Child Workflows of sub-workflow steps are observed as the pods of their instance and run.
+        self.children: dict[str, ChildObservation] = {c.name: c for c in children}
+        self.create_children: list[dict[str, Any]] = []
+        self.children_live = False  # a child Workflow of some instance has not finished
+        for pod in [*pods, *(as_pod(c) for c in children)]:
             self.pods_by_instance.setdefault(pod.instance, []).append(pod)
         self.by_step: dict[str, list[_Inst]] = {}
         self.outputs: dict[str, str] = self._old_outputs()
@@ -252,6 +259,7 @@ class _Cycle(Observing, Advancing, Requesting, Reporting):
             stop = ("terminate", OVERFLOW_REASON)
             self.apply_stop(*stop)
             self.create = []
+            self.create_children = []
             pending, admitted = self.requests()
             phase, message, finished = self.outcome(stop, admitted)
             status = self.status(phase, message, finished, restart_at if restarted else None, force=True)
@@ -269,13 +277,28 @@ class _Cycle(Observing, Advancing, Requesting, Reporting):
             status=status,
             pending=pending,
             admitted=admitted,
-            delete_pods=sorted(self.delete),
+            delete_pods=sorted(n for n in self.delete if n not in self.children),
             events=self.events,
             wake_at=min(wake) if wake else None,
             finished=finished,
             delete_workflow=delete_workflow,
             create_pods=self.create,
+            create_workflows=self.create_children,
+            shutdown_workflows=self.child_shutdowns(),
         )
+
+    def child_shutdowns(self) -> dict[str, str]:
+        """Children to stop: those the engine would delete are terminated; the parent's Stop is passed
+        on to its running children."""
+        out: dict[str, str] = {}
+        for name, child in self.children.items():
+            if child.gone or child.deleting or child.phase in ("Succeeded", "Failed"):
+                continue
+            if name in self.delete and child.shutdown != "Terminate":
+                out[name] = "Terminate"
+            elif self.spec.shutdown == "Stop" and child.shutdown is None:
+                out[name] = "Stop"
+        return out
 
     def restart(self, restarted: bool) -> float | None:
         """When the workflow timeout counts from: the last restart (now, when restarting in this cycle)."""
@@ -364,14 +387,16 @@ def plan(
     *,
     nodes: Collection[str] | None = None,
     memo: MemoLookup | None = None,
+    children: Sequence[ChildObservation] = (),
 ) -> Plan:
     """The plan for one workflow this cycle (pure, deterministic; see the module documentation).
 
     ``workflow`` is the object as read from the API (metadata, spec, status); ``pods`` every observed pod of
     the workflow (all runs); ``nodes`` the names of the existing nodes (None: unknown, lost pods then count
-    as Evicted rather than NodeLost); ``memo`` looks up the namespace's memoization cache (None: no hit).
+    as Evicted rather than NodeLost); ``memo`` looks up the namespace's memoization cache (None: no hit);
+    ``children`` the child Workflows of its sub-workflow steps (see :mod:`meson.workflow.children`).
     """
     compiled = _compile(workflow)
     if compiled.problems:
         return _invalid(compiled, workflow, pods, now)
-    return _Cycle(compiled, workflow, pods, now, nodes, memo).run()
+    return _Cycle(compiled, workflow, pods, now, nodes, memo, children).run()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from meson.workflow.children import failure_text
 from meson.workflow.compiled import OUTPUTS_BUDGET_BYTES, cap_result, has_outputs, rfc3339
 from meson.workflow.instances import (
     _backoff,
@@ -53,7 +54,9 @@ class Observing:
     def evaluate(self, inst: _Inst, pods: list[PodObservation]) -> None:
         info = inst.info
         if not pods:
-            if self.node_gone(inst.node):
+            if info.sub is not None:
+                self.fail(inst, "Evicted", None, self.now, "sub-workflow lost: deleted")
+            elif self.node_gone(inst.node):
                 self.fail(inst, "NodeLost", None, self.now, f"pods lost: node {inst.node} is gone")
             else:
                 self.fail(inst, "Evicted", None, self.now, "pods lost: deleted")
@@ -135,6 +138,8 @@ class Observing:
             text = f"{who}timed out"
         else:
             text = f"{who}pod deleted or evicted"
+        if first.name in self.children:  # a sub-workflow's child: its own words
+            text = failure_text(self.children[first.name], first.name)
         return kind, code, when, text
 
     def fail(self, inst: _Inst, kind: str, code: int | None, when: float, text: str) -> None:

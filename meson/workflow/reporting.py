@@ -42,13 +42,14 @@ class Reporting:
     ) -> tuple[str, str | None, bool]:
         """(phase, message, finished) of the workflow."""
         insts = self.all()
-        finished = all(i.phase in TERMINAL for i in insts) and not admitted
+        busy = bool(admitted) or self.children_live  # pods or child Workflows still alive
+        finished = all(i.phase in TERMINAL for i in insts) and not busy
         failed = [i for i in insts if i.phase == "Failed"]
         if finished:
             phase = "Failed" if failed or stop is not None else "Succeeded"
         elif not any(i.run for i in insts) and not any(i.phase in ("Running", "Retrying") for i in insts):
             phase = "Suspended" if self.spec.suspend else "Pending"
-        elif self.spec.suspend and not admitted and not any(i.phase == "Running" for i in insts):
+        elif self.spec.suspend and not busy and not any(i.phase == "Running" for i in insts):
             phase = "Suspended"
         else:
             phase = "Running"
@@ -182,7 +183,7 @@ class Reporting:
         for inst in self.all():
             live = [o for o in self.pods_by_instance.get(inst.id, ()) if o.phase in LIVE_POD_PHASES]
             self.delete.update(o.name for o in live if not o.deleting)
-            if live:
+            if live and inst.info.sub is None:  # a child Workflow holds no admission
                 top = max(live, key=lambda o: (o.run, o.attempt))
                 admitted.append(self.request(inst, top.run, top.attempt, ()))
         for instance_id, observed in self.pods_by_instance.items():
@@ -204,7 +205,8 @@ class Reporting:
         return Plan(
             status=status,
             admitted=admitted,
-            delete_pods=sorted(self.delete),
+            delete_pods=sorted(n for n in self.delete if n not in self.children),
+            shutdown_workflows=self.child_shutdowns(),
             wake_at=wake_at,
             finished=True,
             delete_workflow=delete_workflow,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from meson.api.template import MissingValue, render
+from meson.workflow.children import child_manifest, child_name, depth_problem
 from meson.workflow.compiled import has_outputs, memo_id, steps_outputs
 from meson.workflow.instances import (
     _Inst,
@@ -98,6 +99,44 @@ class Requesting:
             for i in indexes
         ]
 
+    def request_child(self, inst: _Inst, run: int) -> None:
+        """A Pending sub-workflow instance: its child Workflow of ``run`` is to be created (or it fails:
+        too deep, or its arguments cannot be rendered)."""
+        sub = inst.info.sub
+        assert sub is not None
+        problem = depth_problem(self.compiled.depth)
+        arguments: list[dict[str, Any]] = []
+        if problem is None:
+            context, _ = self.context(inst)
+            try:
+                arguments = [
+                    {"name": a["name"], "value": render(a.get("value"), context)}
+                    for a in sub.get("parameters") or []
+                ]
+            except MissingValue as exc:
+                problem = f"workflowTemplateRef.parameters: no value for {{{{ {exc.args[0]} }}}}"
+        if problem is not None:
+            inst.phase = "Failed"
+            inst.end = self.since_start(self.now)
+            inst.message = problem
+            self.event(True, "StepFailed", f"{inst.id}: {problem}")
+            return
+        name = child_name(self.compiled.name, inst.id, run)
+        self.create_children.append(
+            child_manifest(
+                name=name,
+                parent=self.compiled.name,
+                step=inst.info.name,
+                instance=inst.id,
+                run=run,
+                attempt=inst.attempts,
+                depth=self.compiled.depth + 1,
+                ref=sub,
+                arguments=arguments,
+            )
+        )
+        inst.message = f"creating sub-workflow {name}"
+
     def request(self, inst: _Inst, run: int, attempt: int, pods: tuple[dict, ...]) -> InstanceRequest:
         rendered = self.rendered(inst)
         info = inst.info
@@ -129,7 +168,9 @@ class Requesting:
                     self.delete.add(o.name)
                 if o.run > live_run or (o.run == live_run and o.attempt > live_attempt):
                     live_run, live_attempt = o.run, o.attempt
-            if live_run:
+            if live_run and inst.info.sub is not None:
+                self.children_live = True  # a child Workflow holds no admission: its own steps do
+            elif live_run:
                 admitted.append(self.request(inst, live_run, live_attempt, ()))
             if inst.phase != "Pending":
                 continue
@@ -141,6 +182,9 @@ class Requesting:
             if live_run:
                 continue  # wait until the previous pods are gone
             run = inst.run + 1
+            if inst.info.sub is not None:
+                self.request_child(inst, run)
+                continue
             pods = self.manifests(inst, run, inst.attempts, range(inst.info.parallelism))
             if pods is None:
                 rendered = self.rendered(inst)

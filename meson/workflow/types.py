@@ -8,6 +8,7 @@ from typing import Any, Literal, get_args
 
 __all__ = [
     "LIVE_POD_PHASES",
+    "ChildObservation",
     "FailureKind",
     "InstanceRequest",
     "MemoLookup",
@@ -50,6 +51,26 @@ class PodObservation:
     finished: float | None
     deleting: bool = False  # deletionTimestamp is set
     result: str | None = None  # termination message of the main container (at most 4 KiB)
+
+
+@dataclass(frozen=True, slots=True)
+class ChildObservation:
+    """A child Workflow of a sub-workflow step as the runtime sees it (built from the Workflow, or from its
+    deletion). ``phase`` is its status.phase (None before its first status), ``gone`` set once it was
+    deleted (its last seen state is kept)."""
+
+    name: str
+    instance: str  # label meson.dev/instance
+    run: int  # label meson.dev/run
+    attempt: int  # label meson.dev/attempt
+    phase: str | None
+    message: str | None  # status.message
+    created: float  # epoch seconds
+    finished: float | None  # status.finishedAt
+    outputs: dict[str, str] | None = None  # status.outputs
+    shutdown: str | None = None  # spec.shutdown
+    gone: bool = False
+    deleting: bool = False  # deletionTimestamp is set
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,3 +124,8 @@ class Plan:
     #: Pods of an admitted gang that should exist but were not observed (the runtime crashed while creating
     #: the gang, or its cache lags): create them; AlreadyExists is harmless.
     create_pods: list[dict[str, Any]] = field(default_factory=list)
+    #: Child Workflows of sub-workflow steps to create (no namespace, no ownerReferences: the runtime adds
+    #: them); deterministic names, so AlreadyExists means done.
+    create_workflows: list[dict[str, Any]] = field(default_factory=list)
+    #: Child Workflows to stop: name -> the spec.shutdown to set (Stop or Terminate).
+    shutdown_workflows: dict[str, str] = field(default_factory=dict)

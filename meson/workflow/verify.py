@@ -36,10 +36,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from meson.workflow.children import as_pod
 from meson.workflow.compiled import _DONE_OK, _KILLED, TERMINAL, _compile, parse_time
 from meson.workflow.engine import _Cycle
 from meson.workflow.instances import _Inst, _int
-from meson.workflow.types import LIVE_POD_PHASES, PodObservation
+from meson.workflow.types import LIVE_POD_PHASES, ChildObservation, PodObservation
 
 __all__ = ["MAX_CORRECTIONS", "verify_status"]
 
@@ -50,15 +51,18 @@ _PODS_GONE = frozenset({"Evicted", "NodeLost", "Timeout"})
 
 
 def verify_status(
-    workflow: Mapping[str, Any], pods: Sequence[PodObservation]
+    workflow: Mapping[str, Any], pods: Sequence[PodObservation], children: Sequence[ChildObservation] = ()
 ) -> tuple[dict[str, Any], list[str]]:
     """(status the engine may trust, human-readable corrections); the status is returned unchanged (and no
-    correction) when the pods back every claim. Pure; ``pods`` are every observed pod of the workflow."""
+    correction) when the pods back every claim. Pure; ``pods`` are every observed pod of the workflow,
+    ``children`` its child Workflows (a sub-workflow step's claims are checked against them as pods)."""
     status = dict(workflow.get("status") or {})
     compiled = _compile(workflow)
     if not status or compiled.problems:
         return status, []  # nothing claimed, or an invalid spec (the engine fails it whatever the status)
-    check = _Check(_Cycle(compiled, workflow, pods, 0.0, None), pods)
+    check = _Check(
+        _Cycle(compiled, workflow, pods, 0.0, None, children=children), [*pods, *map(as_pod, children)]
+    )
     if check.trusted(status):
         return status, []
     check.claims()

@@ -100,3 +100,65 @@ def test_configure_webhook(tmp_path):
     context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
     der = ssl.PEM_cert_to_DER_cert((tmp_path / "tls.crt").read_text())
     assert b"127.0.0.1" in der or bytes([127, 0, 0, 1]) in der
+
+
+def _template_refs(*objs: dict) -> dict:
+    """The sub-workflow references of existing templates, as the webhook lists them (namespace ns)."""
+    from meson.api.validation import parse, sub_workflow_refs, template_key
+
+    refs = {}
+    for obj in objs:
+        cluster = obj["kind"] == "ClusterWorkflowTemplate"
+        model, problems = parse(obj["kind"], obj)
+        assert model is not None, problems
+        ns = None if cluster else "ns"
+        refs[template_key(ns, obj["metadata"]["name"], cluster)] = sub_workflow_refs(model.spec, ns)
+    return refs
+
+
+def _runs(kind: str, name: str, *refs: tuple[str, bool]) -> dict:
+    steps = [
+        {"name": f"s{i}", "workflowTemplateRef": {"name": ref, "clusterScope": cluster}}
+        for i, (ref, cluster) in enumerate(refs)
+    ]
+    return {
+        "apiVersion": "meson.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": {"steps": steps},
+    }
+
+
+def test_a_template_closing_a_sub_workflow_cycle_is_refused_with_the_cycle_named():
+    case = CASES["workflowtemplate-sub-workflow-cycle"]
+    existing = _template_refs(*case["setup"])
+    problems = admission.review(
+        "WorkflowTemplate", case["manifest"], namespace="ns", templates=existing, dry_run=_ok
+    )
+    assert problems == [
+        "spec.steps: sub-workflow cycle: bad-cycle-first -> bad-cycle-second -> bad-cycle-first "
+        "(a template may not run itself through its sub-workflows)"
+    ]
+    # The same template when the other one runs something else: no cycle.
+    other = _template_refs(_runs("WorkflowTemplate", "bad-cycle-second", ("elsewhere", False)))
+    assert (
+        admission.review("WorkflowTemplate", case["manifest"], namespace="ns", templates=other, dry_run=_ok)
+        == []
+    )
+
+
+def test_cycles_through_cluster_templates_are_refused_and_namespaces_are_told_apart():
+    existing = _template_refs(
+        _runs("ClusterWorkflowTemplate", "shared", ("local", False), ("common", True)),
+        _runs("ClusterWorkflowTemplate", "common", ("team", False)),
+        _runs("WorkflowTemplate", "team", ("shared", True)),
+    )
+    # ns/local -> cluster shared -> cluster common: no way back (a cluster template's namespaced reference
+    # is resolved only when it runs).
+    mine = _runs("WorkflowTemplate", "local", ("shared", True))
+    assert admission.review("WorkflowTemplate", mine, namespace="ns", templates=existing, dry_run=_ok) == []
+    looping = _runs("ClusterWorkflowTemplate", "common", ("shared", True))
+    assert admission.review("ClusterWorkflowTemplate", looping, templates=existing, dry_run=_ok) == [
+        "spec.steps: sub-workflow cycle: ClusterWorkflowTemplate common -> ClusterWorkflowTemplate shared -> "
+        "ClusterWorkflowTemplate common (a template may not run itself through its sub-workflows)"
+    ]

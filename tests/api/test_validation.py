@@ -19,6 +19,10 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yam
 NEEDS_SERVER = {case["name"] for case in CASES if "invalid pod: " in case["error"]}
 # So do references to missing templates (the webhook gets the template from the API server).
 MISSING_TEMPLATE = {case["name"] for case in CASES if "not found in namespace" in case["error"]}
+# And cycles of sub-workflows through other templates (the webhook lists them; tests/api/test_admission.py).
+TEMPLATE_CYCLE = {
+    case["name"] for case in CASES if "sub-workflow cycle" in case["error"] and case.get("setup")
+}
 
 
 def test_table_shape():
@@ -41,7 +45,11 @@ def _parents(case):
 
 @pytest.mark.parametrize(
     "case",
-    [c for c in CASES if c["layer"] == "webhook" and c["name"] not in NEEDS_SERVER | MISSING_TEMPLATE],
+    [
+        c
+        for c in CASES
+        if c["layer"] == "webhook" and c["name"] not in NEEDS_SERVER | MISSING_TEMPLATE | TEMPLATE_CYCLE
+    ],
     ids=lambda c: c["name"],
 )
 def test_webhook_case_gives_exact_error(case):
@@ -188,3 +196,48 @@ def test_fanouts_above_the_documented_maximums_are_refused() -> None:
     assert validate("Workflow", over) == ["spec.steps: 60000 step instances, more than 50000 per workflow"]
     over["spec"]["steps"] = over["spec"]["steps"][:5]
     assert validate("Workflow", over) == []
+
+
+def test_a_sub_workflow_step_takes_only_the_fields_that_mean_something_for_a_child():
+    from meson.api.validation import validate
+
+    wf = {
+        "metadata": {"name": "w"},
+        "spec": {
+            "parameters": [{"name": "day", "default": "mon"}],
+            "steps": [
+                {"name": "list", "template": {"spec": {"containers": [{"name": "m", "image": "busybox"}]}}},
+                {
+                    "name": "etl",
+                    "dependencies": ["list"],
+                    "foreach": {"items": ["a", "b"]},
+                    "retryPolicy": {"limit": 2},
+                    "workflowTemplateRef": {
+                        "name": "etl",
+                        "parameters": [
+                            {"name": "day", "value": "{{ params.day }}-{{ item }}"},
+                            {"name": "rows", "value": "{{ steps.list.outputs.json.rows }}"},
+                        ],
+                    },
+                },
+            ],
+        },
+    }
+    assert validate("Workflow", wf) == []
+    bad = wf["spec"]["steps"][1]
+    bad.update(timeoutSeconds=60, memoize={"key": "k", "maxAgeSeconds": 60})
+    bad["workflowTemplateRef"]["parameters"].append(
+        {"name": "day", "value": "{{ steps.etl.outputs.result }}"}
+    )
+    assert validate("Workflow", wf) == [
+        "spec.steps[1].memoize: a step with foreach cannot be memoized",
+        "spec.steps[1].timeoutSeconds: not supported for a sub-workflow step (workflowTemplateRef)",
+        "spec.steps[1].memoize: not supported for a sub-workflow step (workflowTemplateRef)",
+        "spec.steps[1].workflowTemplateRef.parameters[2].name: duplicate parameter 'day'",
+        "spec.steps[1].workflowTemplateRef.parameters[2].value: {{ steps.etl.outputs.result }} refers to the "
+        "outputs of step 'etl', which is not upstream of this step",
+    ]
+    neither = {"metadata": {"name": "w"}, "spec": {"steps": [{"name": "a"}]}}
+    assert validate("Workflow", neither) == [
+        "spec.steps[0]: exactly one of template and workflowTemplateRef must be set"
+    ]
