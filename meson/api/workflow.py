@@ -217,8 +217,8 @@ class SubWorkflowArgument(ApiModel):
     )
 
 
-class StepWorkflowRef(ApiModel):
-    """A step that runs a WorkflowTemplate (or ClusterWorkflowTemplate) as a child Workflow."""
+class WorkflowTemplateRef(ApiModel):
+    """A WorkflowTemplate of the workflow's namespace, or a ClusterWorkflowTemplate."""
 
     name: str = Field(
         max_length=253,
@@ -229,6 +229,11 @@ class StepWorkflowRef(ApiModel):
         default=False,
         description="true: a ClusterWorkflowTemplate; false: a WorkflowTemplate of this namespace.",
     )
+
+
+class StepWorkflowRef(WorkflowTemplateRef):
+    """A step that runs a WorkflowTemplate (or ClusterWorkflowTemplate) as a child Workflow."""
+
     parameters: list[SubWorkflowArgument] | None = Field(
         default=None,
         description="Values of the template's parameters for the child (the others keep their defaults).",
@@ -343,20 +348,6 @@ class Synchronization(ApiModel):
     semaphore: Semaphore = Field(
         description="Held from the workflow's first admitted step until it finishes; waiting workflows start "
         "in priority order (then oldest first)."
-    )
-
-
-class WorkflowTemplateRef(ApiModel):
-    """A WorkflowTemplate of the workflow's namespace, or a ClusterWorkflowTemplate."""
-
-    name: str = Field(
-        max_length=253,
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
-        description="Name of the template.",
-    )
-    cluster_scope: bool = Field(
-        default=False,
-        description="true: a ClusterWorkflowTemplate; false: a WorkflowTemplate of this namespace.",
     )
 
 

@@ -28,8 +28,7 @@ from meson.workflow.pods import (
     LABEL_INSTANCE,
     LABEL_RUN,
     LABEL_STEP,
-    MAX_NAME,
-    _short_hash,
+    bounded_name,
     label_value,
 )
 from meson.workflow.types import ChildObservation, PodObservation
@@ -51,13 +50,7 @@ LABEL_DEPTH = "meson.dev/depth"
 
 def child_name(workflow: str, instance: str, run: int) -> str:
     """``{workflow}-{instance}-r{run}``; over 63 characters, truncated with a stable hash (as pod names)."""
-    suffix = f"-r{run}"
-    prefix = f"{workflow}-{instance}"
-    if len(prefix) + len(suffix) <= MAX_NAME:
-        return prefix + suffix
-    digest = _short_hash(prefix)
-    keep = MAX_NAME - len(suffix) - len(digest) - 1
-    return f"{prefix[:keep].rstrip('-.')}-{digest}{suffix}"
+    return bounded_name(f"{workflow}-{instance}", f"-r{run}")
 
 
 def depth_of(meta: Mapping[str, Any]) -> int:

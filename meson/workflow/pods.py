@@ -38,8 +38,11 @@ def _short_hash(text: str) -> str:
 def pod_name(workflow: str, instance: str, run: int, index: int) -> str:
     """``{workflow}-{instance}-r{run}-{index}``; when over 63 characters the ``workflow-instance`` part is
     truncated and followed by a stable hash of the whole, so names stay unique and deterministic."""
-    suffix = f"-r{run}-{index}"
-    prefix = f"{workflow}-{instance}"
+    return bounded_name(f"{workflow}-{instance}", f"-r{run}-{index}")
+
+
+def bounded_name(prefix: str, suffix: str) -> str:
+    """``prefix + suffix``, or within 63 characters: ``prefix`` truncated, then a stable hash of it."""
     if len(prefix) + len(suffix) <= MAX_NAME:
         return prefix + suffix
     digest = _short_hash(prefix)
