@@ -908,6 +908,7 @@ class SchedulingLoop:
         for key in [k for k in self._refused if k not in requests]:
             del self._refused[key]
         self.subworkflows.forget()
+        self.store.forget_tombstones()
         self.checks.forget({
             SpecChecks.key(kind, obj)
             for kind, table in (

@@ -218,9 +218,12 @@ class Store:
             self._count(old, -1)
             if wf_key is not None:
                 self.workflow_pods[wf_key].discard(meta["name"])
-                obs = translate.pod_observation(obj, gone=True, nodes=self.nodes)
-                if obs.phase == "Gone" or (old and not old.terminal):
-                    self.tombstones[wf_key][meta["name"]] = obs
+                # Its last sight is kept, finished ones too: a pod deleted right after it succeeded (a
+                # preemption that crossed its end) must still count as succeeded if the workflow's status
+                # did not record it yet.
+                self.tombstones[wf_key][meta["name"]] = translate.pod_observation(
+                    obj, gone=True, nodes=self.nodes
+                )
             if old is not None:
                 self.wake.set()
             return
@@ -264,7 +267,9 @@ class Store:
             self.pod_versions[rec.workflow] += 1
             self.workflow_pods[rec.workflow].discard(name)
             obs = rec.observation
-            if obs is not None and not rec.terminal:
+            if obs is not None and rec.terminal:
+                self.tombstones[rec.workflow][name] = obs
+            elif obs is not None:
                 failure = "Preempted" if by_meson else "Evicted"
                 self.tombstones[rec.workflow][name] = replace(obs, phase="Gone", failure=failure)
         if rec.stream is not None:
@@ -296,6 +301,12 @@ class Store:
         pods = list(self.stream_pods.get(job, {}).values())
         seen = {(p.slot, p.run) for p in pods}
         return pods + [t for t in self.stream_gone.get(job, {}).values() if (t.slot, t.run) not in seen]
+
+    def forget_tombstones(self) -> None:
+        """Drop the last sights of pods whose workflow is gone (its pods' deletions, by the garbage
+        collector, are often seen after the workflow's own)."""
+        for key in [k for k in self.tombstones if k not in self.workflows]:
+            del self.tombstones[key]
 
     def observations(self, wf_key: Key) -> list[PodObservation]:
         ns = wf_key[0]

@@ -148,3 +148,21 @@ async def test_a_status_write_that_waited_for_a_worker_sends_the_newest_status()
     )
     for n in names:
         assert reasons[(n, "StepSucceeded")] == 1 and reasons[(n, "WorkflowSucceeded")] == 1, n
+
+
+@sync
+async def test_a_pod_deleted_right_after_it_succeeded_still_counts_as_succeeded() -> None:
+    # The operator had recorded the step as Running; before it records the success, the pod is deleted
+    # (a preemption that crossed the pod's end, the pod garbage collector): its outcome must not be lost.
+    cluster = FakeCluster()
+    cluster.apply(queue("q"))
+    cluster.apply(workflow("w", "q", [step("a", duration="2s")]))
+    op = Operator(cluster)
+    await run(cluster, op, lambda: phase(cluster, "w") == "Running")
+    cluster.clock.advance(5)
+    cluster.run_pods()  # the pod succeeds...
+    pod = cluster.pods(workflow="w")[0]["metadata"]["name"]
+    assert cluster.pods(workflow="w")[0]["status"]["phase"] == "Succeeded"
+    cluster.delete("pods", "default", pod)  # ...and is deleted before the operator's next cycle
+    await run(cluster, op, lambda: phase(cluster, "w") in ("Succeeded", "Failed"))
+    assert phase(cluster, "w") == "Succeeded", cluster.status("workflows", "w")
