@@ -16,15 +16,16 @@ A cycle:
    Those still waiting keep that capacity held, so nobody else takes it in the meantime; their
    victims free it for them alone (``QuotaState.nominate``), so later preemptors evict only what
    they need themselves.
-4. Every leaf queue offers its next candidate (see ``ordering``). Candidates are taken from a heap
-   keyed by (borrows?, hierarchical DRF shares if borrowing, -priority, created, key): admissions
-   within a queue's guarantee go first by priority; spare capacity goes to the sibling with the
-   lowest weighted dominant share (see ``fairshare``). Keys only grow during a cycle, so stale heap
-   entries are refreshed lazily.
-5. A candidate passes, in order: never-fits, hold, per-queue cap, token buckets, quota (see
-   ``quota``), node capacity (see ``capacity``). A quota failure may trigger preemption (see
-   ``preemption``): the victims are evicted and the preemptor is admitted in a *later* cycle, once
-   they are gone from the snapshot.
+4. Every leaf queue offers its next candidate (see ``ordering``); workloads ahead of it that can
+   never fit are settled first, so they neither block the queue nor rank it. Candidates are taken
+   from a heap keyed by (borrows?, hierarchical DRF shares if borrowing, -priority, created, key):
+   admissions within a queue's guarantee go first by priority; spare capacity goes to the sibling
+   with the lowest weighted dominant share (see ``fairshare``). Keys only grow during a cycle, so
+   stale heap entries are refreshed lazily.
+5. A candidate passes, in order: hold, per-queue cap, token buckets, quota (see ``quota``), node
+   capacity (see ``capacity``). A quota failure may trigger preemption (see ``preemption``): the
+   victims are evicted and the preemptor is admitted in a *later* cycle, once they are gone from
+   the snapshot.
 6. Every workload left pending gets a reason and its position in its queue, and every queue its
    accounting after the cycle (``Decisions.queues``).
 
