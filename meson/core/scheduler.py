@@ -16,15 +16,16 @@ A cycle:
    Those still waiting keep that capacity held, so nobody else takes it in the meantime; their
    victims free it for them alone (``QuotaState.nominate``), so later preemptors evict only what
    they need themselves.
-4. Every leaf queue offers its next candidate (see ``ordering``). Candidates are taken from a heap
-   keyed by (borrows?, hierarchical DRF shares if borrowing, -priority, created, key): admissions
-   within a queue's guarantee go first by priority; spare capacity goes to the sibling with the
-   lowest weighted dominant share (see ``fairshare``). Keys only grow during a cycle, so stale heap
-   entries are refreshed lazily.
-5. A candidate passes, in order: never-fits, hold, per-queue cap, token buckets, quota (see
-   ``quota``), node capacity (see ``capacity``). A quota failure may trigger preemption (see
-   ``preemption``): the victims are evicted and the preemptor is admitted in a *later* cycle, once
-   they are gone from the snapshot.
+4. Every leaf queue offers its next candidate (see ``ordering``); workloads ahead of it that can
+   never fit are settled first, so they neither block the queue nor rank it. Candidates are taken
+   from a heap keyed by (borrows?, hierarchical DRF shares if borrowing, -priority, created, key):
+   admissions within a queue's guarantee go first by priority; spare capacity goes to the sibling
+   with the lowest weighted dominant share (see ``fairshare``). Keys only grow during a cycle, so
+   stale heap entries are refreshed lazily.
+5. A candidate passes, in order: hold, per-queue cap, token buckets, quota (see ``quota``), node
+   capacity (see ``capacity``). A quota failure may trigger preemption (see ``preemption``): the
+   victims are evicted and the preemptor is admitted in a *later* cycle, once they are gone from
+   the snapshot.
 6. Every workload left pending gets a reason and its position in its queue, and every queue its
    accounting after the cycle (``Decisions.queues``).
 
@@ -449,7 +450,7 @@ class _Cycle:
         """Ready preemptors go first: the capacity was freed for them."""
         for w in sorted(ready, key=lambda w: w.order_key):
             del self.sched._nominated[w.key]
-            if self.stop_by.get(w.queue) is None:
+            if self.stop_by.get(w.queue) is None and self._never_fits(w) is None:
                 outcome = self._examine(w, None, allow_preempt=False)
                 if outcome == _STOP_ALL:
                     self.stop_all = self._throttled_globally()
@@ -534,30 +535,46 @@ class _Cycle:
             if len(failed) >= cur.n_shapes:
                 cur.idx = n  # every shape in this queue has failed: nothing else can fit
                 return False
-        admitted_now, waiting = self.admitted_now, self.waiting
+        admitted_now, waiting, notes = self.admitted_now, self.waiting, self.notes
         while cur.idx < n:
             w = items[cur.idx]
             if w.key in admitted_now or (w.shape in failed and w.key not in waiting):
                 cur.idx += 1
                 continue
+            # A workload that never fits is settled here, not as the queue's candidate: its heap key
+            # would stand for the queue's, and one that borrows would let borrowers of other queues
+            # go ahead of a workload behind it that is within its guarantee.
+            never = self._never_fits(w)
+            if never is not None:
+                notes[w.key] = failed[w.shape] = (never, True)
+                cur.idx += 1
+                continue
             break
         return cur.idx < n
 
+    def _never_fits(self, w: Workload) -> str | None:
+        """A reason if ``w`` can never be admitted: past its queue's ceiling, bigger than the nodes, or
+        not preemptible and bigger than its queue's guarantee. It never blocks a queue: it would block
+        it forever."""
+        leaf = w.queue
+        total = self.tree.charged(leaf, w.total)  # what quota counts; nodes see the whole request
+        never = self.state.ceiling_block(leaf, total) or self.capacity.never_fits(w)
+        if never is None and not w.preemptible:
+            g = self.tree.config[leaf].guaranteed
+            if not total.fits_in(g):
+                never = (
+                    f"never fits: not preemptible, so it may only use queue {leaf}'s guarantee "
+                    f"({g.describe()}), and it needs {total.describe()}"
+                )
+        return never
+
     def _examine(self, w: Workload, cur: QueueCursor | None, allow_preempt: bool) -> int:
-        """The gates before quota: never-fits, a pending preemption, admission caps, rates."""
+        """The gates before quota: a pending preemption, admission caps, rates. Never-fits is settled
+        before (``_never_fits``)."""
         leaf = w.queue
         tree = self.tree
         cfg = tree.config[leaf]
         total = tree.charged(leaf, w.total)  # what quota counts; nodes see the whole request
-        never = self.state.ceiling_block(leaf, total) or self.capacity.never_fits(w)
-        if never is None and not w.preemptible and not total.fits_in(cfg.guaranteed):
-            never = (
-                f"never fits: not preemptible, so it may only use queue {leaf}'s guarantee "
-                f"({cfg.guaranteed.describe()}), and it needs {total.describe()}"
-            )
-        if never is not None:
-            self.notes[w.key] = (never, True)
-            return _SKIP_SHAPE  # never blocks a queue: it would block it forever
         if w.key in self.waiting:
             self.notes[w.key] = (self.waiting[w.key], False)
             return _STOP if cfg.strategy == "StrictFIFO" else _SKIP
