@@ -38,6 +38,7 @@ EXPECTED_RULES: dict[tuple[str, str], frozenset[str]] = {
     ("", "events"): frozenset({"create", "patch"}),
     ("", "nodes"): READ,
     ("", "namespaces"): READ,
+    ("", "configmaps"): frozenset({"list", "watch"}),  # semaphore limits (configMapKeyRef)
     ("scheduling.k8s.io", "priorityclasses"): READ,
     ("meson.dev", "workflows"): READ | {"create", "delete", "patch"},
     ("meson.dev", "workflows/status"): frozenset({"get", "patch"}),
@@ -259,7 +260,9 @@ def test_no_access_to_secrets_or_rbac_or_crds(values: dict[str, str]) -> None:
     table = cluster_role(**values)
     groups = {g for g, _ in table}
     resources = {r for _, r in table}
-    assert "secrets" not in resources and "configmaps" not in resources
+    assert "secrets" not in resources
+    # ConfigMaps (semaphore limits) are only listed and watched: never read by name, never written.
+    assert table[("", "configmaps")] == {"list", "watch"}
     dangerous = {"serviceaccounts", "serviceaccounts/token", "pods/exec", "pods/attach", "nodes/proxy"}
     assert not dangerous & resources
     assert not groups & {"rbac.authorization.k8s.io", "apiextensions.k8s.io", "kopf.dev", "zalando.org"}
@@ -342,7 +345,10 @@ def test_every_resource_the_operator_watches_is_readable() -> None:
     assert len(watched) >= 7, watched
     table = cluster_role()
     for key in sorted(watched):
-        assert table.get(key, frozenset()) >= READ, f"{key} is watched by the operator but not readable"
+        # A watch (and prime()'s listing) needs list and watch; get is granted only where something gets.
+        assert table.get(key, frozenset()) >= {"list", "watch"}, (
+            f"{key} is watched by the operator but not readable"
+        )
 
 
 # --- Deployment -----------------------------------------------------------------------------------------

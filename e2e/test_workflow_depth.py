@@ -285,6 +285,60 @@ def test_three_workflows_sharing_a_mutex_never_overlap_and_run_in_priority_order
     assert sorted(names, key=first_pod.__getitem__) == ["high", "low", "none"]
 
 
+def test_a_semaphore_limit_read_from_a_config_map_holds_back_until_set_and_applies_when_raised(
+    cluster: Cluster, operator: OperatorProcess, core: client.CoreV1Api, custom, namespace: str, queues
+) -> None:
+    q = own_queue(cluster, queues, "semcm")
+    sem = {"semaphore": {"name": "warehouse", "configMapKeyRef": {"name": "limits", "key": "warehouse"}}}
+    names = ["first", "second"]
+    # Steps long enough that the holder still runs when the limit is raised.
+    apply(
+        cluster,
+        *(workflow(n, q, [step("a", duration="30s")], synchronization=sem) for n in names),
+        namespace=namespace,
+    )
+
+    def message(name: str) -> str:
+        entry = steps_by_instance(get_workflow(custom, namespace, name)).get("a") or {}
+        return entry.get("message") or ""
+
+    def live() -> set[str]:
+        pods = core.list_namespaced_pod(namespace).items
+        return {
+            p.metadata.labels.get("meson.dev/workflow")
+            for p in pods
+            if p.status.phase in ("Pending", "Running")
+        }
+
+    # No ConfigMap yet: both are held back (not failed) and say why.
+    wait_for(
+        lambda: all("ConfigMap limits not found" in message(n) for n in names),
+        60,
+        "the missing ConfigMap reason",
+    )
+    assert not live()
+    assert all(get_workflow(custom, namespace, n)["status"].get("phase") != "Failed" for n in names)
+
+    core.create_namespaced_config_map(
+        namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="limits"), data={"warehouse": "1"})
+    )
+    with Sampler(lambda: f"{sorted(live())} hold a semaphore of 1" if len(live()) > 1 else None) as sampler:
+        holder = wait_for(lambda: next(iter(live()), None), 60, "a holder to start")
+        (waiter,) = set(names) - {holder}
+        wait_for(
+            lambda: f"waiting for semaphore warehouse: 1/1 held by {holder}" in message(waiter),
+            60,
+            "the other workflow to wait its turn",
+        )
+    assert sampler.samples > 2 and not sampler.violations, sampler.violations
+
+    core.patch_namespaced_config_map("limits", namespace, {"data": {"warehouse": "2"}})
+    wait_for(lambda: live() == set(names), 60, "both workflows to run at once under a limit of 2")
+    for name in names:
+        done = wait_workflow(custom, namespace, name, ("Succeeded", "Failed"), timeout=120)
+        assert done["status"]["phase"] == "Succeeded", done["status"]
+
+
 def test_a_sequential_cron_queues_its_runs_one_at_a_time(
     cluster: Cluster, operator: OperatorProcess, core: client.CoreV1Api, custom, namespace: str, queues
 ) -> None:

@@ -291,6 +291,11 @@ def _output_problems(step: Step, where: str, upstream: dict[str, bool]) -> list[
 def validate_workflow_spec(spec: WorkflowSpec, path: str = "spec") -> list[str]:
     """Every check of a Workflow spec the schema cannot do (also used for CronWorkflow templates)."""
     problems: list[str] = []
+    sem = spec.synchronization.semaphore if spec.synchronization else None
+    if sem is not None and (sem.limit is None) == (sem.config_map_key_ref is None):
+        problems.append(
+            f"{path}.synchronization.semaphore: exactly one of limit and configMapKeyRef must be set"
+        )
     if not spec.steps:
         if spec.workflow_template_ref is None:
             problems.append(f"{path}.steps: required unless workflowTemplateRef is set")

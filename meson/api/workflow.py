@@ -44,6 +44,7 @@ __all__ = [
     "MAX_SUBWORKFLOW_DEPTH",
     "MAX_WORKFLOW_INSTANCES",
     "Backoff",
+    "ConfigMapKeyRef",
     "ExitStep",
     "Foreach",
     "MemoRecord",
@@ -329,16 +330,38 @@ class ExitStep(ApiModel):
     timeout_seconds: int | None = Field(default=None, ge=1, description="Deadline for one attempt.")
 
 
+class ConfigMapKeyRef(ApiModel):
+    """A key of a ConfigMap in the workflow's namespace."""
+
+    name: str = Field(max_length=253, description="Name of the ConfigMap.")
+    key: str = Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key in its data.")
+
+
 class Semaphore(ApiModel):
-    """A named counting semaphore of the namespace: at most ``limit`` workflows holding it run at once."""
+    """A named counting semaphore of the namespace: at most ``limit`` workflows holding it run at once. The
+    limit is given inline or read from a ConfigMap (set exactly one)."""
+
+    # No default limit: an API-server default would be set beside configMapKeyRef and break the rule.
+    __x_validations__ = [
+        x_validation(
+            "has(self.limit) != has(self.configMapKeyRef)",
+            "exactly one of limit and configMapKeyRef must be set",
+        )
+    ]
 
     name: str = Field(max_length=63, pattern=DNS_LABEL, description="Name of the semaphore (per namespace).")
-    limit: int = Field(
-        default=1,
+    limit: int | None = Field(
+        default=None,
         ge=1,
         le=10000,
         description="Workflows that may hold it at once (1: a mutex). Workflows naming the same semaphore "
         "with different limits get the smallest.",
+    )
+    config_map_key_ref: ConfigMapKeyRef | None = Field(
+        default=None,
+        description="Read the limit from this ConfigMap key (a positive integer), so it can change without "
+        "editing workflows. A missing ConfigMap or key, or another value, holds the workflow back (its steps "
+        "say why) until it is fixed.",
     )
 
 

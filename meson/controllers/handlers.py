@@ -51,6 +51,7 @@ kopf.on.event("apps", "v1", "controllerrevisions", labels={LABEL_STREAMJOB: kopf
     _feed("controller_revision")
 )
 kopf.on.event("", "v1", "pods")(_feed("pod"))
+kopf.on.event("", "v1", "configmaps")(_feed("config_map"))  # semaphore limits (configMapKeyRef)
 
 
 def _feed_template(kind: str):
@@ -97,6 +98,7 @@ def prime(view: Store, clients: kube.Clients) -> None:
             ),
         ),
         ("pod", _list_raw(clients.core.list_pod_for_all_namespaces)),
+        ("config_map", _list_raw(clients.core.list_config_map_for_all_namespaces)),
     ):
         for obj in items:
             getattr(view, f"on_{kind}")("ADDED", obj)

@@ -277,7 +277,11 @@ class SchedulingLoop:
         inputs = _Inputs()
         store = self.store
         self.semaphores.refresh(
-            store.workflows, lambda k: bool(store.workflow_pods.get(k)), self._reserved, store.priority_of
+            store.workflows,
+            lambda k: bool(store.workflow_pods.get(k)),
+            self._reserved,
+            store.priority_of,
+            store.config_maps,
         )
         for key, wf in list(self.store.workflows.items()):
             if not self._reuse(key, wf, now, inputs):

@@ -22,6 +22,8 @@ from meson.stream import LABEL_REVISION, LABEL_STREAMJOB, ReplicaPod
 from meson.workflow import LABEL_PARENT, LABEL_WORKFLOW, ChildObservation, PodObservation
 
 Key = tuple[str, str]  # (namespace, name)
+#: Longest ConfigMap value the view keeps: a semaphore limit is a small integer, anything longer is not one.
+MAX_LIMIT_CHARS = 20
 
 
 def resource_version(obj: dict) -> int:
@@ -63,6 +65,9 @@ class Store:
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
     priorities: dict[str, int] = field(default_factory=dict)
     default_priority: int = 0
+    # The short values of every ConfigMap's data (see on_config_map), for semaphore limits.
+    config_maps: dict[Key, dict[str, str | None]] = field(default_factory=dict)
+    _config_map_rv: dict[Key, int] = field(default_factory=dict)
     pods: dict[Key, PodRecord] = field(default_factory=dict)
     # Our pods per workflow, and the last sight of those deleted before they finished.
     workflow_pods: dict[Key, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -196,6 +201,25 @@ class Store:
             if obj.get("globalDefault"):
                 self.default_priority = int(obj.get("value", 0))
         self.wake.set()
+
+    def on_config_map(self, event: str, obj: dict) -> None:
+        """ConfigMaps may give semaphore limits (configMapKeyRef). Users own them, so no label selects them:
+        every one is watched, but only short values are kept (a limit is a small integer), and the loop is
+        woken only when those change (not for a lease renewal or a stale event)."""
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if event == "DELETED":
+            self._config_map_rv.pop(key, None)
+            if self.config_maps.pop(key, None) is not None:
+                self.wake.set()
+            return
+        version = resource_version(obj)
+        if version and version < self._config_map_rv.get(key, 0):
+            return
+        self._config_map_rv[key] = version
+        data = {k: v if len(v) <= MAX_LIMIT_CHARS else None for k, v in (obj.get("data") or {}).items()}
+        if self.config_maps.get(key) != data:
+            self.config_maps[key] = data
+            self.wake.set()
 
     def priority_of(self, class_name: str | None) -> int:
         if not class_name:

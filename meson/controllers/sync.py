@@ -6,6 +6,11 @@ recorded before its pods exist); the other unfinished workflows naming it *wait*
 (highest first), then creation time, then name. Each cycle the first ``limit - holders`` waiters may offer
 their steps to the queues; the rest are held back before the core with a reason that says where they stand
 (it shows in their steps' messages). The limit is the smallest any unfinished workflow of that name declares.
+
+A limit may come from a ConfigMap key (``configMapKeyRef``), read from the view each cycle, so a changed value
+applies at the next cycle. A workflow whose ConfigMap or key is missing, or whose value is not a positive
+integer, is held back (not failed) with that reason, and takes its turn once the ConfigMap is fixed; if it
+already holds the semaphore it keeps it.
 """
 
 from __future__ import annotations
@@ -16,18 +21,42 @@ from typing import Any
 
 from meson.workflow import parse_time
 
-__all__ = ["Semaphores"]
+__all__ = ["ConfigMapData", "Semaphores", "resolve_limit"]
 
 Key = tuple[str, str]
 _FINISHED = ("Succeeded", "Failed")
 
 
-def _semaphore(wf: Mapping[str, Any]) -> tuple[str, int] | None:
+#: What the view keeps of a ConfigMap's data (Store.on_config_map); None: a value too long to be a limit.
+ConfigMapData = Mapping[str, str | None]
+
+
+def resolve_limit(
+    sem: Mapping[str, Any], namespace: str, config_maps: Mapping[Key, ConfigMapData]
+) -> int | str:
+    """A semaphore's limit, or why it cannot be read (its ConfigMap or key is missing, or not a positive
+    integer)."""
+    ref = sem.get("configMapKeyRef")
+    if not isinstance(ref, Mapping):
+        limit = sem.get("limit", 1)  # a workflow stored before limits could be omitted was defaulted to 1
+        return limit if isinstance(limit, int) and limit >= 1 else 1
+    name, key, cm_name = sem.get("name"), ref.get("key"), ref.get("name")
+    data = config_maps.get((namespace, str(cm_name)))
+    if data is None:
+        return f"semaphore {name}: ConfigMap {cm_name} not found (it sets the limit)"
+    if key not in data:
+        return f"semaphore {name}: ConfigMap {cm_name} has no key {key} (it sets the limit)"
+    value = data[key]
+    text = (value or "").strip()
+    if value is None or not text.isdecimal() or int(text) < 1:
+        shown = "too long" if value is None else repr(value)
+        return f"semaphore {name}: ConfigMap {cm_name} key {key} is {shown}, not a positive integer"
+    return int(text)
+
+
+def _semaphore(wf: Mapping[str, Any]) -> Mapping[str, Any] | None:
     sem = ((wf.get("spec") or {}).get("synchronization") or {}).get("semaphore")
-    if not isinstance(sem, Mapping) or not sem.get("name"):
-        return None
-    limit = sem.get("limit", 1)
-    return str(sem["name"]), limit if isinstance(limit, int) and limit >= 1 else 1
+    return sem if isinstance(sem, Mapping) and sem.get("name") else None
 
 
 def _started(wf: Mapping[str, Any]) -> bool:
@@ -44,10 +73,12 @@ class Semaphores:
         has_pods: Callable[[Key], bool],
         reserved: Collection[str],
         priority_of: Callable[[str | None], int],
+        config_maps: Mapping[Key, ConfigMapData] | None = None,
     ) -> None:
         """Work out this cycle's holders and waiters of every semaphore (``reserved``: request keys
-        ``ns/workflow/instance`` admitted whose pods are not seen yet)."""
-        groups: dict[tuple[str, str], list[tuple[Key, Mapping[str, Any], int]]] = defaultdict(list)
+        ``ns/workflow/instance`` admitted whose pods are not seen yet; ``config_maps``: the data of the
+        ConfigMaps by (namespace, name), for limits given by ``configMapKeyRef``)."""
+        groups: dict[tuple[str, str], list[tuple[Key, Mapping[str, Any], int | str]]] = defaultdict(list)
         for key, wf in workflows.items():
             spec = wf.get("spec")
             if not spec or "synchronization" not in spec:  # the common case, every cycle: kept cheap
@@ -55,14 +86,25 @@ class Semaphores:
             sem = _semaphore(wf)
             if sem is None or (wf.get("status") or {}).get("phase") in _FINISHED:
                 continue
-            groups[(key[0], sem[0])].append((key, wf, sem[1]))
+            limit = resolve_limit(sem, key[0], config_maps or {})
+            groups[(key[0], str(sem["name"]))].append((key, wf, limit))
         admitted = {tuple(k.split("/", 2)[:2]) for k in reserved} if groups else set()
         holds: dict[Key, str] = {}
         for (_, name), members in groups.items():
-            limit = min(m[2] for m in members)
             holders = sorted(k[1] for k, wf, _ in members if _started(wf) or has_pods(k) or k in admitted)
-            waiting = sorted(
-                ((k, wf) for k, wf, _ in members if k[1] not in holders),
+            limits = [m[2] for m in members if isinstance(m[2], int)]
+            waiting = []
+            for k, wf, limit in members:
+                if k[1] in holders:
+                    continue
+                if isinstance(limit, str):  # its limit cannot be read: held back, not in line
+                    holds[k] = limit
+                else:
+                    waiting.append((k, wf))
+            if not waiting:
+                continue
+            limit = min(limits)  # waiting members all have a limit, so there is one
+            waiting.sort(
                 key=lambda m: (
                     -priority_of((m[1].get("spec") or {}).get("priorityClassName")),
                     parse_time((m[1].get("metadata") or {}).get("creationTimestamp")) or 0.0,

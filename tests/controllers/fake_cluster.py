@@ -65,6 +65,7 @@ FEEDS = {
     "workflows": "on_workflow",
     "cronworkflows": "on_cronworkflow",
     "pods": "on_pod",
+    "configmaps": "on_config_map",
 }
 
 
@@ -216,6 +217,10 @@ class FakeCluster:
         """Delete an object whose watch event the operator does not get (its view stays stale)."""
         with self.lock:
             del self.objects[plural][(namespace, name)]
+
+    def user_patch(self, plural: str, name: str, patch: dict, namespace: str | None = "default") -> dict:
+        """``kubectl patch --type=merge`` by someone other than the operator."""
+        return self._patch(plural, namespace, name, patch)
 
     def user_patch_status(
         self, plural: str, name: str, status: dict, namespace: str | None = "default"
