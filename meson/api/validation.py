@@ -292,9 +292,10 @@ def validate_workflow_spec(spec: WorkflowSpec, path: str = "spec") -> list[str]:
     """Every check of a Workflow spec the schema cannot do (also used for CronWorkflow templates)."""
     problems: list[str] = []
     sem = spec.synchronization.semaphore if spec.synchronization else None
-    if sem is not None and (sem.limit is None) == (sem.config_map_key_ref is None):
+    if sem is not None and sem.limit is not None and sem.config_map_key_ref is not None:
         problems.append(
-            f"{path}.synchronization.semaphore: exactly one of limit and configMapKeyRef must be set"
+            f"{path}.synchronization.semaphore: limit and configMapKeyRef are exclusive: set one "
+            "(neither: a mutex)"
         )
     if not spec.steps:
         if spec.workflow_template_ref is None:

@@ -341,11 +341,12 @@ class Semaphore(ApiModel):
     """A named counting semaphore of the namespace: at most ``limit`` workflows holding it run at once. The
     limit is given inline or read from a ConfigMap (set exactly one)."""
 
-    # No default limit: an API-server default would be set beside configMapKeyRef and break the rule.
+    # No schema default for limit: the API server would set it beside configMapKeyRef. Neither set means
+    # a mutex (limit 1), as before configMapKeyRef existed.
     __x_validations__ = [
         x_validation(
-            "has(self.limit) != has(self.configMapKeyRef)",
-            "exactly one of limit and configMapKeyRef must be set",
+            "!(has(self.limit) && has(self.configMapKeyRef))",
+            "limit and configMapKeyRef are exclusive: set one (neither: a mutex)",
         )
     ]
 
@@ -354,8 +355,8 @@ class Semaphore(ApiModel):
         default=None,
         ge=1,
         le=10000,
-        description="Workflows that may hold it at once (1: a mutex). Workflows naming the same semaphore "
-        "with different limits get the smallest.",
+        description="Workflows that may hold it at once (1, the default when configMapKeyRef is not set "
+        "either: a mutex). Workflows naming the same semaphore with different limits get the smallest.",
     )
     config_map_key_ref: ConfigMapKeyRef | None = Field(
         default=None,

@@ -241,3 +241,26 @@ def test_a_sub_workflow_step_takes_only_the_fields_that_mean_something_for_a_chi
     assert validate("Workflow", neither) == [
         "spec.steps[0]: exactly one of template and workflowTemplateRef must be set"
     ]
+
+
+@pytest.mark.parametrize(
+    ("semaphore", "refused"),
+    [
+        ({"name": "db"}, False),  # neither limit nor configMapKeyRef: a mutex, as before configMapKeyRef
+        ({"name": "db", "limit": 3}, False),
+        ({"name": "db", "configMapKeyRef": {"name": "limits", "key": "db"}}, False),
+        ({"name": "db", "limit": 3, "configMapKeyRef": {"name": "limits", "key": "db"}}, True),
+    ],
+)
+def test_a_semaphore_takes_a_limit_or_a_config_map_key_not_both(semaphore, refused):
+    wf = {
+        "apiVersion": "meson.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "w", "namespace": "default"},
+        "spec": {
+            "synchronization": {"semaphore": semaphore},
+            "steps": [{"name": "a", "template": {"spec": {"containers": [{"name": "main", "image": "x"}]}}}],
+        },
+    }
+    problems = [p for p in validate("Workflow", wf) if "semaphore" in p]
+    assert bool(problems) == refused, problems

@@ -40,7 +40,7 @@ def test_run_strategy_needs_allow_and_no_semaphore_of_the_template():
         "spec.runStrategy: needs concurrencyPolicy Allow (runs queue instead of overlapping), not Forbid"
     ]
     both = cron(runStrategy={"type": "Sequential"})
-    both["spec"]["workflowTemplate"]["spec"]["synchronization"] = {"semaphore": {"name": "x", "limit": 1}}
+    both["spec"]["workflowTemplate"]["spec"]["synchronization"] = {"semaphore": {"name": "x"}}
     assert validate_cronworkflow(both) == [
         "spec.runStrategy: the runs hold the semaphore cron-NAME; the template cannot set synchronization too"
     ]
