@@ -56,7 +56,10 @@ def test_a_step_fans_out_over_a_list_its_upstream_step_emitted_and_a_condition_r
     ]
     apply(cluster, workflow("outputs", q, steps), namespace=namespace)
     done = wait_workflow(custom, namespace, "outputs", ("Succeeded", "Failed"), timeout=120)
-    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["status"]["phase"] == "Succeeded", [
+        (s.get("name"), s.get("index"), s.get("phase"), s.get("reason"), s.get("message"), s.get("run"))
+        for s in done["status"].get("steps") or []
+    ]
     assert json.loads(done["status"]["outputs"]["list"]) == emitted
     by_id = steps_by_instance(done)
     assert by_id["when-big"]["phase"] == "Skipped" and by_id["when-some"]["phase"] == "Succeeded"
