@@ -296,10 +296,19 @@ def test_higher_priority_preempts_within_queue_without_using_a_retry(
         namespace=namespace,
     )
     wait_workflow(custom, namespace, "hot", ("Succeeded",), timeout=90)
-    batch = get_workflow(custom, namespace, "batch")
-    st = steps_by_instance(batch)
-    preempted = [s for s in st.values() if (s.get("run") or 1) > 1]
-    assert len(preempted) == 1, st
+
+    def rerun() -> list[dict]:
+        return [
+            s
+            for s in steps_by_instance(get_workflow(custom, namespace, "batch")).values()
+            if (s.get("run") or 1) > 1
+        ]
+
+    # The preempted step is admitted again (run 2) once hot's pod ends; batch's status may be written a
+    # cycle after hot's, so it is awaited rather than read once.
+    wait_for(lambda: bool(rerun()), 60, "the preempted step admitted again")
+    preempted = rerun()
+    assert len(preempted) == 1, preempted
     assert preempted[0].get("attempts", 1) == 1, "a preemption must not use a retry"
     # The preempted step goes back to its queue and is admitted again once the capacity frees.
     wait_for(lambda: running_batch() == 2,
