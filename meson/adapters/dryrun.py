@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -101,6 +102,38 @@ def pod_dry_run(api: client.ApiClient, namespace: str, pod: dict[str, Any]) -> s
         return None
 
 
+#: A label value the API server accepts (apimachinery's IsValidLabelValue): at most 63 characters.
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+#: Annotations far below the API server's limit (256 KiB for keys and values together).
+_SMALL_ANNOTATIONS = 64 * 1024
+_KUBERNETES_KEY = re.compile(r"(^|\.)(kubernetes\.io|k8s\.io)/")
+
+
+def _verdict_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a pod's metadata its verdict depends on. Label and annotation values vary per workload
+    (an item, a runtime, a run id) while the API server checks them by syntax and size alone, so values
+    that pass the same checks here are left out of the key: a thousand workloads of one template that
+    differ only in such values cost one dry run. A value that fails them stays in the key (its own
+    verdict, with the server's message). An admission webhook that judges a value is not asked again for
+    each value: what it refuses is refused at the pod create and shows on the step."""
+    out = {k: v for k, v in meta.items() if k not in ("generateName", "name")}
+    labels = out.get("labels")
+    if isinstance(labels, Mapping):
+        out["labels"] = {
+            k: "" if isinstance(v, str) and len(v) <= 63 and _LABEL_VALUE.fullmatch(v) else v
+            for k, v in labels.items()
+        }
+    notes = out.get("annotations")
+    if (
+        isinstance(notes, Mapping)
+        and all(isinstance(v, str) for v in notes.values())
+        and sum(len(k) + len(v) for k, v in notes.items()) <= _SMALL_ANNOTATIONS
+    ):
+        # Kubernetes' own annotations (seccomp, AppArmor) have values the API server checks: kept.
+        out["annotations"] = {k: v if _KUBERNETES_KEY.search(k) else "" for k, v in notes.items()}
+    return out
+
+
 class VerdictCache:
     """Remembers definite dry-run verdicts per (namespace, pod template), so a thousand workflows made from
     one template cost one dry run, not a thousand (profiled: one API call per new workflow was the second
@@ -122,7 +155,7 @@ class VerdictCache:
         self._lock = threading.Lock()
 
     def __call__(self, namespace: str, pod: dict[str, Any]) -> str | None:
-        meta = {k: v for k, v in pod.get("metadata", {}).items() if k not in ("generateName", "name")}
+        meta = _verdict_metadata(pod.get("metadata") or {})
         key = json.dumps([namespace, meta, pod.get("spec")], sort_keys=True)
         now = self._clock()
         with self._lock:

@@ -192,3 +192,27 @@ def test_the_cache_keeps_at_most_size_verdicts() -> None:
         wf["spec"]["steps"][0]["template"]["spec"]["containers"][0]["image"] = image
         dryrun.dry_run_pods("Workflow", wf, "team-a", cache)
     assert server.calls == 4  # "a" was pushed out by "c"
+
+
+def test_label_and_annotation_values_that_pass_the_syntax_checks_share_one_verdict() -> None:
+    """Workloads of one template labelled with their own item and runtime: one dry run, not one each."""
+    server = _Server()
+    cache = dryrun.VerdictCache(server)
+
+    def labelled(name: str, labels: dict[str, str], annotations: dict[str, str]) -> dict[str, Any]:
+        wf = _workflow(name)
+        wf["spec"]["steps"][0]["template"]["metadata"] = {"labels": labels, "annotations": annotations}
+        return wf
+
+    for i in range(20):
+        wf = labelled(f"wf-{i}", {"item": f"item-{i}"}, {"sim.meson.dev/duration": f"{i}s"})
+        assert dryrun.dry_run_pods("Workflow", wf, "team-a", cache) == []
+    assert server.calls == 1
+    # A value the API server would refuse is not hidden behind a valid one's verdict.
+    dryrun.dry_run_pods("Workflow", labelled("bad", {"item": "not a label value"}, {}), "team-a", cache)
+    assert server.calls == 2
+    # Kubernetes' own annotations have values the server checks: each value is its own key.
+    for profile in ("runtime/default", "localhost/x"):
+        key = "container.apparmor.security.beta.kubernetes.io/main"
+        dryrun.dry_run_pods("Workflow", labelled("aa", {}, {key: profile}), "team-a", cache)
+    assert server.calls == 4
