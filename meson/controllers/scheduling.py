@@ -41,7 +41,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +103,10 @@ class Tuning:
     reserve_after: float = 60.0  # seconds a blocked head may be overtaken before it reserves capacity
     global_rate: float | None = None  # pods admitted per second over all queues (None: no cap)
     global_burst: int = 1
+    # Seconds between two status writes of a workflow that is not finishing: a workflow admitted and
+    # started within this time is written once, not as Pending then Running (each write costs the API
+    # server a full object update and a watch event to every watcher).
+    status_interval: float = 1.0
 
 
 @dataclass
@@ -206,6 +210,7 @@ class SchedulingLoop:
     _ready_since: dict[str, float] = field(default_factory=dict)
     _refused: dict[str, _Refusal] = field(default_factory=dict)
     _write_backoff: dict[Key, float] = field(default_factory=dict)
+    _written_at: dict[Key, float] = field(default_factory=dict)  # last status write (or first sight)
     # Workflows whose status patch waits for a write worker, and the newer status planned meanwhile
     # (sent instead when a worker is free: under load, one write instead of a queue of stale ones).
     _queued: dict[Key, Plan | None] = field(default_factory=dict)
@@ -769,6 +774,11 @@ class SchedulingLoop:
             if settled and status != (wf.get("status") or {}):
                 self._mismatch(f"workflow {key}: a settled status needs a write")
             if self._needs_write(key, wf, status, now):
+                due = self._write_due(key, status, inputs.owned.get((WORKFLOW, key), ()), now)
+                if due > now:
+                    inputs.wakes.append(due)
+                    continue
+                self._written_at[key] = now
                 writes.append(self._status_write(key, wf, status, p, now))
                 if planned is not None:
                     planned.positions_at = now
@@ -796,6 +806,21 @@ class SchedulingLoop:
         own = self._own.get(key)
         # The watch has not caught up with our own write yet: nothing to do.
         return not (own is not None and own.status == status and resource_version(wf) <= own.resource_version)
+
+    def _write_due(self, key: Key, status: dict, requests: Iterable[str], now: float) -> float:
+        """When a workflow's status may next be written: at once when it finishes (its end is news), else
+        ``status_interval`` after its last write (or after it was first seen, so a workflow admitted at
+        once is first written as Running, not Pending then Running), and while a step admitted a moment
+        ago has no pod in the view yet, up to ``status_interval`` after that admission (its pods show
+        it Running soon, and a refused create is written when it is rolled back)."""
+        if status.get("phase") in ("Succeeded", "Failed"):
+            return now
+        due = self._written_at.setdefault(key, now) + self.tuning.status_interval
+        for request in requests:
+            reservation = self._reserved.get(request)
+            if reservation is not None:
+                due = max(due, reservation.at + self.tuning.status_interval)
+        return due
 
     def _status_write(self, key: Key, wf: dict, status: dict, p: Plan | None, now: float) -> Write:
         return (WORKFLOW, key), self._patch_workflow_status(key, wf, status, p, now)
@@ -905,6 +930,8 @@ class SchedulingLoop:
             del self._planned[key]
         for key in [k for k in self._write_backoff if k not in live]:
             del self._write_backoff[key]
+        for key in [k for k in self._written_at if k not in live]:
+            del self._written_at[key]
         for key in [k for k in self._workloads if k not in requests]:
             del self._workloads[key]
         for key in [k for k in self._ready_since if k not in requests]:

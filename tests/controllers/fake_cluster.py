@@ -570,6 +570,8 @@ class Operator:
     store: Store = field(init=False)
     loop: SchedulingLoop = field(init=False)
     cycles: int = 0
+    # Every status written as soon as it changes, unless a test is about the interval (the default is 1 s).
+    status_interval: float = 0.0
 
     def __post_init__(self) -> None:
         self.session = self.cluster.session()
@@ -577,6 +579,7 @@ class Operator:
         self.cluster.connect(self.store)
         self.loop = SchedulingLoop(store=self.store, clients=self.session.clients, clock=self.cluster.clock)
         self.loop.verify_incremental = True  # every reused plan is checked against a plan from scratch
+        self.loop.tuning = dataclasses.replace(self.loop.tuning, status_interval=self.status_interval)
         writer = self.loop.writer
         pools = (
             ("_pool", 16),

@@ -166,3 +166,30 @@ async def test_a_pod_deleted_right_after_it_succeeded_still_counts_as_succeeded(
     cluster.delete("pods", "default", pod)  # ...and is deleted before the operator's next cycle
     await run(cluster, op, lambda: phase(cluster, "w") in ("Succeeded", "Failed"))
     assert phase(cluster, "w") == "Succeeded", cluster.status("workflows", "w")
+
+
+@sync
+async def test_a_workflow_admitted_at_once_is_first_written_running_one_that_waits_still_shown() -> None:
+    """Status writes of a workflow that is not finishing are at least status_interval apart (and the first
+    one that long after it was seen): 'fast' is admitted in its first cycle, so 'Pending' is never written
+    for it; 'blocked' cannot be admitted and says so within the interval; every end is written at once."""
+    cluster = FakeCluster()
+    cluster.apply(queue("q", cpu="1"))
+    cluster.apply(workflow("fast", "q", [step("a", cpu="1", duration="3s")]))
+    cluster.clock.advance(1)  # the older one is admitted first
+    cluster.apply(workflow("blocked", "q", [step("a", cpu="1", duration="3s")]))
+    op = Operator(cluster, status_interval=1.0)
+    written: dict[str, list[str]] = {"fast": [], "blocked": []}
+
+    def sample() -> None:
+        for name, phases in written.items():
+            now = phase(cluster, name)
+            if now and (not phases or phases[-1] != now):
+                phases.append(now)
+
+    await run(cluster, op, lambda: phase(cluster, "blocked") == "Succeeded", tick=0.25, each=sample)
+    assert written["fast"] == ["Running", "Succeeded"]
+    assert written["blocked"] == ["Pending", "Running", "Succeeded"]
+    # 2 for fast, 3 for blocked (with no interval, fast's Pending and blocked's Pending without its position
+    # are written too).
+    assert cluster.requests[("patch_status", "workflows")] == 5
