@@ -47,6 +47,11 @@ API_REQUESTS = Counter(
     "API calls made by the operator's writes and reads, by client method",
     ["call"],
 )
+WATCH_EVENTS = Counter(
+    "meson_watch_events_total",
+    "Watch events read by the operator's own list-and-watch (pods, workflows), by resource",
+    ["resource"],
+)
 API_ERRORS = Counter(
     "meson_api_errors_total", "Failed API calls (retried or not), by HTTP status", ["status"]
 )

@@ -19,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from meson.adapters import kube
+from meson.adapters import kube, watch
 from meson.controllers.leader import LeaderElector
 from meson.controllers.scheduling import SchedulingLoop, Tuning
 from meson.controllers.store import Store
@@ -43,14 +43,13 @@ def _feed(kind: str):
     return handler
 
 
-kopf.on.event(GROUP, kube.VERSION, "workflows")(_feed("workflow"))
+# Workflows and pods, the resources with most events, are watched by meson.adapters.watch (see start()).
 kopf.on.event(GROUP, kube.VERSION, "cronworkflows")(_feed("cronworkflow"))
 kopf.on.event(GROUP, kube.VERSION, "queues")(_feed("queue"))
 kopf.on.event(GROUP, kube.VERSION, "streamjobs")(_feed("streamjob"))
 kopf.on.event("apps", "v1", "controllerrevisions", labels={LABEL_STREAMJOB: kopf.PRESENT})(
     _feed("controller_revision")
 )
-kopf.on.event("", "v1", "pods")(_feed("pod"))
 kopf.on.event("", "v1", "configmaps")(_feed("config_map"))  # semaphore limits (configMapKeyRef)
 
 
@@ -74,21 +73,34 @@ kopf.on.event("", "v1", "namespaces")(_feed("namespace"))
 kopf.on.event("scheduling.k8s.io", "v1", "priorityclasses")(_feed("priority_class"))
 
 
-def _list_raw(fn, *args: Any, **kwargs: Any) -> list[dict]:
+def _listing(fn, *args: Any, **kwargs: Any) -> dict:
     resp = kube.call(fn, *args, _preload_content=False, **kwargs)
-    return json.loads(resp.data)["items"]
+    return json.loads(resp.data)
 
 
-def prime(view: Store, clients: kube.Clients) -> None:
+def _list_raw(fn, *args: Any, **kwargs: Any) -> list[dict]:
+    return _listing(fn, *args, **kwargs)["items"]
+
+
+#: Resources the operator watches itself (meson.adapters.watch): (view kind, API path).
+WATCHED = (("workflow", f"/apis/{GROUP}/{kube.VERSION}/workflows"), ("pod", "/api/v1/pods"))
+
+
+def prime(view: Store, clients: kube.Clients) -> dict[str, tuple[list[dict], str]]:
     """List the world once before the first cycle, so a restarted operator acts on a complete view
-    (kopf's watch events do not say when the initial listing is over)."""
+    (kopf's watch events do not say when the initial listing is over). Returns the listings of the
+    resources in :data:`WATCHED` with their resourceVersions: their watches start there."""
     custom = clients.custom
+    listings = {
+        "workflow": _listing(custom.list_cluster_custom_object, GROUP, kube.VERSION, "workflows"),
+        "pod": _listing(clients.core.list_pod_for_all_namespaces),
+    }
     for kind, items in (
         ("node", _list_raw(clients.core.list_node)),
         ("namespace", _list_raw(clients.core.list_namespace)),
         ("priority_class", _list_raw(clients.scheduling.list_priority_class)),
         ("queue", _list_raw(custom.list_cluster_custom_object, GROUP, kube.VERSION, "queues")),
-        ("workflow", _list_raw(custom.list_cluster_custom_object, GROUP, kube.VERSION, "workflows")),
+        ("workflow", listings["workflow"]["items"]),
         ("cronworkflow", _list_raw(custom.list_cluster_custom_object, GROUP, kube.VERSION, "cronworkflows")),
         ("streamjob", _list_raw(custom.list_cluster_custom_object, GROUP, kube.VERSION, "streamjobs")),
         (
@@ -97,11 +109,24 @@ def prime(view: Store, clients: kube.Clients) -> None:
                 clients.apps.list_controller_revision_for_all_namespaces, label_selector=LABEL_STREAMJOB
             ),
         ),
-        ("pod", _list_raw(clients.core.list_pod_for_all_namespaces)),
+        ("pod", listings["pod"]["items"]),
         ("config_map", _list_raw(clients.core.list_config_map_for_all_namespaces)),
     ):
         for obj in items:
             getattr(view, f"on_{kind}")("ADDED", obj)
+    return {
+        kind: (listing["items"], (listing.get("metadata") or {}).get("resourceVersion") or "")
+        for kind, listing in listings.items()
+    }
+
+
+def _start_watches(memo: kopf.Memo, view: Store, cfg: Any, listings: dict) -> None:
+    tasks = []
+    for kind, path in WATCHED:
+        watcher = watch.Watcher(cfg, path, getattr(view, f"on_{kind}"), name=f"{kind}s")
+        watcher.listed(*listings[kind])
+        tasks.append(asyncio.create_task(watcher.run(), name=f"meson-watch-{kind}s"))
+    memo["watch_tasks"] = tasks
 
 
 def prime_templates(templates: Any, clients: kube.Clients) -> None:
@@ -151,14 +176,16 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.posting.level = logging.WARNING
     settings.persistence.diffbase_storage = _NoDiffBase()
     options = memo.get("options") or {}
-    clients = kube.Clients.from_config(kube.load_client_config(options.get("kubeconfig")))
+    cfg = kube.load_client_config(options.get("kubeconfig"))
+    clients = kube.Clients.from_config(cfg)
     memo["clients"] = clients
     if options.get("webhook") == "loopback":
         from meson.controllers import admission
 
         admission.configure_webhook(settings, port=options.get("webhook_port", 9443))
     view = Store()
-    await asyncio.get_running_loop().run_in_executor(None, prime, view, clients)
+    listings = await asyncio.get_running_loop().run_in_executor(None, prime, view, clients)
+    _start_watches(memo, view, cfg, listings)
     loop = SchedulingLoop.tuned(view, clients, memo.get("tuning") or Tuning())
     await asyncio.get_running_loop().run_in_executor(None, prime_templates, loop.templates, clients)
     memo["templates"] = loop.templates
@@ -213,6 +240,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     election_task = memo.get("election_task")
     if election_task is not None:
         election_task.cancel()
+    await watch.stop(memo.get("watch_tasks") or [])
     elector: LeaderElector | None = memo.get("elector")
     if elector is not None:
         await asyncio.get_running_loop().run_in_executor(None, elector.release)
