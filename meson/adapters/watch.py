@@ -152,14 +152,11 @@ class Watcher:
         return self._cfg.host.rstrip("/") + self._path
 
     def _headers(self) -> dict[str, str]:
-        if self._cfg.refresh_api_key_hook is not None:  # a rotated ServiceAccount token is read again
-            self._cfg.refresh_api_key_hook(self._cfg)
-        token = self._cfg.get_api_key_with_prefix("authorization")
+        """The credentials the typed client sends (auth_settings refreshes a rotated token first)."""
         headers = {"Accept": "application/json"}
-        if token:
-            headers["Authorization"] = token
-        elif self._cfg.username or self._cfg.password:
-            headers["Authorization"] = self._cfg.get_basic_auth_token()
+        for setting in self._cfg.auth_settings().values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers[setting["key"]] = setting["value"]
         return headers
 
 
