@@ -4,6 +4,7 @@ instances, and turn failures into a requeue (preempted), a retry with backoff, o
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 from meson.workflow.children import failure_text
 from meson.workflow.compiled import OUTPUTS_BUDGET_BYTES, cap_result, has_outputs, rfc3339
@@ -25,15 +26,37 @@ class Observing:
     # ----------------------------------------------------------------------------------------- observation
 
     def observe(self) -> None:
-        for instance_id, observed in self.pods_by_instance.items():
+        unknown = self.expand_observed(list(self.pods_by_instance))
+        self.observe_instances(self.all())
+        if unknown and any(info.from_output and info.items is None for info in self.compiled.steps):
+            # A fan-out over an output whose result this plan only read now from its pods: the status it
+            # started from (the last one written) may predate it, while a later write was still on its way.
+            for info in [i for i in self.compiled.steps if i.from_output and i.items is None]:
+                self.with_items(info)
+            known = [i for i in unknown if i in self.compiled.instance_ids]
+            unknown = self.expand_observed(known) + [i for i in unknown if i not in known]
+            steps = {self.compiled.instance_ids[i][0] for i in known}
+            self.observe_instances([inst for inst in self.all() if inst.info.name in steps])
+        for instance_id in unknown:  # not an instance of this spec (renamed step, shrunk list): orphans
+            observed = self.pods_by_instance[instance_id]
+            self.delete.update(o.name for o in observed if o.phase in LIVE_POD_PHASES and not o.deleting)
+
+    def expand_observed(self, instance_ids: list[str]) -> list[str]:
+        """Fan out the foreach steps that have pods; the ids that are no instance of the spec (yet)."""
+        unknown = []
+        for instance_id in instance_ids:
             ref = self.compiled.instance_ids.get(instance_id)
-            if ref is None:  # not an instance of this spec (renamed step, shrunk list): orphans
-                self.delete.update(o.name for o in observed if o.phase in LIVE_POD_PHASES and not o.deleting)
+            if ref is None:
+                unknown.append(instance_id)
                 continue
             step_name, index = ref
             if index is not None and self.by_step[step_name][0].index is None:
                 self.expand(self.compiled.by_name[step_name])
-        for inst in self.all():
+        return unknown
+
+    def observe_instances(self, instances: Iterable[_Inst]) -> None:
+        """Adopt runs the status does not know, and evaluate the running instances' pods."""
+        for inst in instances:
             observed = self.pods_by_instance.get(inst.id, ())
             if observed:
                 top = max(o.run for o in observed)

@@ -134,3 +134,27 @@ def test_references_to_outputs_of_steps_that_are_not_upstream_are_refused():
         "spec.steps[6].template.spec.containers[0].args[0]: {{ steps.a.output }} must be "
         "steps.NAME.outputs.result or steps.NAME.outputs.json.KEY",
     ]
+
+
+def test_pods_of_a_fan_out_over_an_output_are_kept_while_the_status_with_that_output_is_not_written_yet():
+    """The operator plans from the status it last wrote: a status write still in flight (or put off) may
+    not hold the result a fan-out was made from. Its pods are the fan-out's, not orphans to delete."""
+    wf = workflow(
+        [
+            step("list"),
+            step("load", ["list"], foreach={"fromOutput": "steps.list.outputs.json.partitions"}),
+        ]
+    )
+    c = Cluster(wf, script=emitting({"list": PARTITIONS}))
+    c.run(until=lambda p: c.phase("list") == "Running")
+    c.persist = False  # every plan from now on starts from 'list Running', no result known
+    deleted: list[str] = []
+    for _ in range(10):  # list ends after 5 s: its result is read from its pod in every plan after that
+        c.now += 1.0
+        deleted += c.cycle().delete_pods
+    assert {p.instance for p in c.pods.values()} >= {"load-0", "load-1", "load-2"}
+    assert deleted == []
+    c.persist = True
+    c.run()
+    assert c.status["phase"] == "Succeeded"
+    assert sorted(i for i, _, _ in c.launches if i.startswith("load")) == ["load-0", "load-1", "load-2"]
