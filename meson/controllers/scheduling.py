@@ -211,6 +211,7 @@ class SchedulingLoop:
     _refused: dict[str, _Refusal] = field(default_factory=dict)
     _write_backoff: dict[Key, float] = field(default_factory=dict)
     _written_at: dict[Key, float] = field(default_factory=dict)  # last status write (or first sight)
+    _put_off: dict[Key, float] = field(default_factory=dict)  # status write first put off for an admission
     # Workflows whose status patch waits for a write worker, and the newer status planned meanwhile
     # (sent instead when a worker is free: under load, one write instead of a queue of stale ones).
     _queued: dict[Key, Plan | None] = field(default_factory=dict)
@@ -779,6 +780,7 @@ class SchedulingLoop:
                     inputs.wakes.append(due)
                     continue
                 self._written_at[key] = now
+                self._put_off.pop(key, None)
                 writes.append(self._status_write(key, wf, status, p, now))
                 if planned is not None:
                     planned.positions_at = now
@@ -812,14 +814,17 @@ class SchedulingLoop:
         ``status_interval`` after its last write (or after it was first seen, so a workflow admitted at
         once is first written as Running, not Pending then Running), and while a step admitted a moment
         ago has no pod in the view yet, up to ``status_interval`` after that admission (its pods show
-        it Running soon, and a refused create is written when it is rolled back)."""
+        it Running soon, and a refused create is written when it is rolled back), but never more than
+        ``status_interval`` after it was first put off for that: a fan-out admitting all the time is
+        still shown."""
         if status.get("phase") in ("Succeeded", "Failed"):
             return now
-        due = self._written_at.setdefault(key, now) + self.tuning.status_interval
-        for request in requests:
-            reservation = self._reserved.get(request)
-            if reservation is not None:
-                due = max(due, reservation.at + self.tuning.status_interval)
+        interval = self.tuning.status_interval
+        due = self._written_at.setdefault(key, now) + interval
+        admitted = [r.at for r in map(self._reserved.get, requests) if r is not None]
+        if admitted:
+            since = self._put_off.setdefault(key, now)
+            due = max(due, min(max(admitted), since) + interval)
         return due
 
     def _status_write(self, key: Key, wf: dict, status: dict, p: Plan | None, now: float) -> Write:
@@ -932,6 +937,8 @@ class SchedulingLoop:
             del self._write_backoff[key]
         for key in [k for k in self._written_at if k not in live]:
             del self._written_at[key]
+        for key in [k for k in self._put_off if k not in live]:
+            del self._put_off[key]
         for key in [k for k in self._workloads if k not in requests]:
             del self._workloads[key]
         for key in [k for k in self._ready_since if k not in requests]:

@@ -4,6 +4,7 @@ background, so a slow or throttled API server delays only the objects whose writ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 
 from tests.controllers.builders import chain, queue, step, workflow
@@ -193,3 +194,24 @@ async def test_a_workflow_admitted_at_once_is_first_written_running_one_that_wai
     # 2 for fast, 3 for blocked (with no interval, fast's Pending and blocked's Pending without its position
     # are written too).
     assert cluster.requests[("patch_status", "workflows")] == 5
+
+
+@sync
+async def test_a_fan_out_admitting_all_the_time_still_has_its_progress_written() -> None:
+    """A step admitted a moment ago defers the status write until its pod shows, but a fan-out that admits
+    a new instance every cycle is still written at least every two intervals."""
+    cluster = FakeCluster()
+    # Two admissions a second, one in every 0.5 s cycle, each pod 1 s.
+    cluster.apply(queue("q", cpu="100", admissionRate={"podsPerSecond": 2, "burst": 1}))
+    cluster.apply(
+        workflow("many", "q", [step("s", cpu="1", duration="1s", foreach={"items": list(range(80))})])
+    )
+    op = Operator(cluster, status_interval=1.0)
+    progress: list[int] = []
+
+    def sample() -> None:
+        progress.append(((cluster.status("workflows", "many").get("counts") or {}).get("succeeded")) or 0)
+
+    with contextlib.suppress(AssertionError):  # not meant to finish: 40 s of work, sampled for 10 s
+        await run(cluster, op, lambda: False, max_cycles=20, tick=0.5, each=sample)
+    assert len(progress) == 20 and progress[-1] >= 5, progress
