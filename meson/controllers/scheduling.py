@@ -91,6 +91,11 @@ RESERVATION_TTL = 120.0
 # and a status whose only change is positions is rewritten at most every POSITIONS_REFRESH seconds.
 POSITIONS_SHOWN = QUEUE_POSITIONS_MAX
 POSITIONS_REFRESH = 5.0
+# What a status write may be put off for (Tuning.status_interval): progress, which the pods show again.
+# A change of any other field (outputs, restarts, history, memo...) is a record later plans start from.
+_PROGRESS_FIELDS = frozenset(
+    {"phase", "progress", "counts", "steps", "eta", "startedAt", "observedGeneration", "conditions"}
+)
 # Workflow phase metrics and forgetting what is gone (both O(all objects)) run at most this often.
 HOUSEKEEPING_SECONDS = 2.0
 
@@ -775,7 +780,8 @@ class SchedulingLoop:
             if settled and status != (wf.get("status") or {}):
                 self._mismatch(f"workflow {key}: a settled status needs a write")
             if self._needs_write(key, wf, status, now):
-                due = self._write_due(key, status, inputs.owned.get((WORKFLOW, key), ()), now)
+                owned = inputs.owned.get((WORKFLOW, key), ())
+                due = self._write_due(key, status, wf.get("status") or {}, owned, now)
                 if due > now:
                     inputs.wakes.append(due)
                     continue
@@ -809,16 +815,22 @@ class SchedulingLoop:
         # The watch has not caught up with our own write yet: nothing to do.
         return not (own is not None and own.status == status and resource_version(wf) <= own.resource_version)
 
-    def _write_due(self, key: Key, status: dict, requests: Iterable[str], now: float) -> float:
-        """When a workflow's status may next be written: at once when it finishes (its end is news), else
+    def _write_due(
+        self, key: Key, status: dict, wf_status: dict, requests: Iterable[str], now: float
+    ) -> float:
+        """When a workflow's status may next be written: at once when it finishes (its end is news) or
+        records something later plans start from (see _PROGRESS_FIELDS), else
         ``status_interval`` after its last write (or after it was first seen, so a workflow admitted at
         once is first written as Running, not Pending then Running), and while a step admitted a moment
         ago has no pod in the view yet, up to ``status_interval`` after that admission (its pods show
         it Running soon, and a refused create is written when it is rolled back), but never more than
         ``status_interval`` after it was first put off for that: a fan-out admitting all the time is
         still shown."""
-        if status.get("phase") in ("Succeeded", "Failed"):
-            return now
+        old = wf_status
+        if status.get("phase") in ("Succeeded", "Failed") or any(
+            status.get(k) != old.get(k) for k in status.keys() | old.keys() if k not in _PROGRESS_FIELDS
+        ):
+            return now  # an end, or a record the next plan starts from (outputs, a restart, memo): at once
         interval = self.tuning.status_interval
         due = self._written_at.setdefault(key, now) + interval
         admitted = [r.at for r in map(self._reserved.get, requests) if r is not None]

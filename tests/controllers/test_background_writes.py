@@ -215,3 +215,18 @@ async def test_a_fan_out_admitting_all_the_time_still_has_its_progress_written()
     with contextlib.suppress(AssertionError):  # not meant to finish: 40 s of work, sampled for 10 s
         await run(cluster, op, lambda: False, max_cycles=20, tick=0.5, each=sample)
     assert len(progress) == 20 and progress[-1] >= 5, progress
+
+
+def test_only_progress_waits_for_the_status_interval() -> None:
+    """Progress (phase, steps, counts) may wait; an end, or a record later plans start from (a step's
+    result, a restart), is written at once."""
+    cluster = FakeCluster()
+    op = Operator(cluster, status_interval=1.0)
+    key, now = ("default", "w"), cluster.clock()
+    written = {"phase": "Running", "steps": [{"name": "a", "phase": "Running"}]}
+    op.loop._written_at[key] = now
+    progress = {**written, "steps": [{"name": "a", "phase": "Succeeded"}], "progress": "1/2"}
+    assert op.loop._write_due(key, progress, written, (), now) == now + 1.0
+    assert op.loop._write_due(key, {**progress, "outputs": {"a": "42"}}, written, (), now) == now
+    assert op.loop._write_due(key, {**written, "restarts": 1}, written, (), now) == now
+    assert op.loop._write_due(key, {**progress, "phase": "Succeeded"}, written, (), now) == now
