@@ -9,8 +9,9 @@ loop's thread, the one thread that touches the view, exactly as the kopf handler
 
 It starts from the resourceVersion of the operator's initial listing (:func:`meson.controllers.handlers.
 prime`), so nothing is listed twice at start-up. Bookmarks keep the resourceVersion fresh; a watch that
-ends is resumed from the last one; "410 Gone" (the version is too old) re-lists, and an object that
-vanished meanwhile is reported DELETED with its last known state, so the view holds no ghost. Other
+ends is resumed from the last one; "410 Gone" (the version is too old) re-lists, feeds every object listed
+and hands the listed names to ``on_relisted``, so the view forgets what vanished meanwhile (it keeps the
+objects' last state itself: this keeps none, so memory does not grow with the cluster). Other
 failures (a dropped connection, 429, 5xx, an RBAC refusal) are logged and retried with exponential backoff.
 """
 
@@ -34,6 +35,8 @@ log = logging.getLogger("meson.watch")
 
 OnEvent = Callable[[str, dict[str, Any]], None]
 Key = tuple[str, str]
+#: After a re-list, with the (namespace, name) of every object listed: forget the others.
+OnRelisted = Callable[[set[Key]], None]
 
 #: The API server ends each watch after this long (a little randomised, as client-go does).
 WATCH_SECONDS = 300
@@ -52,19 +55,23 @@ class Gone(Exception):
 class Watcher:
     """One resource (``path``: e.g. ``/api/v1/pods``), fed to ``on_event``."""
 
-    def __init__(self, cfg: client.Configuration, path: str, on_event: OnEvent, *, name: str) -> None:
+    def __init__(
+        self,
+        cfg: client.Configuration,
+        path: str,
+        on_event: OnEvent,
+        on_relisted: OnRelisted,
+        *,
+        name: str,
+        resource_version: str = "",
+    ) -> None:
         self._cfg = cfg
         self._path = path
         self._on_event = on_event
+        self._on_relisted = on_relisted
         self.name = name
-        self._known: dict[Key, dict[str, Any]] = {}  # the last state of every object seen
-        self.resource_version = ""
+        self.resource_version = resource_version  # of the initial listing (fed already): watched from there
         self.relists = 0
-
-    def listed(self, items: Iterable[dict[str, Any]], resource_version: str) -> None:
-        """What the initial listing found (already fed to the view): the watch starts after it."""
-        self._known = {_key(obj): obj for obj in items}
-        self.resource_version = resource_version
 
     async def run(self) -> None:
         """Watch until cancelled."""
@@ -119,10 +126,6 @@ class Watcher:
         if kind == "BOOKMARK" or kind not in ("ADDED", "MODIFIED", "DELETED"):
             return
         metrics.WATCH_EVENTS.labels(resource=self.name).inc()
-        if kind == "DELETED":
-            self._known.pop(_key(obj), None)
-        else:
-            self._known[_key(obj)] = obj
         self._on_event(kind, obj)
 
     async def _relist(self, http: aiohttp.ClientSession) -> None:
@@ -136,15 +139,11 @@ class Watcher:
         items = listing.get("items") or []
         kind = (listing.get("kind") or "").removesuffix("List")
         api_version = listing.get("apiVersion")
-        seen = set()
         for obj in items:  # a list's items carry neither kind nor apiVersion
             obj.setdefault("kind", kind)
             obj.setdefault("apiVersion", api_version)
-            seen.add(_key(obj))
-            self._on_event("MODIFIED" if _key(obj) in self._known else "ADDED", obj)
-        for key in [k for k in self._known if k not in seen]:
-            self._on_event("DELETED", self._known.pop(key))  # deleted while we were not watching
-        self._known = {_key(obj): obj for obj in items}
+            self._on_event("ADDED", obj)
+        self._on_relisted({_key(obj) for obj in items})  # the rest was deleted while we were not watching
         self.resource_version = (listing.get("metadata") or {}).get("resourceVersion") or ""
         log.info("%s re-listed: %d objects, resourceVersion %s", self.name, len(items), self.resource_version)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -86,10 +87,10 @@ def _list_raw(fn, *args: Any, **kwargs: Any) -> list[dict]:
 WATCHED = (("workflow", f"/apis/{GROUP}/{kube.VERSION}/workflows"), ("pod", "/api/v1/pods"))
 
 
-def prime(view: Store, clients: kube.Clients) -> dict[str, tuple[list[dict], str]]:
+def prime(view: Store, clients: kube.Clients) -> dict[str, str]:
     """List the world once before the first cycle, so a restarted operator acts on a complete view
-    (kopf's watch events do not say when the initial listing is over). Returns the listings of the
-    resources in :data:`WATCHED` with their resourceVersions: their watches start there."""
+    (kopf's watch events do not say when the initial listing is over). Returns the resourceVersions of
+    the listings of the resources in :data:`WATCHED`: their watches start there."""
     custom = clients.custom
     listings = {
         "workflow": _listing(custom.list_cluster_custom_object, GROUP, kube.VERSION, "workflows"),
@@ -115,16 +116,29 @@ def prime(view: Store, clients: kube.Clients) -> dict[str, tuple[list[dict], str
         for obj in items:
             getattr(view, f"on_{kind}")("ADDED", obj)
     return {
-        kind: (listing["items"], (listing.get("metadata") or {}).get("resourceVersion") or "")
+        kind: (listing.get("metadata") or {}).get("resourceVersion") or ""
         for kind, listing in listings.items()
     }
+
+
+def forget_unlisted(view: Store, kind: str, listed: set[tuple[str, str]]) -> None:
+    """After a re-list (the watch's resourceVersion was too old): the objects of ``kind`` the view holds
+    but the listing lacks were deleted while nothing was watched."""
+    if kind == "workflow":
+        for key in [k for k in view.workflows if k not in listed]:
+            view.on_workflow("DELETED", view.workflows[key])
+    else:
+        for namespace, name in [k for k in view.pods if k not in listed]:
+            view.vanished(namespace, name, by_meson=False)
 
 
 def _start_watches(memo: kopf.Memo, view: Store, cfg: Any, listings: dict) -> None:
     tasks = []
     for kind, path in WATCHED:
-        watcher = watch.Watcher(cfg, path, getattr(view, f"on_{kind}"), name=f"{kind}s")
-        watcher.listed(*listings[kind])
+        watcher = watch.Watcher(
+            cfg, path, getattr(view, f"on_{kind}"), functools.partial(forget_unlisted, view, kind),
+            name=f"{kind}s", resource_version=listings[kind],
+        )  # fmt: skip
         tasks.append(asyncio.create_task(watcher.run(), name=f"meson-watch-{kind}s"))
     memo["watch_tasks"] = tasks
 

@@ -1,6 +1,7 @@
 """The operator's own list-and-watch against a scripted HTTP server on localhost: events split across
-chunks, bookmarks, resuming where a watch ended, "410 Gone" re-lists (and reports what vanished meanwhile
-as deleted), failures retried. The real API server is exercised by the whole e2e suite."""
+chunks, bookmarks, resuming where a watch ended, "410 Gone" re-lists (and hands the listed names over, so
+the view forgets what vanished meanwhile), failures retried. e2e/test_watch.py runs it against the real
+API server."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from aiohttp import web
 from kubernetes import client
 
 from meson.adapters import watch
+
+
+def ignore(listed: set[tuple[str, str]]) -> None:
+    pass
 
 
 def pod(name: str, rv: int) -> dict[str, Any]:
@@ -92,8 +97,7 @@ def test_events_bookmarks_and_resuming_where_the_last_watch_ended(monkeypatch) -
         def record(kind: str, obj: dict[str, Any]) -> None:
             seen.append((kind, obj["metadata"]["name"], obj["metadata"]["resourceVersion"]))
 
-        watcher = watch.Watcher(cfg, "/api/v1/pods", record, name="pods")
-        watcher.listed([], "10")
+        watcher = watch.Watcher(cfg, "/api/v1/pods", record, ignore, name="pods", resource_version="10")
         await run_until(server, watcher, lambda: len(seen) == 3)
         await runner.cleanup()
         assert seen == [("ADDED", "a", "11"), ("MODIFIED", "a", "13"), ("DELETED", "a", "14")]
@@ -113,13 +117,15 @@ def test_gone_relists_and_reports_what_vanished_as_deleted() -> None:
         )
         runner, cfg = await serve(server)
         seen: list[tuple[str, str]] = []
+        relisted: list[set[tuple[str, str]]] = []
         watcher = watch.Watcher(
-            cfg, "/api/v1/pods", lambda t, o: seen.append((t, o["metadata"]["name"])), name="p"
-        )
-        watcher.listed([pod("a", 1), pod("b", 2)], "3")  # "a" is deleted while the watch is down
+            cfg, "/api/v1/pods", lambda t, o: seen.append((t, o["metadata"]["name"])), relisted.append,
+            name="p", resource_version="3",
+        )  # fmt: skip
         await run_until(server, watcher, lambda: ("ADDED", "c") in seen)
         await runner.cleanup()
-        assert seen == [("MODIFIED", "b"), ("ADDED", "c-old"), ("DELETED", "a"), ("ADDED", "c")]
+        assert seen == [("ADDED", "b"), ("ADDED", "c-old"), ("ADDED", "c")]
+        assert relisted == [{("ns", "b"), ("ns", "c-old")}]  # the view forgets the rest
         assert server.watches[:2] == ["3", "30"] and server.lists == 1 and watcher.relists == 1
 
     asyncio.run(main())
@@ -134,10 +140,11 @@ def test_an_error_event_with_410_in_the_stream_relists_too() -> None:
         server = Server([[gone]], [pod("a", 40)], "41")
         runner, cfg = await serve(server)
         seen: list[str] = []
-        watcher = watch.Watcher(cfg, "/api/v1/pods", lambda t, o: seen.append(t), name="p")
-        watcher.listed([pod("a", 1)], "2")
+        watcher = watch.Watcher(
+            cfg, "/api/v1/pods", lambda t, o: seen.append(t), ignore, name="p", resource_version="2"
+        )
         await run_until(server, watcher, lambda: server.watches[-1:] == ["41"])
         await runner.cleanup()
-        assert seen == ["MODIFIED"] and server.lists == 1
+        assert seen == ["ADDED"] and server.lists == 1
 
     asyncio.run(main())
