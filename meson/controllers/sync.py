@@ -11,9 +11,10 @@ Holders. Level-triggered, so nothing is lost across an operator restart:
 * a step instance (one foreach element, or the step; a gang is one instance) holds its step's semaphore from
   its first admission until it ends (Succeeded, Failed, Skipped, Omitted, Cached), retries included: it has
   a live pod or an admission recorded before its pods exist, or its status does not say it ended and either
-  records an attempt (so between two attempts, or back in the queue after a preemption, it keeps its place)
-  or is older than one of its pods (a status write not seen yet). A restart that reruns it counts its
-  attempts afresh: until it is admitted again it holds nothing.
+  shows it launched and not rerun by a restart since (Running; Retrying; Pending for its next attempt or
+  back in the queue after a preemption: it keeps its place) or is older than one of its pods (a status
+  write not seen yet). A restart that reruns it starts it afresh: until it is admitted again it holds
+  nothing.
 
 Waiters. Each cycle, after planning, the requests of those that do not hold their semaphore and would be
 offered to the queues contend for it (:meth:`Semaphores.gate`). They wait in line by unit (a workflow, or a
@@ -148,9 +149,13 @@ def holding_instances(
         step = entry.get("name") if isinstance(entry, Mapping) else None
         if step not in steps:
             continue
-        phase = entry.get("phase")
-        attempted = _int(entry.get("attempts")) > 0 or phase in ("Running", "Retrying")
-        state = (step, phase in _ENDED, attempted, _int(entry.get("run")))
+        phase, run = entry.get("phase"), _int(entry.get("run"))
+        # Pending with a run: launched before, and back in line after a preemption (a reason) or to start
+        # its next attempt (attempts beyond 1), not rerun by a restart (reason cleared, attempts afresh).
+        again = (
+            phase == "Pending" and run > 0 and (_int(entry.get("attempts")) > 1 or bool(entry.get("reason")))
+        )
+        state = (step, phase in _ENDED, again or phase in ("Running", "Retrying"), run)
         if "indexes" not in entry:
             recorded[step if entry.get("index") is None else f"{step}-{entry['index']}"] = state
             continue
