@@ -434,7 +434,8 @@ class WorkflowSpec(ApiModel):
     synchronization: Synchronization | None = Field(
         default=None,
         description="A semaphore (or mutex: limit 1) the workflow holds while it runs; its steps wait, with "
-        "the reason in their message, until it is its turn.",
+        "the reason in their message, until it is its turn. For one step only, set the step's "
+        "synchronization instead.",
     )
     workflow_template_ref: WorkflowTemplateRef | None = Field(
         default=None,
