@@ -309,6 +309,24 @@ async def test_a_workflow_semaphore_and_a_step_semaphore_of_the_same_name_share_
     assert any(load == {"part"} for _, load, _ in samples)
 
 
+@run_sync
+async def test_exit_steps_take_a_semaphore_too() -> None:
+    cluster = FakeCluster()
+    cluster.apply(queue("q", cpu="100"))
+    names = ("one", "two", "three")
+    for name in names:
+        exit_step = {**step("on-exit", duration="3s", synchronization=DB), "name": "notify"}
+        cluster.apply(workflow(name, "q", [step("work")], onExit=exit_step))
+    seen: list[set[str]] = []
+    await run(
+        cluster,
+        Operator(cluster),
+        lambda: all(cluster.status("workflows", n).get("phase") == "Succeeded" for n in names),
+        each=lambda: seen.append(live_steps(cluster, "notify")),
+    )
+    assert max(len(s) for s in seen) == 1 and set().union(*seen) == set(names), seen
+
+
 @pytest.mark.parametrize("when", ["pod ended", "status recorded"])
 @run_sync
 async def test_an_operator_killed_as_a_step_mutex_is_handed_over(when: str) -> None:
