@@ -34,8 +34,19 @@ def holders(cluster: FakeCluster) -> set[str]:
     return {p["metadata"]["labels"][LABEL_WORKFLOW] for p in cluster.pods(queue="q", live=True)}
 
 
-def finished(cluster: FakeCluster) -> bool:
-    return all(cluster.status("workflows", n).get("phase") == "Succeeded" for n in NAMES)
+def finished(cluster: FakeCluster, names: tuple[str, ...] = NAMES) -> bool:
+    return all(cluster.status("workflows", n).get("phase") == "Succeeded" for n in names)
+
+
+def waiting_messages(cluster: FakeCluster, instance: str) -> list[str]:
+    """The messages of the Pending ``instance`` of the workflows of NAMES."""
+    entries = [steps_by_instance(cluster.status("workflows", n)).get(instance) or {} for n in NAMES]
+    return [e["message"] for e in entries if e.get("phase") == "Pending" and e.get("message")]
+
+
+def hand_overs(seen: list[set[str]]) -> list[str]:
+    """The holders one after the other, from samples of one holder at a time."""
+    return [next(iter(s)) for i, s in enumerate(seen) if s and (i == 0 or s != seen[i - 1])]
 
 
 @run_sync
@@ -47,15 +58,11 @@ async def test_a_mutex_runs_the_workflows_one_at_a_time_in_priority_order_and_wa
 
     def sample() -> None:
         seen.append(holders(cluster))
-        for name in NAMES:
-            entry = steps_by_instance(cluster.status("workflows", name)).get("a") or {}
-            if entry.get("phase") == "Pending" and entry.get("message"):
-                messages.append(entry["message"])
+        messages.extend(waiting_messages(cluster, "a"))
 
     await run(cluster, Operator(cluster), lambda: finished(cluster), each=sample)
     assert max(len(s) for s in seen) == 1, seen
-    order = [next(iter(s)) for i, s in enumerate(seen) if s and (i == 0 or s != seen[i - 1])]
-    assert order == ["high", "mid", "low"]
+    assert hand_overs(seen) == ["high", "mid", "low"]
     assert "waiting for semaphore db: 1/1 held by high; 1 in line" in messages
 
 
@@ -123,7 +130,7 @@ async def test_a_missing_or_bad_config_map_limit_holds_the_workflows_back_until_
     await run(
         cluster,
         op,
-        lambda: all(cluster.status("workflows", n).get("phase") == "Succeeded" for n in ("one", "two")),
+        lambda: finished(cluster, ("one", "two")),
         each=lambda: seen.append(holders(cluster)),
     )
     assert max(len(s) for s in seen) == 1, seen  # the fixed limit of 1 is kept
@@ -220,15 +227,11 @@ async def test_a_step_mutex_runs_one_load_at_a_time_in_priority_order_while_the_
     def sample() -> None:
         loads.append(live_steps(cluster, "load"))
         frees.append(live_steps(cluster, "free"))
-        for name in NAMES:
-            entry = steps_by_instance(cluster.status("workflows", name)).get("load") or {}
-            if entry.get("phase") == "Pending" and entry.get("message"):
-                messages.append(entry["message"])
+        messages.extend(waiting_messages(cluster, "load"))
 
     await run(cluster, Operator(cluster), lambda: finished(cluster), each=sample)
     assert max(len(s) for s in loads) == 1, loads
-    order = [next(iter(s)) for i, s in enumerate(loads) if s and (i == 0 or s != loads[i - 1])]
-    assert order == ["high", "mid", "low"]
+    assert hand_overs(loads) == ["high", "mid", "low"]
     # The steps that take no semaphore are not held: all three ran at once, beside the first load.
     first = next(i for i, s in enumerate(frees) if s)  # the first cycle dry-runs the pod templates
     assert frees[first] == set(NAMES) and loads[first] == {"high"}, (frees, loads)
@@ -257,13 +260,7 @@ async def test_a_retrying_step_keeps_the_semaphore_between_its_attempts() -> Non
     def sample() -> None:
         seen.append((phase_of(cluster, "flaky", "load"), live_steps(cluster, "load")))
 
-    done = ("flaky", "waiter")
-    await run(
-        cluster,
-        Operator(cluster),
-        lambda: all(cluster.status("workflows", n).get("phase") == "Succeeded" for n in done),
-        each=sample,
-    )
+    await run(cluster, Operator(cluster), lambda: finished(cluster, ("flaky", "waiter")), each=sample)
     between = [live for phase, live in seen if phase == "Retrying"]
     assert len(between) >= 3, seen  # the backoff of 5 s: several cycles between the two attempts
     assert not any("waiter" in live for live in between), seen  # the waiter did not start in between
@@ -295,13 +292,7 @@ async def test_a_workflow_semaphore_and_a_step_semaphore_of_the_same_name_share_
             (steps_by_instance(cluster.status("workflows", "part")).get("load") or {}).get("message")
         )
 
-    done = ("whole", "part")
-    await run(
-        cluster,
-        Operator(cluster),
-        lambda: all(cluster.status("workflows", n).get("phase") == "Succeeded" for n in done),
-        each=sample,
-    )
+    await run(cluster, Operator(cluster), lambda: finished(cluster, ("whole", "part")), each=sample)
     assert all(len(whole) + len(load) <= 1 for whole, load, _ in samples), samples
     first = next(s for s in samples if any(s))  # the first cycle dry-runs the pod templates
     assert first == ({"whole"}, set(), {"part"}), samples  # the free step ran at once
@@ -321,7 +312,7 @@ async def test_exit_steps_take_a_semaphore_too() -> None:
     await run(
         cluster,
         Operator(cluster),
-        lambda: all(cluster.status("workflows", n).get("phase") == "Succeeded" for n in names),
+        lambda: finished(cluster, names),
         each=lambda: seen.append(live_steps(cluster, "notify")),
     )
     assert max(len(s) for s in seen) == 1 and set().union(*seen) == set(names), seen
