@@ -1,5 +1,6 @@
 """Workflows at Argo/Maestro depth (#14) on the real control plane: step outputs read by later steps,
-restart from any step with new parameters, memoization, cron backfill."""
+restart from any step with new parameters, memoization, cron backfill, semaphores of workflows and of
+steps."""
 
 from __future__ import annotations
 
@@ -286,6 +287,69 @@ def test_three_workflows_sharing_a_mutex_never_overlap_and_run_in_priority_order
         for name in names
     }
     assert sorted(names, key=first_pod.__getitem__) == ["high", "low", "none"]
+
+
+def test_three_workflows_sharing_a_step_mutex_run_that_step_one_at_a_time_and_their_other_steps_freely(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    core: client.CoreV1Api,
+    custom,
+    namespace: str,
+    queues,
+    priority_classes: tuple[str, str],
+) -> None:
+    q = own_queue(cluster, queues, "stepsem")
+    low, high = priority_classes
+    sem = {"semaphore": {"name": "warehouse", "limit": 1}}
+
+    # Only step load takes the mutex; free and after (once load is done) take nothing.
+    def guarded(name: str, priority: str | None, duration: str = "2s") -> dict:
+        steps = [
+            step("load", duration=duration, synchronization=sem),
+            step("free", duration="1s"),
+            step("after", deps=["load"], duration="1s"),
+        ]
+        return workflow(name, q, steps, **({"priorityClassName": priority} if priority else {}))
+
+    def pods_of(step_name: str) -> list[client.V1Pod]:
+        pods = core.list_namespaced_pod(namespace, label_selector=f"meson.dev/step={step_name}").items
+        return pods
+
+    # A first holder, so the three below all wait for the mutex when their free steps start.
+    apply(cluster, guarded("blocker", None, duration="6s"), namespace=namespace)
+    wait_for(lambda: pods_of("load"), 60, "the blocker's load to start")
+    names = ["none", "low", "high"]
+    apply(cluster, guarded("none", None), guarded("low", low), guarded("high", high), namespace=namespace)
+
+    def overlap() -> str | None:
+        live = {
+            p.metadata.labels.get("meson.dev/workflow")
+            for p in pods_of("load")
+            if p.status.phase in ("Pending", "Running")
+        }
+        return f"{sorted(live)} run load at once" if len(live) > 1 else None
+
+    def blocker_loaded() -> bool:
+        return any(
+            p.metadata.labels.get("meson.dev/workflow") == "blocker" and p.status.phase == "Succeeded"
+            for p in pods_of("load")
+        )
+
+    with Sampler(overlap) as sampler:
+        wait_for(blocker_loaded, 60, "the blocker's load to end")
+        operator.restart()  # SIGKILL as the mutex is handed over: the new process works it out again
+        for name in ["blocker", *names]:
+            done = wait_workflow(custom, namespace, name, ("Succeeded", "Failed"), timeout=120)
+            assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert sampler.samples > 5 and not sampler.violations, sampler.violations
+    pods = core.list_namespaced_pod(namespace).items
+    labels = [(p.metadata.labels["meson.dev/workflow"], p.metadata.labels["meson.dev/step"]) for p in pods]
+    created = dict(zip(labels, (p.metadata.creation_timestamp for p in pods), strict=True))
+    # Each step of each workflow ran once: nothing was granted or launched twice across the kill.
+    assert len(pods) == len(created) == 12
+    # The steps without the semaphore were not held: every free step started before the first waiter's load.
+    assert max(created[(n, "free")] for n in names) < min(created[(n, "load")] for n in names), created
+    assert sorted(names, key=lambda n: created[(n, "load")]) == ["high", "low", "none"]
 
 
 def test_a_semaphore_limit_read_from_a_config_map_holds_back_until_set_and_applies_when_raised(

@@ -34,6 +34,7 @@ from meson.api.workflow import (
     MAX_WORKFLOW_INSTANCES,
     ExitStep,
     Step,
+    Synchronization,
     Workflow,
     WorkflowSpec,
 )
@@ -290,13 +291,7 @@ def _output_problems(step: Step, where: str, upstream: dict[str, bool]) -> list[
 
 def validate_workflow_spec(spec: WorkflowSpec, path: str = "spec") -> list[str]:
     """Every check of a Workflow spec the schema cannot do (also used for CronWorkflow templates)."""
-    problems: list[str] = []
-    sem = spec.synchronization.semaphore if spec.synchronization else None
-    if sem is not None and sem.limit is not None and sem.config_map_key_ref is not None:
-        problems.append(
-            f"{path}.synchronization.semaphore: limit and configMapKeyRef are exclusive: set one "
-            "(neither: a mutex)"
-        )
+    problems = _semaphore_problems(spec.synchronization, f"{path}.synchronization", None)
     if not spec.steps:
         if spec.workflow_template_ref is None:
             problems.append(f"{path}.steps: required unless workflowTemplateRef is set")
@@ -376,12 +371,34 @@ def validate_workflow_spec(spec: WorkflowSpec, path: str = "spec") -> list[str]:
             )
         problems += _validate_step_template(step, f"{where}.template", set(params), has_item, with_outputs)
         problems += _sub_workflow_problems(step, where, set(params), has_item, with_outputs)
+        problems += _semaphore_problems(step.synchronization, f"{where}.synchronization", spec)
     if spec.on_exit is not None:
         problems += _validate_step_template(spec.on_exit, f"{path}.onExit.template", set(params), False)
+        problems += _semaphore_problems(spec.on_exit.synchronization, f"{path}.onExit.synchronization", spec)
     total = sum(_instances(step, params) for step in spec.steps)
     if total > MAX_WORKFLOW_INSTANCES:
         problems.append(
             f"{path}.steps: {total} step instances, more than {MAX_WORKFLOW_INSTANCES} per workflow"
+        )
+    return problems
+
+
+def _semaphore_problems(sync: Synchronization | None, where: str, spec: WorkflowSpec | None) -> list[str]:
+    """A semaphore's limit comes from one place; a step's (``spec``: its workflow's) is not the workflow's
+    own (the workflow holds that one already)."""
+    sem = sync.semaphore if sync is not None else None
+    if sem is None:
+        return []
+    problems = []
+    if sem.limit is not None and sem.config_map_key_ref is not None:
+        problems.append(
+            f"{where}.semaphore: limit and configMapKeyRef are exclusive: set one (neither: a mutex)"
+        )
+    own = spec.synchronization.semaphore.name if spec is not None and spec.synchronization else None
+    if sem.name == own:
+        problems.append(
+            f"{where}.semaphore.name: the workflow holds semaphore {own!r} itself (spec.synchronization) "
+            "while it runs: its steps cannot take it too"
         )
     return problems
 
@@ -403,6 +420,8 @@ def _sub_workflow_problems(
             ("timeoutSeconds", step.timeout_seconds is not None),
             ("memoize", step.memoize is not None),
             ("preemption", step.preemption is not None),
+            # The step has no pod to hold a semaphore (its child's template may name one for itself).
+            ("synchronization", step.synchronization is not None),
         )
         if unsupported
     ]

@@ -246,6 +246,63 @@ class StepWorkflowRef(WorkflowTemplateRef):
     )
 
 
+class ConfigMapKeyRef(ApiModel):
+    """A key of a ConfigMap in the workflow's namespace."""
+
+    name: str = Field(max_length=253, description="Name of the ConfigMap.")
+    key: str = Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key in its data.")
+
+
+class Semaphore(ApiModel):
+    """A named counting semaphore of the namespace: at most ``limit`` holders (workflows, and step instances
+    of steps that name it) run at once. The limit is given inline or read from a ConfigMap (set exactly
+    one)."""
+
+    # No schema default for limit: the API server would set it beside configMapKeyRef. Neither set means
+    # a mutex (limit 1), as before configMapKeyRef existed.
+    __x_validations__ = [
+        x_validation(
+            "!(has(self.limit) && has(self.configMapKeyRef))",
+            "limit and configMapKeyRef are exclusive: set one (neither: a mutex)",
+        )
+    ]
+
+    name: str = Field(max_length=63, pattern=DNS_LABEL, description="Name of the semaphore (per namespace).")
+    limit: int | None = Field(
+        default=None,
+        ge=1,
+        le=10000,
+        description="Holders at once: workflows and step instances, one each (1, the default when "
+        "configMapKeyRef is not set either: a mutex). When workflows or steps name the same semaphore with "
+        "different limits, the smallest applies.",
+    )
+    config_map_key_ref: ConfigMapKeyRef | None = Field(
+        default=None,
+        description="Read the limit from this ConfigMap key (a positive integer), so it can change without "
+        "editing workflows. A missing ConfigMap or key, or another value, holds the workflow (or the step) "
+        "back, its steps saying why, until it is fixed.",
+    )
+
+
+class Synchronization(ApiModel):
+    """Mutual exclusion across workflows and steps."""
+
+    semaphore: Semaphore = Field(
+        description="A workflow holds it from its first admitted step until it finishes; a step instance "
+        "from its first admission until it ends, through its retries. Waiters start in priority order (then "
+        "oldest workflow first). A workflow's and a step's semaphore of the same name share one count."
+    )
+
+
+#: The description of a step's (and the exit step's) synchronization: what kubectl explain shows.
+STEP_SYNCHRONIZATION = (
+    "A semaphore (or mutex: limit 1) each instance of this step holds (a foreach element, or the step; a "
+    "gang is one holder) from its first admission until it ends, between retries too, shared with the "
+    "workflows and steps naming it in this namespace. Waiting instances stay Pending, with the reason in "
+    "their message; the workflow's other steps are not held. Not on a sub-workflow step."
+)
+
+
 class Step(ApiModel):
     """One node of the DAG: a pod template run once, as a gang (parallelism), or fanned out (foreach); or a
     WorkflowTemplate run as a child Workflow (a sub-workflow: workflowTemplateRef instead of template)."""
@@ -313,6 +370,7 @@ class Step(ApiModel):
     preemption: StepPreemption | None = Field(
         default=None, description="Protection of this step's pods from preemption."
     )
+    synchronization: Synchronization | None = Field(default=None, description=STEP_SYNCHRONIZATION)
 
     def deps(self) -> list[str]:
         """The dependency names (empty list when none)."""
@@ -328,51 +386,7 @@ class ExitStep(ApiModel):
     template: PodTemplate = Field(description="The pod to run; {{ workflow.phase }} is not available here.")
     retry_policy: RetryPolicy | None = Field(default=None, description="Retries of failed attempts.")
     timeout_seconds: int | None = Field(default=None, ge=1, description="Deadline for one attempt.")
-
-
-class ConfigMapKeyRef(ApiModel):
-    """A key of a ConfigMap in the workflow's namespace."""
-
-    name: str = Field(max_length=253, description="Name of the ConfigMap.")
-    key: str = Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key in its data.")
-
-
-class Semaphore(ApiModel):
-    """A named counting semaphore of the namespace: at most ``limit`` workflows holding it run at once. The
-    limit is given inline or read from a ConfigMap (set exactly one)."""
-
-    # No schema default for limit: the API server would set it beside configMapKeyRef. Neither set means
-    # a mutex (limit 1), as before configMapKeyRef existed.
-    __x_validations__ = [
-        x_validation(
-            "!(has(self.limit) && has(self.configMapKeyRef))",
-            "limit and configMapKeyRef are exclusive: set one (neither: a mutex)",
-        )
-    ]
-
-    name: str = Field(max_length=63, pattern=DNS_LABEL, description="Name of the semaphore (per namespace).")
-    limit: int | None = Field(
-        default=None,
-        ge=1,
-        le=10000,
-        description="Workflows that may hold it at once (1, the default when configMapKeyRef is not set "
-        "either: a mutex). Workflows naming the same semaphore with different limits get the smallest.",
-    )
-    config_map_key_ref: ConfigMapKeyRef | None = Field(
-        default=None,
-        description="Read the limit from this ConfigMap key (a positive integer), so it can change without "
-        "editing workflows. A missing ConfigMap or key, or another value, holds the workflow back (its steps "
-        "say why) until it is fixed.",
-    )
-
-
-class Synchronization(ApiModel):
-    """Mutual exclusion across workflows."""
-
-    semaphore: Semaphore = Field(
-        description="Held from the workflow's first admitted step until it finishes; waiting workflows start "
-        "in priority order (then oldest first)."
-    )
+    synchronization: Synchronization | None = Field(default=None, description=STEP_SYNCHRONIZATION)
 
 
 class WorkflowSpec(ApiModel):
@@ -420,7 +434,8 @@ class WorkflowSpec(ApiModel):
     synchronization: Synchronization | None = Field(
         default=None,
         description="A semaphore (or mutex: limit 1) the workflow holds while it runs; its steps wait, with "
-        "the reason in their message, until it is its turn.",
+        "the reason in their message, until it is its turn. For one step only, set the step's "
+        "synchronization instead.",
     )
     workflow_template_ref: WorkflowTemplateRef | None = Field(
         default=None,

@@ -166,6 +166,9 @@ class _Inputs:
     admitted: list[AdmittedWorkload] = field(default_factory=list)
     # Requests held back before the core (not counted in any queue), with the reason shown on the step.
     held: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # Requests waiting for a semaphore's verdict (see SchedulingLoop._grant_semaphores): (request, queue,
+    # priority).
+    contending: dict[str, tuple[InstanceRequest, str, int]] = field(default_factory=dict)
     wakes: list[float] = field(default_factory=list)
     writes: list[Write] = field(default_factory=list)
     queue_of: dict[str, str] = field(default_factory=dict)  # request key -> its queue
@@ -202,7 +205,7 @@ class SchedulingLoop:
     streams: StreamJobs = field(init=False)
     subworkflows: SubWorkflows = field(init=False)  # child Workflows of sub-workflow steps (#14)
     templates: Templates = field(default_factory=Templates)  # WorkflowTemplates, fed by handlers (#14)
-    semaphores: Semaphores = field(default_factory=Semaphores)  # spec.synchronization (#14)
+    semaphores: Semaphores = field(default_factory=Semaphores)  # synchronization of workflows, steps (#14)
     inflight: Inflight = field(init=False)
     _reserved: dict[str, _Reservation] = field(default_factory=dict)
     _planned: dict[Key, _Planned] = field(default_factory=dict)
@@ -293,10 +296,13 @@ class SchedulingLoop:
             self._reserved,
             store.priority_of,
             store.config_maps,
+            pods_of=store.observations,
+            pods_version=lambda k: store.pod_versions.get(k, 0),
         )
         for key, wf in list(self.store.workflows.items()):
             if not self._reuse(key, wf, now, inputs):
                 self.faults.guard("Workflow", key, "plan", self._plan, key, wf, now, inputs)
+        self._grant_semaphores(inputs)
         self.streams.plan_all(now, inputs)
         decisions = self.scheduler.cycle(
             self.etas.seen(
@@ -388,11 +394,23 @@ class SchedulingLoop:
     def _offer_planned(self, key: Key, planned: _Planned, now: float, inputs: _Inputs) -> None:
         p = planned.plan
         inputs.plans[key] = p
-        placement = planned.placement
-        waiting = self.semaphores.hold(key)  # each cycle: a plan may be reused after the holder finished
-        if waiting and not placement[2]:
-            placement = (placement[0], placement[1], waiting)
-        self.offer(WORKFLOW, key, p.pending, planned.admitted, placement, p.wake_at, now, inputs)
+        # Each cycle, not in the plan: a plan may be reused after a holder of its semaphore finished.
+        gate = self.semaphores.gate(key)
+        self.offer(
+            WORKFLOW, key, p.pending, planned.admitted, planned.placement, p.wake_at, now, inputs, gate
+        )
+
+    def _grant_semaphores(self, inputs: _Inputs) -> None:
+        """Offer the requests that contended for a semaphore and got it this cycle; hold back the others
+        with the reason (see meson.controllers.sync)."""
+        if not inputs.contending:
+            return
+        for request_key, reason in self.semaphores.decide().items():
+            req, queue, priority = inputs.contending[request_key]
+            if reason is None:
+                inputs.pending.append(self._workload_of(req, queue, priority))
+            else:
+                inputs.held[request_key] = (0, reason)
 
     def _inputs_of(self, key: Key, wf: dict) -> tuple:
         """What a workflow's plan is made of, besides the clock (objects compared by identity)."""
@@ -453,10 +471,12 @@ class SchedulingLoop:
         wake_at: float | None,
         now: float,
         inputs: _Inputs,
+        gate: Callable[[InstanceRequest], bool] | None = None,
     ) -> None:
         """Add one object's requests to the cycle: ``placement`` is (queue, priority, why it is held back
         before the core, if it is); a request refused by the API server a moment ago waits out its backoff,
-        and one already admitted (reserved) whose pods are not in the view yet counts as admitted."""
+        and one already admitted (reserved) whose pods are not in the view yet counts as admitted. A request
+        ``gate`` takes waits for a semaphore: offered or held once every workflow is planned."""
         queue, priority, hold = placement
         owned = inputs.owned.setdefault((kind, key), [])
         for req in pending:
@@ -470,6 +490,8 @@ class SchedulingLoop:
             reason = hold or self.refusal_hold(req.key, now, inputs.wakes)
             if reason is not None:
                 inputs.held[req.key] = (0, reason)
+            elif gate is not None and gate(req):
+                inputs.contending[req.key] = (req, queue, priority)
             else:
                 inputs.pending.append(self._workload_of(req, queue, priority))
             inputs.queue_of[req.key] = queue

@@ -9,7 +9,8 @@ ApiExceptions carrying a JSON ``Status`` body. Tests inject faults per call (:me
 Every write is fed back to the operator's :class:`Store` as a watch event, on the event loop's thread, before
 the next cycle (``watch_lag`` cycles later to simulate a lagging watch). :meth:`FakeCluster.run_pods` plays
 kube-scheduler and kubelet: it binds pending pods to fake nodes that have room and finishes them after their
-``sim.meson.dev/duration`` (as kwok does in the e2e cluster).
+``sim.meson.dev/duration`` with their ``sim.meson.dev/exit-code`` (only in their first
+``sim.meson.dev/fail-attempts`` runs when that is set), as kwok does in the e2e cluster.
 
 :class:`Operator` is one operator process: a Store primed from the world (as ``handlers.prime`` does) and the
 real ``SchedulingLoop``, run one ``cycle()`` at a time. :func:`run` drives cycles, pods and the clock.
@@ -38,12 +39,13 @@ from meson.api.quantity import canonical
 from meson.controllers import translate
 from meson.controllers.scheduling import CycleResult, SchedulingLoop
 from meson.controllers.store import Store
-from meson.workflow import LABEL_QUEUE, LABEL_WORKFLOW, parse_time, rfc3339
+from meson.workflow import LABEL_QUEUE, LABEL_RUN, LABEL_WORKFLOW, parse_time, rfc3339
 
 T = TypeVar("T")
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 DURATION = "sim.meson.dev/duration"
 EXIT_CODE = "sim.meson.dev/exit-code"
+FAIL_ATTEMPTS = "sim.meson.dev/fail-attempts"  # with exit-code: only the first N runs fail (as in kwok)
 REASONS = {
     400: "BadRequest",
     403: "Forbidden",
@@ -312,6 +314,9 @@ class FakeCluster:
                 if now < (parse_time(status["startTime"]) or now) + seconds(annotations.get(DURATION, "1s")):
                     continue
                 code = int(annotations.get(EXIT_CODE, "0"))
+                run = int((pod["metadata"].get("labels") or {}).get(LABEL_RUN, "1"))
+                if run > int(annotations.get(FAIL_ATTEMPTS, run)):
+                    code = 0
                 terminated = {"exitCode": code, "startedAt": status["startTime"], "finishedAt": rfc3339(now)}
                 status["phase"] = "Succeeded" if code == 0 else "Failed"
                 status["containerStatuses"] = [{"name": "main", "state": {"terminated": terminated}}]
