@@ -70,6 +70,7 @@ class Watcher:
         self._on_event = on_event
         self._on_relisted = on_relisted
         self.name = name
+        self._counted = metrics.WATCH_EVENTS.labels(resource=name)  # looked up once, not per event
         self.resource_version = resource_version  # of the initial listing (fed already): watched from there
         self.relists = 0
 
@@ -123,9 +124,9 @@ class Watcher:
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if version:
             self.resource_version = version
-        if kind == "BOOKMARK" or kind not in ("ADDED", "MODIFIED", "DELETED"):
+        if kind not in ("ADDED", "MODIFIED", "DELETED"):  # a BOOKMARK only moves the resourceVersion
             return
-        metrics.WATCH_EVENTS.labels(resource=self.name).inc()
+        self._counted.inc()
         self._on_event(kind, obj)
 
     async def _relist(self, http: aiohttp.ClientSession) -> None:
