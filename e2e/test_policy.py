@@ -103,7 +103,11 @@ def test_a_gang_is_admitted_at_its_reservation_while_short_steps_backfill_around
     # The short steps end before the reservation: they run while the gang waits; the long one may not.
     wait_workflow(custom, namespace, "short", ("Succeeded",), timeout=60)
     assert workflow_pods(core, namespace, "gang") == []
-    assert "capacity is reserved for" in message(custom, namespace, "long", "scan")
+    # A waiting workflow's status is written up to the status interval (1 s) after it is first seen,
+    # and "short" may end before that: wait for the reason rather than read it once.
+    wait_for(lambda: "capacity is reserved for" in message(custom, namespace, "long", "scan"),
+             10, "the long step's reason to name the reservation")  # fmt: skip
+    assert workflow_pods(core, namespace, "gang") == [] and workflow_pods(core, namespace, "long") == []
     wait_workflow(custom, namespace, "gang", ("Succeeded",), timeout=90)
     wait_workflow(custom, namespace, "long", ("Succeeded",), timeout=60)
 
