@@ -41,7 +41,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,6 +220,7 @@ class SchedulingLoop:
     _write_backoff: dict[Key, float] = field(default_factory=dict)
     _written_at: dict[Key, float] = field(default_factory=dict)  # last status write (or first sight)
     _put_off: dict[Key, float] = field(default_factory=dict)  # status write first put off for an admission
+    _admitted_at: dict[Key, float] = field(default_factory=dict)  # a workflow's latest admission
     # Workflows whose status patch waits for a write worker, and the newer status planned meanwhile
     # (sent instead when a worker is free: under load, one write instead of a queue of stale ones).
     _queued: dict[Key, Plan | None] = field(default_factory=dict)
@@ -639,6 +640,8 @@ class SchedulingLoop:
             if owner is None:
                 continue
             self._reserved[req.key] = _Reservation((kind, owner_key), now)
+            if kind == WORKFLOW:
+                self._admitted_at[owner_key] = now
             refusal = self._refused.get(req.key)
             if refusal is not None:
                 # A retry: until its create works, the step still says why it waited.
@@ -802,8 +805,7 @@ class SchedulingLoop:
             if settled and status != (wf.get("status") or {}):
                 self._mismatch(f"workflow {key}: a settled status needs a write")
             if self._needs_write(key, wf, status, now):
-                owned = inputs.owned.get((WORKFLOW, key), ())
-                due = self._write_due(key, status, wf.get("status") or {}, owned, now)
+                due = self._write_due(key, status, wf.get("status") or {}, now)
                 if due > now:
                     inputs.wakes.append(due)
                     continue
@@ -837,15 +839,13 @@ class SchedulingLoop:
         # The watch has not caught up with our own write yet: nothing to do.
         return not (own is not None and own.status == status and resource_version(wf) <= own.resource_version)
 
-    def _write_due(
-        self, key: Key, status: dict, wf_status: dict, requests: Iterable[str], now: float
-    ) -> float:
+    def _write_due(self, key: Key, status: dict, wf_status: dict, now: float) -> float:
         """When a workflow's status may next be written: at once when it finishes (its end is news) or
         records something later plans start from (see _PROGRESS_FIELDS), else
         ``status_interval`` after its last write (or after it was first seen, so a workflow admitted at
-        once is first written as Running, not Pending then Running), and while a step admitted a moment
-        ago has no pod in the view yet, up to ``status_interval`` after that admission (its pods show
-        it Running soon, and a refused create is written when it is rolled back), but never more than
+        once is first written as Running, not Pending then Running), and not before ``status_interval``
+        after its latest admission (a step shorter than that goes from Pending to Succeeded in one
+        write, and a refused create is written when it is rolled back), but never more than
         ``status_interval`` after it was first put off for that: a fan-out admitting all the time is
         still shown."""
         old = wf_status
@@ -855,10 +855,10 @@ class SchedulingLoop:
             return now  # an end, or a record the next plan starts from (outputs, a restart, memo): at once
         interval = self.tuning.status_interval
         due = self._written_at.setdefault(key, now) + interval
-        admitted = [r.at for r in map(self._reserved.get, requests) if r is not None]
-        if admitted:
+        admitted = self._admitted_at.get(key)
+        if admitted is not None and admitted + interval > now:
             since = self._put_off.setdefault(key, now)
-            due = max(due, min(max(admitted), since) + interval)
+            due = max(due, min(admitted, since) + interval)
         return due
 
     def _status_write(self, key: Key, wf: dict, status: dict, p: Plan | None, now: float) -> Write:
@@ -973,6 +973,8 @@ class SchedulingLoop:
             del self._written_at[key]
         for key in [k for k in self._put_off if k not in live]:
             del self._put_off[key]
+        for key in [k for k in self._admitted_at if k not in live]:
+            del self._admitted_at[key]
         for key in [k for k in self._workloads if k not in requests]:
             del self._workloads[key]
         for key in [k for k in self._ready_since if k not in requests]:

@@ -197,6 +197,39 @@ async def test_a_workflow_admitted_at_once_is_first_written_running_one_that_wai
 
 
 @sync
+async def test_a_step_shorter_than_the_interval_goes_from_pending_to_succeeded_in_one_write() -> None:
+    """A waiting workflow was written Pending long ago; once admitted, its status is not written for
+    status_interval, so a step that ends by then is never written Running (one write fewer per workload
+    of Kueue's trace, whose pods run 0.2-1 s); a longer one is shown Running an interval after admission."""
+    cluster = FakeCluster()
+    cluster.apply(queue("q", cpu="1"))
+    cluster.apply(workflow("first", "q", [step("a", cpu="1", duration="4s")]))
+    cluster.clock.advance(1)
+    cluster.apply(workflow("short", "q", [step("a", cpu="1", duration="500ms")]))
+    cluster.clock.advance(1)
+    cluster.apply(workflow("long", "q", [step("a", cpu="1", duration="3s")]))
+    op = Operator(cluster, status_interval=1.0)
+    written: dict[str, list[str]] = {"short": [], "long": []}
+    running_at: dict[str, float] = {}
+    started: dict[str, float] = {}
+
+    def sample() -> None:
+        for name, phases in written.items():
+            now = phase(cluster, name)
+            if now and (not phases or phases[-1] != now):
+                phases.append(now)
+                if now == "Running":
+                    running_at[name] = cluster.clock()
+            if cluster.pods(workflow=name) and name not in started:
+                started[name] = cluster.clock()
+
+    await run(cluster, op, lambda: phase(cluster, "long") == "Succeeded", tick=0.25, each=sample)
+    assert written["short"] == ["Pending", "Succeeded"]
+    assert written["long"] == ["Pending", "Running", "Succeeded"]
+    assert 0.75 <= running_at["long"] - started["long"] <= 1.5, (running_at, started)
+
+
+@sync
 async def test_a_fan_out_admitting_all_the_time_still_has_its_progress_written() -> None:
     """A step admitted a moment ago defers the status write until its pod shows, but a fan-out that admits
     a new instance every cycle is still written at least every two intervals."""
@@ -226,7 +259,7 @@ def test_only_progress_waits_for_the_status_interval() -> None:
     written = {"phase": "Running", "steps": [{"name": "a", "phase": "Running"}]}
     op.loop._written_at[key] = now
     progress = {**written, "steps": [{"name": "a", "phase": "Succeeded"}], "progress": "1/2"}
-    assert op.loop._write_due(key, progress, written, (), now) == now + 1.0
-    assert op.loop._write_due(key, {**progress, "outputs": {"a": "42"}}, written, (), now) == now
-    assert op.loop._write_due(key, {**written, "restarts": 1}, written, (), now) == now
-    assert op.loop._write_due(key, {**progress, "phase": "Succeeded"}, written, (), now) == now
+    assert op.loop._write_due(key, progress, written, now) == now + 1.0
+    assert op.loop._write_due(key, {**progress, "outputs": {"a": "42"}}, written, now) == now
+    assert op.loop._write_due(key, {**written, "restarts": 1}, written, now) == now
+    assert op.loop._write_due(key, {**progress, "phase": "Succeeded"}, written, now) == now
