@@ -120,6 +120,7 @@ class CycleResult:
     preempted: int = 0
     pending: int = 0
     writes: int = 0
+    visited: int = 0  # workflows the cycle offered or planned (the rest were at rest)
     wake_at: float | None = None
 
 
@@ -221,6 +222,8 @@ class SchedulingLoop:
     _written_at: dict[Key, float] = field(default_factory=dict)  # last status write (or first sight)
     _put_off: dict[Key, float] = field(default_factory=dict)  # status write first put off for an admission
     _admitted_at: dict[Key, float] = field(default_factory=dict)  # a workflow's latest admission
+    # Workflows at rest (see _at_rest) and the plan that found them so: skipped until an input moves.
+    _dormant: dict[Key, _Planned] = field(default_factory=dict)
     # Workflows whose status patch waits for a write worker, and the newer status planned meanwhile
     # (sent instead when a worker is free: under load, one write instead of a queue of stale ones).
     _queued: dict[Key, Plan | None] = field(default_factory=dict)
@@ -300,7 +303,15 @@ class SchedulingLoop:
             pods_of=store.observations,
             pods_version=lambda k: store.pod_versions.get(k, 0),
         )
+        dormant, resting = self._dormant, []
         for key, wf in list(self.store.workflows.items()):
+            rest = dormant.get(key)
+            if rest is not None:
+                if self._unchanged(rest.inputs, key, wf):
+                    if not self.verify_incremental:
+                        continue  # at rest (finished, written): nothing to offer, plan or write
+                    resting.append(key)  # planned anyway, and must come out at rest again
+                del dormant[key]
             if not self._reuse(key, wf, now, inputs):
                 self.faults.guard("Workflow", key, "plan", self._plan, key, wf, now, inputs)
         self._grant_semaphores(inputs)
@@ -321,10 +332,15 @@ class SchedulingLoop:
         )
         if decisions.wake_at is not None:
             inputs.wakes.append(decisions.wake_at)
-        result = CycleResult(pending=len(inputs.pending), preempted=len(decisions.preempt))
+        result = CycleResult(
+            pending=len(inputs.pending), preempted=len(decisions.preempt), visited=len(inputs.plans)
+        )
         result.admitted = self._admit(inputs, decisions, now)
         self._evict(inputs, decisions)
         result.writes = self._write_status(inputs, decisions, now)
+        for key in resting:
+            if key not in self._dormant:
+                self._mismatch(f"workflow {key}: skipped as at rest, but a cycle has work for it")
         self._settle_reservations(inputs, now)
         if now >= self._housekeeping_at:  # O(all objects): not every cycle
             self._housekeeping_at = now + HOUSEKEEPING_SECONDS
@@ -791,7 +807,10 @@ class SchedulingLoop:
             ):
                 # Written (or found right) a moment ago, and the plan is the same: only queue positions
                 # may have moved, and they are refreshed at most every POSITIONS_REFRESH.
-                inputs.wakes.append(planned.positions_at + POSITIONS_REFRESH)
+                if self._at_rest(key, planned):
+                    self._dormant[key] = planned
+                else:
+                    inputs.wakes.append(planned.positions_at + POSITIONS_REFRESH)
                 continue
             waiting = self._positions(inputs, decisions, WORKFLOW, key, now)
             if p.create_workflows:
@@ -799,6 +818,8 @@ class SchedulingLoop:
             settled = reused and planned.settled == waiting
             if settled and not self.verify_incremental:
                 planned.positions_at = now
+                if self._at_rest(key, planned):
+                    self._dormant[key] = planned
                 continue  # the same plan, the same positions: the same status, already written
             status = with_queue_positions(p.status, waiting)
             status = faults.without_condition(status, faults.RECONCILED)
@@ -816,9 +837,12 @@ class SchedulingLoop:
                     planned.positions_at = now
             elif reused and status == (wf.get("status") or {}):
                 planned.settled, planned.positions_at = waiting, now
-        for key, wf in self.store.workflows.items():
+                if self._at_rest(key, planned):
+                    self._dormant[key] = planned
+        for key in self.faults.keys("Workflow", "plan"):
+            wf = self.store.workflows.get(key)
             fault = self.faults.of("Workflow", key)
-            if fault is not None and fault.stage == "plan":
+            if wf is not None and fault is not None and fault.stage == "plan":
                 status = faults.with_condition(wf.get("status") or {}, faults.fault_condition(fault))
                 if status != (wf.get("status") or {}):
                     writes.append(((WORKFLOW, key), self._patch_workflow_status(key, wf, status, None, now)))
@@ -826,6 +850,27 @@ class SchedulingLoop:
         writes += self.crons.writes(now, inputs.wakes)
         writes += self.streams.status_writes(inputs, decisions)
         return self.inflight.start_all(writes)
+
+    def _at_rest(self, key: Key, planned: _Planned) -> bool:
+        """Whether a workflow needs nothing from a cycle until something it was planned from moves: its
+        status is written as planned, and its plan asks for nothing (no request, no admitted work counted
+        against a queue, no pod, child or deletion, no time to wake at) — a finished workflow, mostly.
+        Such workflows are not visited (a cluster keeps thousands of finished ones)."""
+        p = planned.plan
+        return not (
+            p.pending
+            or planned.admitted
+            or p.admitted
+            or p.wake_at is not None
+            or p.create_pods
+            or p.delete_pods
+            or p.delete_workflow
+            or p.create_workflows
+            or p.shutdown_workflows
+            or self.inflight.busy((WORKFLOW, key))
+            or key in self._queued
+            or self.faults.of("Workflow", key) is not None
+        )
 
     def _needs_write(self, key: Key, wf: dict, status: dict, now: float) -> bool:
         if self._write_backoff.get(key, 0.0) > now or self.inflight.busy((WORKFLOW, key)):
@@ -967,6 +1012,8 @@ class SchedulingLoop:
             del self._own[key]
         for key in [k for k in self._planned if k not in live]:
             del self._planned[key]
+        for key in [k for k in self._dormant if k not in live]:
+            del self._dormant[key]
         for key in [k for k in self._write_backoff if k not in live]:
             del self._write_backoff[key]
         for key in [k for k in self._written_at if k not in live]:

@@ -198,3 +198,29 @@ async def test_the_watch_event_of_our_own_status_write_replans_nothing() -> None
     await op.cycle()  # now the watch event of that write arrives: the same resourceVersion
     assert op.loop.replans == before, "our own write, seen again in its watch event, replanned the workflow"
     assert phase(cluster, "w") == "Running"
+
+
+@sync
+async def test_finished_workflows_rest_until_something_of_theirs_moves() -> None:
+    """A cluster keeps thousands of finished workflows: once a workflow's end is written, cycles no longer
+    visit it, so their cost follows the unfinished ones; an edit of its status wakes it (and it is
+    restored), then it rests again."""
+    cluster = FakeCluster()
+    cluster.apply(queue("q", cpu=100))
+    for i in range(30):
+        cluster.apply(workflow(f"done-{i}", "q", [step("a", duration="1s")]))
+    cluster.apply(workflow("long", "q", [step("a", duration="3600s")]))
+    op = Operator(cluster)
+    op.loop.verify_incremental = False  # with it, every workflow is planned (and rests are checked)
+    await run(cluster, op, lambda: all(phase(cluster, f"done-{i}") == "Succeeded" for i in range(30)))
+    for _ in range(3):
+        result = await op.cycle()
+    assert result.visited == 1, "finished workflows are still visited every cycle"
+
+    cluster._patch("workflows", "default", "done-3", {"status": {"phase": "Running"}}, status_only=True)
+    assert (await op.cycle()).visited == 2
+    await run(cluster, op, lambda: phase(cluster, "done-3") == "Succeeded")
+    assert ("done-3", "StatusCorrected") in cluster.warnings()
+    for _ in range(2):
+        result = await op.cycle()
+    assert result.visited == 1
