@@ -1,11 +1,12 @@
 """What one scheduling cycle costs with many live workflows: incremental against planning everything.
 
-    python -m bench.cycle [--workflows 2000 5000 10000] [--cycles 5]
+    python -m bench.cycle [--workflows 2000 5000 10000] [--cycles 5] [--finished 5000]
 
 The real ``SchedulingLoop`` on the integration layer's in-memory API server (tests/controllers/
 fake_cluster.py: no network, no control plane, so the figures are the loop's own CPU). Per size, a
 queue holds ``N`` single-step workflows: 1% running (a long step), the rest pending behind the queue's
-quota. Two situations, each timed over ``--cycles`` cycles, in one run, with the incremental cycle on
+quota; ``--finished M`` adds M one-step workflows that have ended (a cluster keeps them until their TTL).
+Two situations, each timed over ``--cycles`` cycles, in one run, with the incremental cycle on
 and off (off: every workflow planned every cycle, as before the incremental cycle):
 
   idle     nothing changed since the last cycle (a watch event of an unrelated object woke the loop)
@@ -30,16 +31,23 @@ from tests.controllers.fake_cluster import FakeCluster, Operator
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-async def _measure(n: int, cycles: int, incremental: bool) -> dict[str, float]:
+async def _measure(n: int, cycles: int, incremental: bool, finished: int = 0) -> dict[str, float]:
     running = max(1, n // 100)
-    cluster = FakeCluster(nodes=max(4, running // 50 + 1), node_cpu="64")
+    cluster = FakeCluster(nodes=max(4, running // 50 + 1) + finished // 64 + 1, node_cpu="64")
     cluster.apply(queue("q", cpu=running))
+    cluster.apply(queue("done", cpu=finished or 1))
+    for i in range(finished):  # one-step workflows that end at once (--finished)
+        cluster.apply(workflow(f"f{i:05d}", "done", [step("a", cpu="1", duration="1s")]))
+    op = Operator(cluster)
+    op.loop.verify_incremental = False
+    for _ in range(4 if finished else 0):
+        await op.cycle()
+        cluster.clock.advance(2)
+        cluster.run_pods()
     for i in range(n):
         cluster.clock.advance(0.001)
         # Staggered durations: in "one-end" exactly one running step ends per cycle.
         cluster.apply(workflow(f"w{i:05d}", "q", [step("a", cpu="1", duration=f"{3600 + i}s")]))
-    op = Operator(cluster)
-    op.loop.verify_incremental = False
     op.loop.incremental = incremental
     for _ in range(6):  # admit the first ones, write every status, see it all back
         await op.cycle()
@@ -69,15 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workflows", type=int, nargs="+", default=[1000, 5000, 10000])
     parser.add_argument("--cycles", type=int, default=5)
+    parser.add_argument(
+        "--finished", type=int, default=0, help="finished one-step workflows present as well (default 0)"
+    )
     args = parser.parse_args(argv)
     rows = []
     print(f"{'workflows':>9} {'situation':>9} {'incremental ms':>15} {'everything ms':>14} {'ratio':>6}")
     for n in args.workflows:
-        inc = asyncio.run(_measure(n, args.cycles, incremental=True))
-        full = asyncio.run(_measure(n, args.cycles, incremental=False))
+        inc = asyncio.run(_measure(n, args.cycles, incremental=True, finished=args.finished))
+        full = asyncio.run(_measure(n, args.cycles, incremental=False, finished=args.finished))
         for situation in ("idle", "one-end"):
             row = {
                 "workflows": n,
+                "finished": args.finished,
                 "situation": situation,
                 "incremental_ms": round(inc[situation], 1),
                 "everything_ms": round(full[situation], 1),

@@ -40,6 +40,8 @@ class CronWorkflows:
     def writes(self, now: float, wakes: list[float]) -> list[Write]:
         """This cycle's writes for every CronWorkflow; one that cannot be planned is skipped alone."""
         writes: list[Write] = []
+        if not self.store.cronworkflows:
+            return writes  # finding the children of crons walks every workflow: only when there are some
         children = self._children(now)
         for key, cron in list(self.store.cronworkflows.items()):
             self.faults.guard(

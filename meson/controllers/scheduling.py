@@ -303,7 +303,8 @@ class SchedulingLoop:
             pods_of=store.observations,
             pods_version=lambda k: store.pod_versions.get(k, 0),
         )
-        dormant, resting = self._dormant, []
+        dormant: dict[Key, _Planned] = self._dormant if self.incremental else {}
+        resting: list[Key] = []
         for key, wf in list(self.store.workflows.items()):
             rest = dormant.get(key)
             if rest is not None:
