@@ -800,28 +800,25 @@ class SchedulingLoop:
                     self._newer[key] = (wf, faults.without_condition(status, faults.RECONCILED), p)
             if busy and not self.verify_incremental:
                 continue  # its last status is still being written; the write's end wakes the loop
+            waiting = self._positions(inputs, decisions, WORKFLOW, key, now)
+            if p.create_workflows:
+                waiting.update(self.subworkflows.held(key, p))
+            settled = reused and planned.settled == waiting
+            if settled and not self.verify_incremental:
+                if self._at_rest(key, planned):
+                    self._dormant[key] = planned
+                continue  # the same plan, the same positions: the same status, already written
             if (
                 reused
                 and planned.settled is not None
                 and now < planned.positions_at + POSITIONS_REFRESH
                 and not self.verify_incremental
             ):
-                # Written (or found right) a moment ago, and the plan is the same: only queue positions
-                # may have moved, and they are refreshed at most every POSITIONS_REFRESH.
-                if self._at_rest(key, planned):
-                    self._dormant[key] = planned
-                else:
-                    inputs.wakes.append(planned.positions_at + POSITIONS_REFRESH)
+                # Only queue positions (or the core's reasons) moved since this plan's status was written
+                # a moment ago: refreshed at most every POSITIONS_REFRESH. No cycle is due for a status
+                # that has not moved (a queue on Hold rests).
+                inputs.wakes.append(planned.positions_at + POSITIONS_REFRESH)
                 continue
-            waiting = self._positions(inputs, decisions, WORKFLOW, key, now)
-            if p.create_workflows:
-                waiting.update(self.subworkflows.held(key, p))
-            settled = reused and planned.settled == waiting
-            if settled and not self.verify_incremental:
-                planned.positions_at = now
-                if self._at_rest(key, planned):
-                    self._dormant[key] = planned
-                continue  # the same plan, the same positions: the same status, already written
             status = with_queue_positions(p.status, waiting)
             status = faults.without_condition(status, faults.RECONCILED)
             if settled and status != (wf.get("status") or {}):
