@@ -583,6 +583,7 @@ async def cost_scenario(api: Api, ctx: Ctx) -> dict[str, Any]:
 
             ok = await w.wait(settled, 480.0)
             settle = w.view.now()
+            ctx.log(f"  cost: {'settled' if ok else 'not settled'} after {settle:.0f}s; an idle minute")
             cpu0, m0 = cost.mark()
             idle = 60.0
             await asyncio.sleep(idle)
