@@ -41,6 +41,6 @@ def post(
         "count": 1,
     }
     try:
-        call(clients.core.create_namespaced_event, namespace, body)
+        call(clients.core.create_namespaced_event, namespace, body, _preload_content=False)
     except ApiException as e:
         log.warning("could not record event %s on %s: %s", reason, meta.get("name"), e.reason)

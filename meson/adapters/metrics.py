@@ -35,6 +35,9 @@ STATUS_WRITES_SUPERSEDED = Counter(
     "meson_status_writes_superseded_total",
     "Workflow status writes that waited for a worker and sent a newer plan's status instead",
 )
+EVENTS_DROPPED = Counter(
+    "meson_events_dropped_total", "Kubernetes Events not posted because too many were waiting"
+)
 STEP_OUTCOMES = Counter("meson_step_outcomes_total", "Workflow step transitions", ["reason"])
 RETRIES = Counter("meson_step_retries_total", "Step attempts retried", ["kind"])
 CYCLE_SECONDS = Histogram(

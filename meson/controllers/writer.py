@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from meson.adapters import events, kube
+from meson.adapters import events, kube, metrics
 from meson.controllers import translate
 from meson.controllers.store import Key, Store
 
@@ -29,6 +30,10 @@ log = logging.getLogger("meson.writer")
 API_VERSION = kube.API_VERSION
 # Above this many transitions of one workflow in one cycle, Normal events are summarised in one.
 EVENTS_PER_CYCLE = 30
+# Events waiting to be posted, at most (as client-go's event broadcaster queues 1,000): beyond it they are
+# dropped and counted, so that under load they neither pile up in memory nor keep the API server busy
+# long after the burst that made them.
+MAX_QUEUED_EVENTS = 1000
 
 
 class Writer:
@@ -38,6 +43,8 @@ class Writer:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meson-write")
         self._pods = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meson-pods")
         self._events = ThreadPoolExecutor(max_workers=2, thread_name_prefix="meson-events")
+        self._events_queued = 0
+        self._events_lock = threading.Lock()
         # Checks (pod-template dry runs) gate a new workflow's first offer: never queued behind writes, and
         # as many as the writes (4 made Kueue's trace, whose templates all differ, twice as slow).
         self._checks = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meson-checks")
@@ -184,10 +191,26 @@ class Writer:
     # --- events ----------------------------------------------------------------------------------
     def event(self, obj: dict, type_: str, reason: str, message: str) -> None:
         """Best-effort and off the cycle's critical path."""
-        self._events.submit(events.post, self.clients, obj, type_, reason, message, api_version=API_VERSION)
+        self._submit_event(events.post, self.clients, obj, type_, reason, message, api_version=API_VERSION)
 
     def workflow_events(self, wf: dict, evs: list) -> None:
-        self._events.submit(self._post_events, wf, list(evs))
+        if evs:
+            self._submit_event(self._post_events, wf, list(evs))
+
+    def _submit_event(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        with self._events_lock:
+            if self._events_queued >= MAX_QUEUED_EVENTS:
+                metrics.EVENTS_DROPPED.inc()
+                return
+            self._events_queued += 1
+        try:
+            self._events.submit(fn, *args, **kwargs).add_done_callback(self._event_done)
+        except RuntimeError:  # shut down
+            self._event_done(None)
+
+    def _event_done(self, _: object) -> None:
+        with self._events_lock:
+            self._events_queued -= 1
 
     def _post_events(self, wf: dict, evs: list) -> None:
         """Post a workflow's events; a huge fan-out is summarised rather than flooding the API server."""
