@@ -96,6 +96,10 @@ POSITIONS_REFRESH = 5.0
 _PROGRESS_FIELDS = frozenset(
     {"phase", "progress", "counts", "steps", "eta", "startedAt", "observedGeneration", "conditions"}
 )
+# Under write pressure (more status writes waiting for a worker than there are workers) progress is
+# written less often, by that ratio and at most this many times the status interval: the API server
+# is what is slow, and a write put off is often one saved (a short step's Running).
+STATUS_STRETCH_MAX = 5.0
 # Workflow phase metrics and forgetting what is gone (both O(all objects)) run at most this often.
 HOUSEKEEPING_SECONDS = 2.0
 
@@ -890,13 +894,14 @@ class SchedulingLoop:
         after its latest admission (a step shorter than that goes from Pending to Succeeded in one
         write, and a refused create is written when it is rolled back), but never more than
         ``status_interval`` after it was first put off for that: a fan-out admitting all the time is
-        still shown."""
+        still shown. Under write pressure the interval stretches (STATUS_STRETCH_MAX)."""
         old = wf_status
         if status.get("phase") in ("Succeeded", "Failed") or any(
             status.get(k) != old.get(k) for k in status.keys() | old.keys() if k not in _PROGRESS_FIELDS
         ):
             return now  # an end, or a record the next plan starts from (outputs, a restart, memo): at once
-        interval = self.tuning.status_interval
+        waiting = len(self._queued) / self.workers  # status writes waiting for a worker, per worker
+        interval = self.tuning.status_interval * min(STATUS_STRETCH_MAX, max(1.0, waiting))
         due = self._written_at.setdefault(key, now) + interval
         admitted = self._admitted_at.get(key)
         if admitted is not None and admitted + interval > now:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections import Counter
 
+from meson.controllers.scheduling import STATUS_STRETCH_MAX
 from tests.controllers.builders import chain, queue, step, workflow
 from tests.controllers.fake_cluster import FakeCluster, Operator, run, sync
 
@@ -263,3 +264,22 @@ def test_only_progress_waits_for_the_status_interval() -> None:
     assert op.loop._write_due(key, {**progress, "outputs": {"a": "42"}}, written, now) == now
     assert op.loop._write_due(key, {**written, "restarts": 1}, written, now) == now
     assert op.loop._write_due(key, {**progress, "phase": "Succeeded"}, written, now) == now
+
+
+def test_progress_is_written_less_often_while_status_writes_queue_up() -> None:
+    """While more status writes wait for a worker than there are workers, the API server is the slow part:
+    progress waits longer (the interval times the backlog per worker, at most STATUS_STRETCH_MAX times);
+    an end is still written at once."""
+    cluster = FakeCluster()
+    op = Operator(cluster, status_interval=1.0)
+    loop, now = op.loop, cluster.clock()
+    written = {"phase": "Pending", "steps": [{"name": "a", "phase": "Pending"}]}
+    running = {"phase": "Running", "steps": [{"name": "a", "phase": "Running"}]}
+    loop._written_at[("default", "w")] = now
+    assert loop._write_due(("default", "w"), running, written, now) == now + 1.0
+    loop._queued.update({("default", f"q{i}"): None for i in range(3 * loop.workers)})
+    assert loop._write_due(("default", "w"), running, written, now) == now + 3.0
+    loop._queued.update({("default", f"r{i}"): None for i in range(10 * loop.workers)})
+    assert loop._write_due(("default", "w"), running, written, now) == now + STATUS_STRETCH_MAX
+    ended = {**running, "phase": "Succeeded"}
+    assert loop._write_due(("default", "w"), ended, written, now) == now
