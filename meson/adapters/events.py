@@ -41,6 +41,7 @@ def post(
         "count": 1,
     }
     try:
-        call(clients.core.create_namespaced_event, namespace, body, _preload_content=False)
+        # Not decoded into the client's models, but read: only a read response frees its connection.
+        call(clients.core.create_namespaced_event, namespace, body, _preload_content=False).read()
     except ApiException as e:
         log.warning("could not record event %s on %s: %s", reason, meta.get("name"), e.reason)

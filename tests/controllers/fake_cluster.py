@@ -508,8 +508,9 @@ class _Core:
     def delete_namespaced_pod(self, name: str, namespace: str, **_: Any) -> dict:
         return self.s.call(self.c.delete, "pods", namespace, name)
 
-    def create_namespaced_event(self, namespace: str, body: dict, **_: Any) -> None:
+    def create_namespaced_event(self, namespace: str, body: dict, **_: Any) -> RawResponse:
         self.s.call(self.c.record_event, namespace, body)
+        return RawResponse(json.dumps(body).encode())
 
 
 class _Custom:
