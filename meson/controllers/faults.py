@@ -104,9 +104,9 @@ class Faults:
                 return fault
         return None
 
-    def keys(self, kind: str, stage: str) -> list[Hashable]:
-        """The objects of ``kind`` with a current fault at ``stage``."""
-        return [key for (k, key, st) in self._current if k == kind and st == stage]
+    def at_stage(self, kind: str, stage: str) -> list[tuple[Hashable, Fault]]:
+        """The objects of ``kind`` with a current fault at ``stage``, and that fault."""
+        return [(key, fault) for (k, key, st), fault in self._current.items() if k == kind and st == stage]
 
     def forget(self, live: Callable[[str, Hashable], bool]) -> None:
         for slot in [s for s in self._current if not live(s[0], s[1])]:

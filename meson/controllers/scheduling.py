@@ -226,7 +226,7 @@ class SchedulingLoop:
     _written_at: dict[Key, float] = field(default_factory=dict)  # last status write (or first sight)
     _put_off: dict[Key, float] = field(default_factory=dict)  # status write first put off for an admission
     _admitted_at: dict[Key, float] = field(default_factory=dict)  # a workflow's latest admission
-    # Workflows at rest (see _at_rest) and the plan that found them so: skipped until an input moves.
+    # Workflows at rest (see _rest_if_idle) and the plan that found them so: skipped until an input moves.
     _dormant: dict[Key, _Planned] = field(default_factory=dict)
     # Workflows whose status patch waits for a write worker, and the newer status planned meanwhile
     # (sent instead when a worker is free: under load, one write instead of a queue of stale ones).
@@ -809,8 +809,7 @@ class SchedulingLoop:
                 waiting.update(self.subworkflows.held(key, p))
             settled = reused and planned.settled == waiting
             if settled and not self.verify_incremental:
-                if self._at_rest(key, planned):
-                    self._dormant[key] = planned
+                self._rest_if_idle(key, planned)
                 continue  # the same plan, the same positions: the same status, already written
             if (
                 reused
@@ -839,12 +838,10 @@ class SchedulingLoop:
                     planned.positions_at = now
             elif reused and status == (wf.get("status") or {}):
                 planned.settled, planned.positions_at = waiting, now
-                if self._at_rest(key, planned):
-                    self._dormant[key] = planned
-        for key in self.faults.keys("Workflow", "plan"):
+                self._rest_if_idle(key, planned)
+        for key, fault in self.faults.at_stage("Workflow", "plan"):
             wf = self.store.workflows.get(key)
-            fault = self.faults.of("Workflow", key)
-            if wf is not None and fault is not None and fault.stage == "plan":
+            if wf is not None:
                 status = faults.with_condition(wf.get("status") or {}, faults.fault_condition(fault))
                 if status != (wf.get("status") or {}):
                     writes.append(((WORKFLOW, key), self._patch_workflow_status(key, wf, status, None, now)))
@@ -853,15 +850,14 @@ class SchedulingLoop:
         writes += self.streams.status_writes(inputs, decisions)
         return self.inflight.start_all(writes)
 
-    def _at_rest(self, key: Key, planned: _Planned) -> bool:
-        """Whether a workflow needs nothing from a cycle until something it was planned from moves: its
-        status is written as planned, and its plan asks for nothing (no request, no admitted work counted
-        against a queue, no pod, child or deletion, no time to wake at) — a finished workflow, mostly.
-        Such workflows are not visited (a cluster keeps thousands of finished ones)."""
+    def _rest_if_idle(self, key: Key, planned: _Planned) -> None:
+        """Let a workflow whose status is written as planned rest if its plan asks for nothing (no request,
+        no admitted work counted against a queue, no pod, child or deletion, no time to wake at): a
+        finished workflow, mostly. Cycles skip it until something it was planned from moves (a cluster
+        keeps thousands of finished ones)."""
         p = planned.plan
-        return not (
+        idle = not (
             p.pending
-            or planned.admitted
             or p.admitted
             or p.wake_at is not None
             or p.create_pods
@@ -873,6 +869,8 @@ class SchedulingLoop:
             or key in self._queued
             or self.faults.of("Workflow", key) is not None
         )
+        if idle:
+            self._dormant[key] = planned
 
     def _needs_write(self, key: Key, wf: dict, status: dict, now: float) -> bool:
         if self._write_backoff.get(key, 0.0) > now or self.inflight.busy((WORKFLOW, key)):
