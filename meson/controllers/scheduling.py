@@ -149,6 +149,20 @@ class _Planned:
     # The queue positions with which this plan's status last needed no write (None: not yet).
     settled: dict | None = None
     positions_at: float = float("-inf")  # when a status with new positions was last written
+    checked_at: float = float("-inf")  # when its positions were last looked up (see _positions_unmoved)
+    refresh_due: float | None = None  # positions moved then: when their refresh may be written
+
+
+@dataclass
+class _Parked:
+    """A waiting workflow whose plan, offer and status are as the last cycle found them (see _park): each
+    cycle hands its requests to the core as they are, without planning, offering or writing it."""
+
+    planned: _Planned
+    owned: list[str]
+    requests: dict[str, tuple[str, Key, InstanceRequest]]
+    queue_of: dict[str, str]
+    pending: list[Workload]
 
 
 @dataclass
@@ -228,12 +242,19 @@ class SchedulingLoop:
     _admitted_at: dict[Key, float] = field(default_factory=dict)  # a workflow's latest admission
     # Workflows at rest (see _rest_if_idle) and the plan that found them so: skipped until an input moves.
     _dormant: dict[Key, _Planned] = field(default_factory=dict)
+    # Waiting workflows parked (see _park) and the earliest time their positions were looked up.
+    _parked: dict[Key, _Parked] = field(default_factory=dict)
+    _parked_checked: float = float("inf")
     # Workflows whose status patch waits for a write worker, and the newer status planned meanwhile
     # (sent instead when a worker is free: under load, one write instead of a queue of stale ones).
     _queued: dict[Key, Plan | None] = field(default_factory=dict)
     _newer: dict[Key, tuple[dict, dict, Plan]] = field(default_factory=dict)
     _stopping: bool = False
     _housekeeping_at: float = float("-inf")
+    # When anything queue positions and the core's reasons depend on last moved (see _note_movement).
+    _moved_at: float = float("-inf")
+    _fingerprint: tuple = ()
+    _core_wake: float | None = None
 
     def __post_init__(self) -> None:
         self.writer = Writer(self.clients, self.store, self.workers)
@@ -308,6 +329,12 @@ class SchedulingLoop:
             pods_version=lambda k: store.pod_versions.get(k, 0),
         )
         dormant: dict[Key, _Planned] = self._dormant if self.incremental else {}
+        parked = self._parked
+        if self._moved_at > self._parked_checked and now >= self._parked_checked + POSITIONS_REFRESH:
+            # Positions may have moved since the parked ones were looked up: look again, at most this often.
+            parked.clear()
+            self._parked_checked = float("inf")
+        replans = self.replans
         resting: list[Key] = []
         for key, wf in list(self.store.workflows.items()):
             rest = dormant.get(key)
@@ -317,6 +344,17 @@ class SchedulingLoop:
                         continue  # at rest (finished, written): nothing to offer, plan or write
                     resting.append(key)  # planned anyway, and must come out at rest again
                 del dormant[key]
+            park = parked.get(key)
+            if park is not None:
+                if self._unchanged(park.planned.inputs, key, wf):
+                    inputs.owned[(WORKFLOW, key)] = park.owned
+                    inputs.requests.update(park.requests)
+                    inputs.queue_of.update(park.queue_of)
+                    inputs.pending += park.pending
+                    if self.verify_incremental:
+                        self._verify_parked(key, wf, park, now)
+                    continue
+                del parked[key]
             if not self._reuse(key, wf, now, inputs):
                 self.faults.guard("Workflow", key, "plan", self._plan, key, wf, now, inputs)
         self._grant_semaphores(inputs)
@@ -337,6 +375,15 @@ class SchedulingLoop:
         )
         if decisions.wake_at is not None:
             inputs.wakes.append(decisions.wake_at)
+        self._note_movement(inputs, decisions, now, replanned=self.replans != replans)
+        if parked and self._moved_at > self._parked_checked:
+            inputs.wakes.append(self._parked_checked + POSITIONS_REFRESH)
+        if self.verify_incremental:
+            for key, park in parked.items():
+                # Nothing moved since its positions were looked up: they must be the same.
+                unmoved = park.planned.checked_at >= self._moved_at
+                if unmoved and self._positions(inputs, decisions, WORKFLOW, key, now) != park.planned.settled:
+                    self._mismatch(f"workflow {key}: parked, but its queue positions moved")
         result = CycleResult(
             pending=len(inputs.pending), preempted=len(decisions.preempt), visited=len(inputs.plans)
         )
@@ -663,6 +710,7 @@ class SchedulingLoop:
             self._reserved[req.key] = _Reservation((kind, owner_key), now)
             if kind == WORKFLOW:
                 self._admitted_at[owner_key] = now
+                self._parked.pop(owner_key, None)  # planned again: this request is now reserved
             refusal = self._refused.get(req.key)
             if refusal is not None:
                 # A retry: until its create works, the step still says why it waited.
@@ -780,6 +828,46 @@ class SchedulingLoop:
             and o.phase not in ("Succeeded", "Failed", "Gone")
         ]
 
+    def _note_movement(self, inputs: _Inputs, decisions, now: float, replanned: bool) -> None:
+        """Record whether this cycle may have moved a queue position or a reason the core gives: a plan
+        made (or a workflow gone), an admission, a preemption, a timer of the core come due, nodes' usage,
+        queues, namespaces or priorities changed, new predictions. Otherwise every waiting workflow's
+        positions are what they were, and :meth:`_write_status` does not look them up (an idle cycle with
+        thousands waiting costs what changed, not what waits)."""
+        fingerprint = (
+            len(inputs.pending),
+            len(inputs.held),
+            len(inputs.contending),
+            len(inputs.admitted),
+            len(self._reserved),
+            self.store.world_version,
+            self.store.usage_version,
+            id(self.etas.prediction),
+        )
+        timer = self._core_wake is not None and now >= self._core_wake
+        if replanned or decisions.admit or decisions.preempt or timer or fingerprint != self._fingerprint:
+            self._moved_at = now
+        self._fingerprint, self._core_wake = fingerprint, decisions.wake_at
+
+    def _positions_unmoved(self, planned: _Planned | None, now: float, wakes: list[float]) -> bool:
+        """Whether a settled status's positions need no look-up this cycle: nothing moved since they were
+        last looked up, or that was less than POSITIONS_REFRESH ago (the most often they are rewritten;
+        a refresh already due is kept)."""
+        if planned is None or planned.settled is None or self.verify_incremental:
+            return False
+        due = planned.refresh_due
+        if due is not None:
+            if now >= due:
+                return False
+            wakes.append(due)
+            return True
+        if planned.checked_at >= self._moved_at:
+            return True
+        if now < planned.checked_at + POSITIONS_REFRESH:
+            wakes.append(planned.checked_at + POSITIONS_REFRESH)
+            return True
+        return False
+
     # --- stage 4: write status ---------------------------------------------------------------------
     def _write_status(self, inputs: _Inputs, decisions, now: float) -> int:
         writes = inputs.writes
@@ -804,12 +892,17 @@ class SchedulingLoop:
                     self._newer[key] = (wf, faults.without_condition(status, faults.RECONCILED), p)
             if busy and not self.verify_incremental:
                 continue  # its last status is still being written; the write's end wakes the loop
+            if reused and self._positions_unmoved(planned, now, inputs.wakes):
+                continue
             waiting = self._positions(inputs, decisions, WORKFLOW, key, now)
             if p.create_workflows:
                 waiting.update(self.subworkflows.held(key, p))
             settled = reused and planned.settled == waiting
+            if reused:
+                planned.checked_at, planned.refresh_due = now, None
             if settled and not self.verify_incremental:
                 self._rest_if_idle(key, planned)
+                self._park(key, planned, inputs)
                 continue  # the same plan, the same positions: the same status, already written
             if (
                 reused
@@ -820,7 +913,8 @@ class SchedulingLoop:
                 # Only queue positions (or the core's reasons) moved since this plan's status was written
                 # a moment ago: refreshed at most every POSITIONS_REFRESH. No cycle is due for a status
                 # that has not moved (a queue on Hold rests).
-                inputs.wakes.append(planned.positions_at + POSITIONS_REFRESH)
+                planned.refresh_due = planned.positions_at + POSITIONS_REFRESH
+                inputs.wakes.append(planned.refresh_due)
                 continue
             status = with_queue_positions(p.status, waiting)
             status = faults.without_condition(status, faults.RECONCILED)
@@ -839,6 +933,7 @@ class SchedulingLoop:
             elif reused and status == (wf.get("status") or {}):
                 planned.settled, planned.positions_at = waiting, now
                 self._rest_if_idle(key, planned)
+                self._park(key, planned, inputs)
         for key, fault in self.faults.at_stage("Workflow", "plan"):
             wf = self.store.workflows.get(key)
             if wf is not None:
@@ -871,6 +966,76 @@ class SchedulingLoop:
         )
         if idle:
             self._dormant[key] = planned
+
+    def _park(self, key: Key, planned: _Planned, inputs: _Inputs) -> None:
+        """Park a workflow whose status is written as planned and whose plan only waits: every request
+        offered to the core as it is (none reserved, refused, held back or contending for a semaphore),
+        no admitted work, nothing to create or delete, no time to wake at. Cycles then hand its requests
+        to the core as they are, until an input of its plan moves, one of them is admitted, or queue
+        positions moved and POSITIONS_REFRESH passed since they were looked up (all parked ones are then
+        looked at again)."""
+        p = planned.plan
+        if (
+            not self.incremental
+            or not p.pending
+            or p.admitted
+            or p.wake_at is not None
+            or p.create_pods
+            or p.delete_pods
+            or p.delete_workflow
+            or p.create_workflows
+            or p.shutdown_workflows
+            or planned.placement[2] is not None
+            or self.semaphores.gate(key) is not None
+            or self.inflight.busy((WORKFLOW, key))
+            or key in self._queued
+            or self.faults.of("Workflow", key) is not None
+        ):
+            return
+        owned = inputs.owned.get((WORKFLOW, key), [])
+        pending = []
+        for request_key in owned:
+            known = self._workloads.get(request_key)
+            if (
+                known is None
+                or request_key in self._reserved
+                or request_key in self._refused
+                or request_key in inputs.held
+                or request_key in inputs.contending
+            ):
+                return
+            pending.append(known[3])
+        self._parked[key] = _Parked(
+            planned,
+            owned,
+            {k: inputs.requests[k] for k in owned},
+            {k: inputs.queue_of[k] for k in owned},
+            pending,
+        )
+        self._parked_checked = min(self._parked_checked, planned.checked_at)
+
+    def _verify_parked(self, key: Key, wf: dict, park: _Parked, now: float) -> None:
+        """verify_incremental: a parked workflow planned and offered from scratch offers what it parked."""
+        planned = park.planned
+        fresh = self._plan_from_scratch(key, wf, planned.now)
+        made = (fresh.plan, fresh.admitted, fresh.placement)
+        if made != (planned.plan, planned.admitted, planned.placement):
+            self._mismatch(f"workflow {key}: parked plan differs from a plan from scratch")
+            return
+        scratch = _Inputs()
+        p = fresh.plan
+        gate = self.semaphores.gate(key)
+        self.offer(WORKFLOW, key, p.pending, fresh.admitted, fresh.placement, p.wake_at, now, scratch, gate)
+        if (
+            scratch.requests != park.requests
+            or scratch.queue_of != park.queue_of
+            or scratch.pending != park.pending
+            or scratch.held
+            or scratch.contending
+            or scratch.admitted
+            or scratch.wakes
+        ):
+            self._mismatch(f"workflow {key}: parked offer differs from an offer from scratch")
 
     def _needs_write(self, key: Key, wf: dict, status: dict, now: float) -> bool:
         if self._write_backoff.get(key, 0.0) > now or self.inflight.busy((WORKFLOW, key)):
@@ -1015,6 +1180,8 @@ class SchedulingLoop:
             del self._planned[key]
         for key in [k for k in self._dormant if k not in live]:
             del self._dormant[key]
+        for key in [k for k in self._parked if k not in live]:
+            del self._parked[key]
         for key in [k for k in self._write_backoff if k not in live]:
             del self._write_backoff[key]
         for key in [k for k in self._written_at if k not in live]:

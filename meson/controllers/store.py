@@ -82,6 +82,7 @@ class Store:
     # What changed (see the module's docstring): a workflow's plan is reused while neither moved.
     pod_versions: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
     world_version: int = 0
+    usage_version: int = 0  # moves with node usage (see _count): the core's reasons read it
     _usage: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
 
     # --- Meson objects -------------------------------------------------------------------------
@@ -368,6 +369,7 @@ class Store:
         """Add (sign 1) or remove (-1) a pod's requests to its node's usage: only bound, unfinished pods."""
         if rec is None or not rec.node or rec.terminal:
             return
+        self.usage_version += 1
         used = self._usage[rec.node]
         for k, v in rec.request.items():
             left = used.get(k, 0) + sign * v

@@ -252,3 +252,49 @@ async def test_a_quiet_cluster_asks_for_no_cycle() -> None:
         wakes.append((await op.cycle()).wake_at)
         cluster.clock.advance(1)
     assert wakes == [None] * 8, wakes
+
+
+@sync
+async def test_waiting_workflows_are_parked_until_their_turn() -> None:
+    """Workflows waiting their turn are parked: a cycle hands their requests to the core as they are,
+    without planning, offering or writing them, so its cost follows what changed, not what waits. A parked
+    one admitted while its pod create hangs is not offered again; positions still move as the queue
+    drains. verify_incremental plans and offers every parked workflow from scratch and checks that it
+    offers what it parked, and that positions it did not look up have not moved."""
+    cluster = FakeCluster()
+    cluster.apply(queue("q", cpu=1))
+    names = [f"w{i:02d}" for i in range(12)]
+    for name in names:
+        cluster.clock.advance(0.1)
+        cluster.apply(workflow(name, "q", [step("a", cpu="1", duration="2s")]))
+    op = Operator(cluster)
+    await run(
+        cluster,
+        op,
+        lambda: (cluster.status("workflows", "w11").get("steps") or [{}])[0].get("position") == 11,
+    )
+    for _ in range(2):
+        result = await op.cycle()
+    assert result.visited <= 1, f"{result.visited} workflows visited while 11 only wait"
+    assert result.pending == 11
+
+    op.loop.writer.bind(asyncio.get_running_loop())
+    gate = cluster.slow("create", "pods")
+    try:
+        for _ in range(6):  # w00 ends, w01 is admitted, and its create hangs
+            cluster.clock.advance(1)
+            cluster.run_pods()
+            cluster.deliver()
+            await op.loop.cycle()
+            assert not op.loop.mismatches, op.loop.mismatches
+            await asyncio.sleep(0.02)
+        assert cluster.status("queues", "q").get("admitted") == 1
+        assert cluster.pods(workflow="w02") == []
+    finally:
+        gate.set()
+    await op.settle()
+    await run(cluster, op, lambda: phase(cluster, "w06") == "Succeeded")
+    position = cluster.status("workflows", "w11")["steps"][0].get("position")
+    assert position is not None and position <= 5, position
+    await run(cluster, op, lambda: all(phase(cluster, n) == "Succeeded" for n in names))
+    assert len(cluster.created_pods) == len(set(cluster.created_pods)) == 12
