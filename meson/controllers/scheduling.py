@@ -41,7 +41,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,9 @@ _PROGRESS_FIELDS = frozenset(
 STATUS_STRETCH_MAX = 5.0
 # Workflow phase metrics and forgetting what is gone (both O(all objects)) run at most this often.
 HOUSEKEEPING_SECONDS = 2.0
+# Cycles visit the workflows whose inputs were touched (see Store.touched) and those not at rest or
+# parked; at least this often, and whenever nodes, queues, namespaces or priorities change, every one.
+FULL_SCAN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -242,9 +245,16 @@ class SchedulingLoop:
     _admitted_at: dict[Key, float] = field(default_factory=dict)  # a workflow's latest admission
     # Workflows at rest (see _rest_if_idle) and the plan that found them so: skipped until an input moves.
     _dormant: dict[Key, _Planned] = field(default_factory=dict)
-    # Waiting workflows parked (see _park) and the earliest time their positions were looked up.
+    # Waiting workflows parked (see _park), the earliest time their positions were looked up, and their
+    # requests as each cycle starts from them.
     _parked: dict[Key, _Parked] = field(default_factory=dict)
     _parked_checked: float = float("inf")
+    _parked_requests: dict[str, tuple[str, Key, InstanceRequest]] = field(default_factory=dict)
+    _parked_queue_of: dict[str, str] = field(default_factory=dict)
+    _parked_pending: dict[str, Workload] = field(default_factory=dict)
+    # The next cycle that compares every workflow with its plan's inputs, and the world it last saw.
+    _full_scan_at: float = float("-inf")
+    _scan_world: int = -1
     # Workflows whose status patch waits for a write worker, and the newer status planned meanwhile
     # (sent instead when a worker is free: under load, one write instead of a queue of stale ones).
     _queued: dict[Key, Plan | None] = field(default_factory=dict)
@@ -317,8 +327,20 @@ class SchedulingLoop:
             if {n: u for n, u in scratch.items() if u} != self.store.node_usage():
                 self._mismatch("node usage kept pod by pod differs from a sum over every pod")
         queues, unreadable = self.queues.configs()
-        inputs = _Inputs()
         store = self.store
+        if self._moved_at > self._parked_checked and now >= self._parked_checked + POSITIONS_REFRESH:
+            # Positions may have moved since the parked ones were looked up: look again, at most this often.
+            self._unpark_all()
+        touched = store.take_touched()
+        world_moved = store.world_version != self._scan_world
+        every = not self.incremental or world_moved or now >= self._full_scan_at
+        # verify_incremental compares every workflow, and checks that those that moved were touched.
+        full = every or self.verify_incremental
+        if full:  # every workflow compared with what its plan was made of (a touch missed costs no more)
+            self._full_scan_at, self._scan_world = now + FULL_SCAN_SECONDS, store.world_version
+            keys: Collection[Key] = list(store.workflows)
+        else:  # the unsettled and the touched: a cycle's cost follows what moved, not what waits or ended
+            keys = (store.workflows.keys() - self._parked.keys() - self._dormant.keys()) | touched
         self.semaphores.refresh(
             store.workflows,
             lambda k: bool(store.workflow_pods.get(k)),
@@ -327,34 +349,42 @@ class SchedulingLoop:
             store.config_maps,
             pods_of=store.observations,
             pods_version=lambda k: store.pod_versions.get(k, 0),
+            changed=None if every else touched,
+        )
+        # The parked ones' requests, as they are (see _park).
+        inputs = _Inputs(
+            requests=dict(self._parked_requests),
+            pending=list(self._parked_pending.values()),
+            queue_of=dict(self._parked_queue_of),
         )
         dormant: dict[Key, _Planned] = self._dormant if self.incremental else {}
         parked = self._parked
-        if self._moved_at > self._parked_checked and now >= self._parked_checked + POSITIONS_REFRESH:
-            # Positions may have moved since the parked ones were looked up: look again, at most this often.
-            parked.clear()
-            self._parked_checked = float("inf")
         replans = self.replans
         resting: list[Key] = []
-        for key, wf in list(self.store.workflows.items()):
+        for key in keys:
+            wf = store.workflows.get(key)
+            if wf is None:  # deleted
+                self._unpark(key)
+                dormant.pop(key, None)
+                continue
             rest = dormant.get(key)
             if rest is not None:
                 if self._unchanged(rest.inputs, key, wf):
                     if not self.verify_incremental:
                         continue  # at rest (finished, written): nothing to offer, plan or write
                     resting.append(key)  # planned anyway, and must come out at rest again
+                elif self.verify_incremental and key not in touched and not world_moved:
+                    self._mismatch(f"workflow {key}: at rest, moved without a touch")
                 del dormant[key]
             park = parked.get(key)
             if park is not None:
                 if self._unchanged(park.planned.inputs, key, wf):
-                    inputs.owned[(WORKFLOW, key)] = park.owned
-                    inputs.requests.update(park.requests)
-                    inputs.queue_of.update(park.queue_of)
-                    inputs.pending += park.pending
                     if self.verify_incremental:
                         self._verify_parked(key, wf, park, now)
                     continue
-                del parked[key]
+                if self.verify_incremental and key not in touched and not world_moved:
+                    self._mismatch(f"workflow {key}: parked, moved without a touch")
+                self._unpark(key)
             if not self._reuse(key, wf, now, inputs):
                 self.faults.guard("Workflow", key, "plan", self._plan, key, wf, now, inputs)
         self._grant_semaphores(inputs)
@@ -381,6 +411,7 @@ class SchedulingLoop:
         if self.verify_incremental:
             for key, park in parked.items():
                 # Nothing moved since its positions were looked up: they must be the same.
+                inputs.owned[(WORKFLOW, key)] = park.owned
                 unmoved = park.planned.checked_at >= self._moved_at
                 if unmoved and self._positions(inputs, decisions, WORKFLOW, key, now) != park.planned.settled:
                     self._mismatch(f"workflow {key}: parked, but its queue positions moved")
@@ -581,14 +612,15 @@ class SchedulingLoop:
 
     @classmethod
     def waiting(
-        cls, inputs: _Inputs, decisions, kind: str
+        cls, inputs: _Inputs, decisions, kind: str, keys: Iterable[Key]
     ) -> Iterator[tuple[Key, InstanceRequest, tuple[int, str]]]:
-        """The requests of ``kind`` not admitted this cycle, with their (queue position, reason)."""
-        for request_key, (owner_kind, key, req) in inputs.requests.items():
-            if owner_kind == kind:
+        """The requests of the objects ``keys`` of ``kind`` not admitted this cycle, with their (queue
+        position, reason)."""
+        for key in keys:
+            for request_key in inputs.owned.get((kind, key), ()):
                 info = cls._waiting_info(inputs, decisions, request_key)
                 if info is not None:
-                    yield key, req, (max(0, info[0]), info[1])
+                    yield key, inputs.requests[request_key][2], (max(0, info[0]), info[1])
 
     def _positions(self, inputs: _Inputs, decisions, kind: str, key: Key, now: float) -> dict[str, tuple]:
         """One object's waiting requests: instance -> (queue position, reason[, predicted start]). A status
@@ -710,7 +742,7 @@ class SchedulingLoop:
             self._reserved[req.key] = _Reservation((kind, owner_key), now)
             if kind == WORKFLOW:
                 self._admitted_at[owner_key] = now
-                self._parked.pop(owner_key, None)  # planned again: this request is now reserved
+                self._unpark(owner_key)  # planned again: this request is now reserved
             refusal = self._refused.get(req.key)
             if refusal is not None:
                 # A retry: until its create works, the step still says why it waited.
@@ -1005,14 +1037,30 @@ class SchedulingLoop:
             ):
                 return
             pending.append(known[3])
-        self._parked[key] = _Parked(
-            planned,
-            owned,
-            {k: inputs.requests[k] for k in owned},
-            {k: inputs.queue_of[k] for k in owned},
-            pending,
-        )
+        requests = {k: inputs.requests[k] for k in owned}
+        queue_of = {k: inputs.queue_of[k] for k in owned}
+        self._parked[key] = _Parked(planned, owned, requests, queue_of, pending)
+        self._parked_requests.update(requests)
+        self._parked_queue_of.update(queue_of)
+        self._parked_pending.update((w.key, w) for w in pending)
         self._parked_checked = min(self._parked_checked, planned.checked_at)
+
+    def _unpark(self, key: Key) -> None:
+        park = self._parked.pop(key, None)
+        if park is not None:
+            for request_key in park.owned:
+                del self._parked_requests[request_key]
+                del self._parked_queue_of[request_key]
+                del self._parked_pending[request_key]
+            self.store.touched.add(key)  # visited next cycle, whatever happens in this one
+
+    def _unpark_all(self) -> None:
+        self.store.touched.update(self._parked)
+        self._parked.clear()
+        self._parked_requests.clear()
+        self._parked_queue_of.clear()
+        self._parked_pending.clear()
+        self._parked_checked = float("inf")
 
     def _verify_parked(self, key: Key, wf: dict, park: _Parked, now: float) -> None:
         """verify_incremental: a parked workflow planned and offered from scratch offers what it parked."""
@@ -1115,6 +1163,7 @@ class SchedulingLoop:
         rv = resource_version(written)
         self._own[key] = _OwnStatus(wf["metadata"].get("uid", ""), status, rv)
         current = self.store.workflows.get(key)
+        self.store.touched.add(key)
         if current is not None and rv and resource_version(current) <= rv:
             # Our own write, at once, as the server has it: its watch event (the same resourceVersion)
             # then changes nothing, and the plan made from it is reused.
@@ -1140,6 +1189,7 @@ class SchedulingLoop:
             if rv and own is not None:
                 # Our own write: the next cycle must not take it for someone else's edit.
                 own.status, own.resource_version = status, rv
+                self.store.touched.add(key)
 
     @staticmethod
     def _count_outcomes(p: Plan) -> None:
@@ -1181,7 +1231,7 @@ class SchedulingLoop:
         for key in [k for k in self._dormant if k not in live]:
             del self._dormant[key]
         for key in [k for k in self._parked if k not in live]:
-            del self._parked[key]
+            self._unpark(key)
         for key in [k for k in self._write_backoff if k not in live]:
             del self._write_backoff[key]
         for key in [k for k in self._written_at if k not in live]:

@@ -81,9 +81,21 @@ class Store:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     # What changed (see the module's docstring): a workflow's plan is reused while neither moved.
     pod_versions: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
+    # Workflows whose object, status or pods moved since the loop last took them (see take_touched).
+    touched: set[Key] = field(default_factory=set)
     world_version: int = 0
     usage_version: int = 0  # moves with node usage (see _count): the core's reasons read it
     _usage: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+
+    def pods_moved(self, key: Key) -> None:
+        """A workflow's pods (or child workflows) moved: its plan is made again."""
+        self.pod_versions[key] += 1
+        self.touched.add(key)
+
+    def take_touched(self) -> set[Key]:
+        """The workflows touched since the last call (the loop visits them next, with the unsettled)."""
+        touched, self.touched = self.touched, set()
+        return touched
 
     # --- Meson objects -------------------------------------------------------------------------
     def put(self, table: dict, key: Any, obj: dict) -> None:
@@ -103,7 +115,7 @@ class Store:
         parent = (obj["metadata"].get("labels") or {}).get(LABEL_PARENT)
         if parent:  # a sub-workflow: its parent is planned again, as for an event of one of its pods
             parent_key = (key[0], parent)
-            self.pod_versions[parent_key] += 1
+            self.pods_moved(parent_key)
             self.wake.set()  # even for the echo of our own write to the child, which put() skips
             if event == "DELETED":
                 self.children[parent_key].discard(key[1])
@@ -113,6 +125,7 @@ class Store:
                     self.child_tombstones[parent_key][key[1]] = obj
             else:
                 self.children[parent_key].add(key[1])
+        self.touched.add(key)
         if event == "DELETED":
             self.drop(self.workflows, key)
             self.tombstones.pop(key, None)
@@ -238,7 +251,7 @@ class Store:
             self._on_replica(event, obj, (meta["namespace"], job_name))
         if event == "DELETED":
             if wf_key is not None:
-                self.pod_versions[wf_key] += 1
+                self.pods_moved(wf_key)
             old = self.pods.pop(key, None)
             self._count(old, -1)
             if wf_key is not None:
@@ -274,7 +287,7 @@ class Store:
             # Most pod events change nothing the engine sees (conditions, our own create's echo): its
             # workflow's plan is reused.
             if old is None or old.observation != record.observation:
-                self.pod_versions[wf_key] += 1
+                self.pods_moved(wf_key)
                 moved = True
         if moved or job_name:
             self.wake.set()
@@ -289,7 +302,7 @@ class Store:
             return
         self._count(rec, -1)
         if rec.workflow is not None:
-            self.pod_versions[rec.workflow] += 1
+            self.pods_moved(rec.workflow)
             self.workflow_pods[rec.workflow].discard(name)
             obs = rec.observation
             if obs is not None and rec.terminal:

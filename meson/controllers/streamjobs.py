@@ -215,7 +215,7 @@ class StreamJobs:
 
     def status_writes(self, inputs: _Inputs, decisions: Any) -> list[Write]:
         waiting: dict[Key, list[str]] = {}
-        for key, req, info in self.loop.waiting(inputs, decisions, KIND):
+        for key, req, info in self.loop.waiting(inputs, decisions, KIND, self.plans):
             where = f" (position {info[0]})" if info[0] else ""
             waiting.setdefault(key, []).append(f"replica {req.index}{where}: {info[1]}")
         writes: list[Write] = []

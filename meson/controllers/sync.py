@@ -196,6 +196,7 @@ _Claim = tuple[Group, str, int | str, tuple]
 class Semaphores:
     def __init__(self) -> None:
         self._declared: dict[Key, tuple[Any, Declared | None]] = {}  # by workflow: (its spec, what it names)
+        self._naming: set[Key] = set()  # the workflows whose spec names a semaphore
         self._holding: dict[Key, tuple[Any, int, dict[str, str]]] = {}  # (object, pods version, holders)
         self._members: dict[Key, _Member] = {}
         self._holders: dict[Group, list[str]] = {}
@@ -211,12 +212,14 @@ class Semaphores:
         config_maps: Mapping[Key, ConfigMapData] | None = None,
         pods_of: Callable[[Key], Iterable[PodObservation]] = lambda key: (),
         pods_version: Callable[[Key], int] | None = None,
+        changed: Collection[Key] | None = None,
     ) -> None:
         """Work out this cycle's holders of every semaphore, and what the requests of the others contend for
         (``reserved``: request keys ``ns/workflow/instance`` admitted whose pods are not seen yet;
         ``config_maps``: the data of the ConfigMaps by (namespace, name), for limits given by
         ``configMapKeyRef``; ``pods_of``: a workflow's pods, ``pods_version``: a number that moves with
-        them, None when unknown)."""
+        them, None when unknown; ``changed``: the workflows whose object moved since the last call, None
+        when unknown: only those are read again for what they name)."""
         config_maps = config_maps or {}
         holders: dict[Group, list[str]] = defaultdict(list)
         limits: dict[Group, int] = {}
@@ -230,11 +233,25 @@ class Semaphores:
                 limits[group] = min(limit, limits.get(group, limit))
             return limit
 
-        for key, wf in workflows.items():
+        if changed is None:
+            candidates: Iterable[Key] = workflows
+        else:
+            for key in changed:
+                if key not in workflows:
+                    known.pop(key, None)
+                    self._holding.pop(key, None)
+                    self._naming.discard(key)
+            candidates = [*self._naming, *(k for k in changed if k in workflows and k not in self._naming)]
+        for key in candidates:
+            wf = workflows[key]
             spec = wf.get("spec")
             names = known.get(key)
             if names is None or names[0] is not spec:  # once per object: most workflows name none
                 names = known[key] = (spec, declared(spec) if isinstance(spec, Mapping) else None)
+                if names[1] is None:
+                    self._naming.discard(key)
+                else:
+                    self._naming.add(key)
             d = names[1]
             if d is None or (wf.get("status") or {}).get("phase") in _FINISHED:
                 continue
@@ -274,6 +291,7 @@ class Semaphores:
             for gone in [k for k in known if k not in workflows]:
                 del known[gone]
                 self._holding.pop(gone, None)
+                self._naming.discard(gone)
         self._members, self._holders, self._limits = members, holders, limits
         self._claims = {}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -254,13 +255,15 @@ async def test_a_quiet_cluster_asks_for_no_cycle() -> None:
     assert wakes == [None] * 8, wakes
 
 
+@pytest.mark.parametrize("verify", [True, False])
 @sync
-async def test_waiting_workflows_are_parked_until_their_turn() -> None:
+async def test_waiting_workflows_are_parked_until_their_turn(verify: bool) -> None:
     """Workflows waiting their turn are parked: a cycle hands their requests to the core as they are,
-    without planning, offering or writing them, so its cost follows what changed, not what waits. A parked
-    one admitted while its pod create hangs is not offered again; positions still move as the queue
-    drains. verify_incremental plans and offers every parked workflow from scratch and checks that it
-    offers what it parked, and that positions it did not look up have not moved."""
+    without visiting them (planning, offering, writing), so its cost follows what changed, not what waits.
+    A parked one admitted while its pod create hangs is not offered again; positions still move as the
+    queue drains. verify_incremental visits every workflow anyway, plans and offers each parked one from
+    scratch and checks that it offers what it parked, that positions it did not look up have not moved,
+    and that every workflow that moved was touched (without it, cycles visit only those)."""
     cluster = FakeCluster()
     cluster.apply(queue("q", cpu=1))
     names = [f"w{i:02d}" for i in range(12)]
@@ -268,6 +271,7 @@ async def test_waiting_workflows_are_parked_until_their_turn() -> None:
         cluster.clock.advance(0.1)
         cluster.apply(workflow(name, "q", [step("a", cpu="1", duration="2s")]))
     op = Operator(cluster)
+    op.loop.verify_incremental = verify
     await run(
         cluster,
         op,
