@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 
@@ -10,6 +11,12 @@ import kopf
 
 from meson.adapters import metrics
 from meson.controllers.scheduling import Tuning
+
+# The view holds every watched object: tens of thousands of long-lived dicts and lists, none in a reference
+# cycle. With Python's default thresholds (700, 10, 10) the collector scanned them over and over: 5.5 s of
+# the operator's 30 s of CPU on the benchmark's trace, 3.7 s of it in 15 full collections. Young objects
+# are collected after this many allocations instead (cycles are still found, later).
+GC_THRESHOLDS = (50_000, 20, 10)
 
 
 def run(
@@ -50,6 +57,8 @@ def run(
         metrics.serve(metrics_port)
     if dashboard:
         _serve_dashboard(*dashboard)
+    gc.freeze()  # what start-up loaded (modules, kopf, the client) is never garbage: not scanned again
+    gc.set_threshold(*GC_THRESHOLDS)
     # No stop_flag: kopf stops on SIGTERM/SIGINT itself. (A threading.Event stop flag is awaited in an
     # executor thread that asyncio.run then joins forever: the operator never exited on SIGTERM.)
     asyncio.run(
