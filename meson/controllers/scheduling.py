@@ -158,14 +158,15 @@ class _Planned:
 
 @dataclass
 class _Parked:
-    """A waiting workflow whose plan, offer and status are as the last cycle found them (see _park): each
-    cycle hands its requests to the core as they are, without planning, offering or writing it."""
+    """A workflow whose plan, offer and status are as the last cycle found them (see _park): each cycle
+    hands its requests and admitted work to the core as they are, without planning, offering or writing it."""
 
     planned: _Planned
-    owned: list[str]
+    owned: list[str]  # its pending requests' keys
     requests: dict[str, tuple[str, Key, InstanceRequest]]
     queue_of: dict[str, str]
     pending: list[Workload]
+    runs: dict[str, InstanceRequest]  # its admitted requests (with pods), by key: what a preemption deletes
 
 
 @dataclass
@@ -252,6 +253,8 @@ class SchedulingLoop:
     _parked_requests: dict[str, tuple[str, Key, InstanceRequest]] = field(default_factory=dict)
     _parked_queue_of: dict[str, str] = field(default_factory=dict)
     _parked_pending: dict[str, Workload] = field(default_factory=dict)
+    _parked_admitted: dict[str, AdmittedWorkload] = field(default_factory=dict)
+    _parked_owner: dict[str, Key] = field(default_factory=dict)  # admitted request key -> its workflow
     # The next cycle that compares every workflow with its plan's inputs, and the world it last saw.
     _full_scan_at: float = float("-inf")
     _scan_world: int = -1
@@ -330,7 +333,7 @@ class SchedulingLoop:
         store = self.store
         if self._moved_at > self._parked_checked and now >= self._parked_checked + POSITIONS_REFRESH:
             # Positions may have moved since the parked ones were looked up: look again, at most this often.
-            self._unpark_all()
+            self._unpark_waiting()
         touched = store.take_touched()
         world_moved = store.world_version != self._scan_world
         every = not self.incremental or world_moved or now >= self._full_scan_at
@@ -355,6 +358,7 @@ class SchedulingLoop:
         inputs = _Inputs(
             requests=dict(self._parked_requests),
             pending=list(self._parked_pending.values()),
+            admitted=list(self._parked_admitted.values()),
             queue_of=dict(self._parked_queue_of),
         )
         dormant: dict[Key, _Planned] = self._dormant if self.incremental else {}
@@ -411,7 +415,7 @@ class SchedulingLoop:
         if self.verify_incremental:
             for key, park in parked.items():
                 # Nothing moved since its positions were looked up: they must be the same.
-                inputs.owned[(WORKFLOW, key)] = park.owned
+                inputs.owned.setdefault((WORKFLOW, key), park.owned)
                 unmoved = park.planned.checked_at >= self._moved_at
                 if unmoved and self._positions(inputs, decisions, WORKFLOW, key, now) != park.planned.settled:
                     self._mismatch(f"workflow {key}: parked, but its queue positions moved")
@@ -819,18 +823,20 @@ class SchedulingLoop:
     def _evict(self, inputs: _Inputs, decisions) -> None:
         victims = {p.victim_key: p for p in decisions.preempt}
         deletes: list[Write] = []
+        runs: list[tuple[Key, InstanceRequest]] = []
         for key, p in inputs.plans.items():
             deletes += [self.deletion(key[0], name, None) for name in p.delete_pods]
-            for req in p.admitted:
-                victim = victims.get(req.key)
-                if victim is None:
-                    continue
-                queue = (self.store.workflows[key].get("spec") or {}).get("queue", "")
-                metrics.PREEMPTIONS.labels(queue=queue).inc()
-                metrics.PREEMPTION_WORK_LOST.labels(queue=queue).inc(victim.work_lost)
-                deletes += [
-                    self.deletion(key[0], name, victim.reason) for name in self._pods_of_run(key, req)
-                ]
+            runs += [(key, req) for req in p.admitted if req.key in victims]
+        for request_key in victims.keys() & self._parked_owner.keys():
+            owner = self._parked_owner[request_key]
+            runs.append((owner, self._parked[owner].runs[request_key]))
+            self._unpark(owner)  # planned again next cycle, with its pods going
+        for key, req in runs:
+            victim = victims[req.key]
+            queue = (self.store.workflows[key].get("spec") or {}).get("queue", "")
+            metrics.PREEMPTIONS.labels(queue=queue).inc()
+            metrics.PREEMPTION_WORK_LOST.labels(queue=queue).inc(victim.work_lost)
+            deletes += [self.deletion(key[0], name, victim.reason) for name in self._pods_of_run(key, req)]
         deletes += self.streams.deletions(victims)
         # Pods bound to a deleted node are lost; remove ours at once (as the pod garbage collector would,
         # after its quarantine) so the engine retries them now and nothing reports a dead pod's success.
@@ -1000,17 +1006,16 @@ class SchedulingLoop:
             self._dormant[key] = planned
 
     def _park(self, key: Key, planned: _Planned, inputs: _Inputs) -> None:
-        """Park a workflow whose status is written as planned and whose plan only waits: every request
-        offered to the core as it is (none reserved, refused, held back or contending for a semaphore),
-        no admitted work, nothing to create or delete, no time to wake at. Cycles then hand its requests
-        to the core as they are, until an input of its plan moves, one of them is admitted, or queue
-        positions moved and POSITIONS_REFRESH passed since they were looked up (all parked ones are then
-        looked at again)."""
+        """Park a workflow whose status is written as planned and whose plan only waits or runs: every
+        pending request offered to the core as it is (none reserved, refused, held back or contending for
+        a semaphore), admitted work all with pods, nothing to create or delete, no time to wake at. Cycles
+        then hand its requests and admitted work to the core as they are, until an input of its plan
+        moves, one of its requests is admitted or preempted, or, for one that waits, queue positions moved
+        and POSITIONS_REFRESH passed since they were looked up (those are then all looked at again)."""
         p = planned.plan
         if (
             not self.incremental
-            or not p.pending
-            or p.admitted
+            or not (p.pending or p.admitted)
             or p.wake_at is not None
             or p.create_pods
             or p.delete_pods
@@ -1039,11 +1044,15 @@ class SchedulingLoop:
             pending.append(known[3])
         requests = {k: inputs.requests[k] for k in owned}
         queue_of = {k: inputs.queue_of[k] for k in owned}
-        self._parked[key] = _Parked(planned, owned, requests, queue_of, pending)
+        runs = {req.key: req for req in p.admitted}
+        self._parked[key] = _Parked(planned, owned, requests, queue_of, pending, runs)
         self._parked_requests.update(requests)
         self._parked_queue_of.update(queue_of)
         self._parked_pending.update((w.key, w) for w in pending)
-        self._parked_checked = min(self._parked_checked, planned.checked_at)
+        self._parked_admitted.update((a.key, a) for a in planned.admitted)
+        self._parked_owner.update((k, key) for k in runs)
+        if owned:  # positions to refresh
+            self._parked_checked = min(self._parked_checked, planned.checked_at)
 
     def _unpark(self, key: Key) -> None:
         park = self._parked.pop(key, None)
@@ -1052,14 +1061,15 @@ class SchedulingLoop:
                 del self._parked_requests[request_key]
                 del self._parked_queue_of[request_key]
                 del self._parked_pending[request_key]
+            for request_key in park.runs:
+                self._parked_admitted.pop(request_key, None)
+                self._parked_owner.pop(request_key, None)
             self.store.touched.add(key)  # visited next cycle, whatever happens in this one
 
-    def _unpark_all(self) -> None:
-        self.store.touched.update(self._parked)
-        self._parked.clear()
-        self._parked_requests.clear()
-        self._parked_queue_of.clear()
-        self._parked_pending.clear()
+    def _unpark_waiting(self) -> None:
+        """Queue positions may have moved: the parked with pending requests are looked at again."""
+        for key in [k for k, park in self._parked.items() if park.owned]:
+            self._unpark(key)
         self._parked_checked = float("inf")
 
     def _verify_parked(self, key: Key, wf: dict, park: _Parked, now: float) -> None:
@@ -1078,9 +1088,9 @@ class SchedulingLoop:
             scratch.requests != park.requests
             or scratch.queue_of != park.queue_of
             or scratch.pending != park.pending
+            or scratch.admitted != park.planned.admitted
             or scratch.held
             or scratch.contending
-            or scratch.admitted
             or scratch.wakes
         ):
             self._mismatch(f"workflow {key}: parked offer differs from an offer from scratch")

@@ -216,15 +216,17 @@ async def test_finished_workflows_rest_until_something_of_theirs_moves() -> None
     await run(cluster, op, lambda: all(phase(cluster, f"done-{i}") == "Succeeded" for i in range(30)))
     for _ in range(3):
         result = await op.cycle()
-    assert result.visited == 1, "finished workflows are still visited every cycle"
+    # (The running one is parked: see test_a_parked_running_workflow_is_preempted_and_runs_again.)
+    assert result.visited == 0, "finished workflows are still visited every cycle"
+    assert ("default", "long") in op.loop._parked
 
     cluster._patch("workflows", "default", "done-3", {"status": {"phase": "Running"}}, status_only=True)
-    assert (await op.cycle()).visited == 2
+    assert (await op.cycle()).visited == 1
     await run(cluster, op, lambda: phase(cluster, "done-3") == "Succeeded")
     assert ("done-3", "StatusCorrected") in cluster.warnings()
     for _ in range(2):
         result = await op.cycle()
-    assert result.visited == 1
+    assert result.visited == 0
 
 
 @sync
@@ -255,6 +257,10 @@ async def test_a_quiet_cluster_asks_for_no_cycle() -> None:
     assert wakes == [None] * 8, wakes
 
 
+def position(cluster: FakeCluster, name: str) -> int:
+    return (cluster.status("workflows", name).get("steps") or [{}])[0].get("position") or 0
+
+
 @pytest.mark.parametrize("verify", [True, False])
 @sync
 async def test_waiting_workflows_are_parked_until_their_turn(verify: bool) -> None:
@@ -275,7 +281,7 @@ async def test_waiting_workflows_are_parked_until_their_turn(verify: bool) -> No
     await run(
         cluster,
         op,
-        lambda: (cluster.status("workflows", "w11").get("steps") or [{}])[0].get("position") == 11,
+        lambda: position(cluster, "w11") == 11,
     )
     for _ in range(2):
         result = await op.cycle()
@@ -298,7 +304,32 @@ async def test_waiting_workflows_are_parked_until_their_turn(verify: bool) -> No
         gate.set()
     await op.settle()
     await run(cluster, op, lambda: phase(cluster, "w06") == "Succeeded")
-    position = cluster.status("workflows", "w11")["steps"][0].get("position")
-    assert position is not None and position <= 5, position
+    # Five ahead of it left the queue: its position follows within a refresh (5 s) while it is parked.
+    await run(cluster, op, lambda: 0 < position(cluster, "w11") <= 5, max_cycles=6)
     await run(cluster, op, lambda: all(phase(cluster, n) == "Succeeded" for n in names))
     assert len(cluster.created_pods) == len(set(cluster.created_pods)) == 12
+
+
+@pytest.mark.parametrize("verify", [True, False])
+@sync
+async def test_a_parked_running_workflow_is_preempted_and_runs_again(verify: bool) -> None:
+    """A running workflow whose status is written is parked too (its admitted work handed to the core as
+    it is); when the core picks its pod to make room for higher-priority work, the pod is deleted, the
+    workflow is planned again and runs once there is room."""
+    cluster = FakeCluster()
+    cluster.add_priority_class("low", 10)
+    cluster.add_priority_class("high", 1000)
+    cluster.apply(queue("q", cpu=1, preemption={"withinQueue": "LowerPriority"}))
+    cluster.apply(workflow("batch", "q", [step("b", cpu="1", duration="30s")], priorityClassName="low"))
+    op = Operator(cluster)
+    op.loop.verify_incremental = verify
+    await run(cluster, op, lambda: phase(cluster, "batch") == "Running")
+    for _ in range(2):
+        result = await op.cycle()
+    assert ("default", "batch") in op.loop._parked and result.visited == 0
+    cluster.apply(workflow("hot", "q", [step("now", cpu="1", duration="2s")], priorityClassName="high"))
+    await run(cluster, op, lambda: phase(cluster, "hot") == "Succeeded")
+    assert cluster.status("workflows", "batch")["steps"][0].get("run", 0) >= 1
+    await run(cluster, op, lambda: phase(cluster, "batch") == "Succeeded", max_cycles=80)
+    batch_pods = [name for _, name in cluster.created_pods if name.startswith("batch-")]
+    assert len(batch_pods) == 2, batch_pods  # the preempted run and the one that finished
