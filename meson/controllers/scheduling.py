@@ -827,10 +827,13 @@ class SchedulingLoop:
         for key, p in inputs.plans.items():
             deletes += [self.deletion(key[0], name, None) for name in p.delete_pods]
             runs += [(key, req) for req in p.admitted if req.key in victims]
+        owners = set()
         for request_key in victims.keys() & self._parked_owner.keys():
             owner = self._parked_owner[request_key]
             runs.append((owner, self._parked[owner].runs[request_key]))
-            self._unpark(owner)  # planned again next cycle, with its pods going
+            owners.add(owner)
+        for owner in owners:  # planned again next cycle, with its pods going (after all its victims)
+            self._unpark(owner)
         for key, req in runs:
             victim = victims[req.key]
             queue = (self.store.workflows[key].get("spec") or {}).get("queue", "")
