@@ -635,12 +635,11 @@ class _Cycle:
             reason = self.reason_cache.get(block)
             if reason is None:
                 reason = self.reason_cache[block] = block.describe()
-            if (
-                allow_preempt
-                and now - w.created >= self.sched.preempt_after
-                and (cfg.preempt_within_queue != "Never" or cfg.reclaim_borrowed)
-                and self._preempt_for(w, total, reason)
-            ):
+            may_preempt = allow_preempt and (cfg.preempt_within_queue != "Never" or cfg.reclaim_borrowed)
+            if may_preempt and now - w.created < self.sched.preempt_after:
+                # Not yet: wake when it may (nothing else may happen before, in a quiet cluster).
+                self.wake.append(w.created + self.sched.preempt_after)
+            elif may_preempt and self._preempt_for(w, total, reason):
                 return _STOP if strict else _SKIP
             if self.protected:
                 left = format_seconds(min(self.protected) - now)

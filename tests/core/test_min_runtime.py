@@ -62,3 +62,15 @@ def test_minimum_runtime_is_always_honoured(
         least = max(a.workload.min_runtime, queue_min if a.queue == "batch" else 0.0)
         assert now - a.admitted_at >= least
         assert p.work_lost == now - a.admitted_at
+
+
+def test_a_workload_that_may_preempt_after_a_wait_asks_to_be_woken_then() -> None:
+    """Preemption waits preempt_after seconds (capacity may free by itself); the cycle that finds it
+    blocked before then asks to be woken when it may preempt, or a quiet cluster would run no cycle until
+    some other event, and the victims' own ends came first."""
+    borrowed = [running(wl("b1", "batch", 2), at=0), running(wl("b2", "batch", 2), at=0)]
+    sched = Scheduler(preempt_after=1.0)
+    d = cycle(_queues(), [wl("p", "prod", 2, created=10)], borrowed, now=10.2, sched=sched)
+    assert d.preempt == [] and d.wake_at == 11.0
+    d = cycle(_queues(), [wl("p", "prod", 2, created=10)], borrowed, now=11.0, sched=sched)
+    assert [p.victim_key for p in d.preempt] in (["b1"], ["b2"])
