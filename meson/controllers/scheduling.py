@@ -992,10 +992,14 @@ class SchedulingLoop:
         finished workflow, mostly. Cycles skip it until something it was planned from moves (a cluster
         keeps thousands of finished ones)."""
         p = planned.plan
-        idle = not (
-            p.pending
-            or p.admitted
-            or p.wake_at is not None
+        if not (p.pending or p.admitted) and self._quiet(key, p):
+            self._dormant[key] = planned
+
+    def _quiet(self, key: Key, p: Plan) -> bool:
+        """Whether a plan asks for nothing but its requests and admitted work: no pod, child or deletion
+        to make, no time to wake at, no status write under way, no fault."""
+        return not (
+            p.wake_at is not None
             or p.create_pods
             or p.delete_pods
             or p.delete_workflow
@@ -1005,8 +1009,6 @@ class SchedulingLoop:
             or key in self._queued
             or self.faults.of("Workflow", key) is not None
         )
-        if idle:
-            self._dormant[key] = planned
 
     def _park(self, key: Key, planned: _Planned, inputs: _Inputs) -> None:
         """Park a workflow whose status is written as planned and whose plan only waits or runs: every
@@ -1019,17 +1021,9 @@ class SchedulingLoop:
         if (
             not self.incremental
             or not (p.pending or p.admitted)
-            or p.wake_at is not None
-            or p.create_pods
-            or p.delete_pods
-            or p.delete_workflow
-            or p.create_workflows
-            or p.shutdown_workflows
+            or not self._quiet(key, p)
             or planned.placement[2] is not None
             or self.semaphores.gate(key) is not None
-            or self.inflight.busy((WORKFLOW, key))
-            or key in self._queued
-            or self.faults.of("Workflow", key) is not None
         ):
             return
         owned = inputs.owned.get((WORKFLOW, key), [])
