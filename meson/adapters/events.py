@@ -44,4 +44,6 @@ def post(
         # Not decoded into the client's models, but read: only a read response frees its connection.
         call(clients.core.create_namespaced_event, namespace, body, _preload_content=False).read()
     except ApiException as e:
-        log.warning("could not record event %s on %s: %s", reason, meta.get("name"), e.reason)
+        # With the server's answer: a 403 for a namespace being deleted says NamespaceTerminating there.
+        detail = str(e.body or "").replace("\n", " ")[:600]
+        log.warning("could not record event %s on %s: %s %s", reason, meta.get("name"), e.reason, detail)

@@ -38,3 +38,24 @@ def test_events_beyond_the_backlog_bound_are_dropped_and_counted(monkeypatch) ->
     release.set()
     w._events.shutdown(wait=True)
     assert sorted(posted, key=lambda m: int(m.split()[1])) == [f"step {i}" for i in range(20)]
+
+
+def test_an_event_refused_says_why_in_the_log(monkeypatch, caplog) -> None:
+    """An Event refused by the API server is logged with the server's answer, not only its reason: a 403
+    because the namespace is being deleted (NamespaceTerminating) is not a missing permission, and the
+    RBAC e2e test tells the two apart by it."""
+    from kubernetes.client.exceptions import ApiException
+
+    from meson.adapters import events
+
+    clients = kube.Clients.from_config(client.Configuration(host="https://127.0.0.1:6443"))
+    refusal = ApiException(status=403, reason="Forbidden")
+    refusal.body = '{"reason":"Forbidden","details":{"causes":[{"reason":"NamespaceTerminating"}]}}'
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise refusal
+
+    monkeypatch.setattr(events, "call", refuse)
+    with caplog.at_level("WARNING", logger=events.log.name):
+        events.post(clients, {"metadata": {"namespace": "gone", "name": "clicks"}}, "Warning", "X", "m")
+    assert "Forbidden" in caplog.text and "NamespaceTerminating" in caplog.text
